@@ -1,0 +1,243 @@
+//! The native CPU backend: matmuls through the `gemm` crate (AVX2/FMA when the
+//! CPU has them), everything else row-parallel with rayon. It is both the fast
+//! path on machines without a hardware GPU and the reference the WGSL kernels
+//! are tested against.
+
+use rayon::prelude::*;
+
+use super::{
+    check_attention, check_batch, check_linear, check_same, gelu, Activation, Backend,
+    EmbeddingTables, HostMatrix, Shaped, TokenBatch,
+};
+use crate::error::Result;
+
+/// A host matrix is both the CPU backend's tensor and its weight.
+pub type CpuTensor = HostMatrix;
+
+impl Shaped for HostMatrix {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// The native CPU backend.
+#[derive(Debug, Clone, Default)]
+pub struct CpuBackend {
+    _private: (),
+}
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// `y[m, n] = x[m, k] · w[n, k]ᵀ` into `y` (overwritten), with `gemm`.
+pub fn matmul_transposed(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
+    debug_assert_eq!(x.len(), m * k);
+    debug_assert_eq!(w.len(), n * k);
+    debug_assert_eq!(y.len(), m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 && m * n * k > 64 * 64 * 64 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the three slices hold exactly m·k, n·k and m·n elements (checked
+    // above), and the strides below address only inside them:
+    // x(i, p) = x[i·k + p], w read transposed as rhs(p, j) = w[j·k + p],
+    // y(i, j) = y[i·n + j].
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            y.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// LayerNorm of one row in place (statistics in f64).
+fn layernorm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = row.len() as f64;
+    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let inv = 1.0 / (var + eps as f64).sqrt();
+    for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+        *v = ((*v as f64 - mean) * inv) as f32 * g + b;
+    }
+}
+
+impl Backend for CpuBackend {
+    type Tensor = HostMatrix;
+    type Weight = HostMatrix;
+
+    fn describe(&self) -> String {
+        format!("cpu (native, {} threads)", rayon::current_num_threads())
+    }
+
+    fn weight(&self, _label: &str, m: &HostMatrix) -> Result<HostMatrix> {
+        Ok(m.clone())
+    }
+
+    fn embed(
+        &mut self,
+        batch: &TokenBatch,
+        t: &EmbeddingTables<HostMatrix>,
+        eps: f32,
+    ) -> Result<HostMatrix> {
+        check_batch(batch, t.word.rows, t.position.rows, t.token_type.rows)?;
+        let hidden = t.word.cols;
+        let rows = batch.batch * batch.seq_len;
+        let mut out = vec![0.0f32; rows * hidden];
+        out.par_chunks_mut(hidden.max(1))
+            .enumerate()
+            .for_each(|(r, row)| {
+                let w = &t.word.data[batch.ids[r] as usize * hidden..][..hidden];
+                let p = &t.position.data[(r % batch.seq_len) * hidden..][..hidden];
+                let ty = &t.token_type.data[batch.type_ids[r] as usize * hidden..][..hidden];
+                for c in 0..hidden {
+                    row[c] = w[c] + p[c] + ty[c];
+                }
+                layernorm_row(row, &t.gamma.data, &t.beta.data, eps);
+            });
+        HostMatrix::new(rows, hidden, out)
+    }
+
+    fn linear(
+        &mut self,
+        x: &HostMatrix,
+        w: &HostMatrix,
+        bias: Option<&HostMatrix>,
+        act: Activation,
+    ) -> Result<HostMatrix> {
+        check_linear(x, w, bias)?;
+        let (m, n, k) = (x.rows, w.rows, x.cols);
+        let mut y = vec![0.0f32; m * n];
+        matmul_transposed(&x.data, &w.data, &mut y, m, n, k);
+        if bias.is_some() || act != Activation::Identity {
+            y.par_chunks_mut(n.max(1)).for_each(|row| {
+                if let Some(b) = bias {
+                    for (v, b) in row.iter_mut().zip(&b.data) {
+                        *v += b;
+                    }
+                }
+                if act == Activation::Gelu {
+                    for v in row.iter_mut() {
+                        *v = gelu(*v);
+                    }
+                }
+            });
+        }
+        HostMatrix::new(m, n, y)
+    }
+
+    fn attention(
+        &mut self,
+        qkv: &HostMatrix,
+        batch: &TokenBatch,
+        heads: usize,
+    ) -> Result<HostMatrix> {
+        let d = check_attention(qkv, batch, heads)?;
+        let hidden = heads * d;
+        let stride = 3 * hidden;
+        let seq = batch.seq_len;
+        let scale = 1.0 / (d as f32).sqrt();
+        let rows = batch.batch * seq;
+        let mut out = vec![0.0f32; rows * hidden];
+        out.par_chunks_mut(hidden.max(1))
+            .enumerate()
+            .for_each(|(row, ctx)| {
+                let b = row / seq;
+                let n_keys = (batch.key_lens[b] as usize).min(seq);
+                let first = b * seq;
+                let mut scores = vec![0.0f32; n_keys];
+                for h in 0..heads {
+                    let q = &qkv.data[row * stride + h * d..][..d];
+                    let mut max = f32::NEG_INFINITY;
+                    for (j, s) in scores.iter_mut().enumerate() {
+                        let k = &qkv.data[(first + j) * stride + hidden + h * d..][..d];
+                        *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        max = max.max(*s);
+                    }
+                    let mut denom = 0.0f32;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        denom += *s;
+                    }
+                    let o = &mut ctx[h * d..][..d];
+                    o.fill(0.0);
+                    if denom > 0.0 {
+                        for (j, s) in scores.iter().enumerate() {
+                            let v = &qkv.data[(first + j) * stride + 2 * hidden + h * d..][..d];
+                            let p = s / denom;
+                            for (o, v) in o.iter_mut().zip(v) {
+                                *o += p * v;
+                            }
+                        }
+                    }
+                }
+            });
+        HostMatrix::new(rows, hidden, out)
+    }
+
+    fn add_layernorm(
+        &mut self,
+        x: &HostMatrix,
+        residual: &HostMatrix,
+        gamma: &HostMatrix,
+        beta: &HostMatrix,
+        eps: f32,
+    ) -> Result<HostMatrix> {
+        check_same("add_layernorm", x, residual)?;
+        let hidden = x.cols;
+        let mut out: Vec<f32> = x
+            .data
+            .iter()
+            .zip(&residual.data)
+            .map(|(a, b)| a + b)
+            .collect();
+        out.par_chunks_mut(hidden.max(1))
+            .for_each(|row| layernorm_row(row, &gamma.data, &beta.data, eps));
+        HostMatrix::new(x.rows, hidden, out)
+    }
+
+    fn l2_normalize(&mut self, x: &HostMatrix) -> Result<HostMatrix> {
+        let mut out = x.data.clone();
+        out.par_chunks_mut(x.cols.max(1)).for_each(|row| {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let inv = 1.0 / norm.max(1e-12);
+            row.iter_mut().for_each(|v| *v *= inv);
+        });
+        HostMatrix::new(x.rows, x.cols, out)
+    }
+
+    fn read(&mut self, x: &HostMatrix) -> Result<HostMatrix> {
+        Ok(x.clone())
+    }
+}

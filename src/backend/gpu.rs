@@ -1,0 +1,241 @@
+//! The WGSL backend: every op records a dispatch into one pending command
+//! encoder; [`Backend::read`] submits once and reads back only what is asked.
+
+use std::sync::Arc;
+
+use super::{
+    check_attention, check_batch, check_linear, check_same, Activation, Backend, EmbeddingTables,
+    HostMatrix, Shaped, TokenBatch,
+};
+use crate::error::Result;
+use crate::gpu::{GpuContext, PooledBuffer};
+use crate::kernels;
+
+/// Activations: a pooled storage buffer with its shape.
+pub struct GpuTensor {
+    buffer: PooledBuffer,
+    rows: usize,
+    cols: usize,
+}
+
+/// Parameters: a storage buffer uploaded once.
+pub struct GpuWeight {
+    buffer: wgpu::Buffer,
+    rows: usize,
+    cols: usize,
+}
+
+impl Shaped for GpuTensor {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+impl Shaped for GpuWeight {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+impl GpuTensor {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.buffer()
+    }
+}
+
+impl GpuWeight {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+/// The WGSL backend on one [`GpuContext`].
+pub struct GpuBackend {
+    ctx: Arc<GpuContext>,
+    encoder: Option<wgpu::CommandEncoder>,
+}
+
+impl GpuBackend {
+    pub fn new(ctx: Arc<GpuContext>) -> Self {
+        Self { ctx, encoder: None }
+    }
+
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        let ctx = &self.ctx;
+        self.encoder.get_or_insert_with(|| ctx.encoder("forward"))
+    }
+
+    fn tensor(&self, what: &str, rows: usize, cols: usize) -> Result<GpuTensor> {
+        let bytes = (rows * cols * 4) as u64;
+        self.ctx.check_binding_size(what, bytes)?;
+        Ok(GpuTensor {
+            buffer: self.ctx.pool().get(bytes),
+            rows,
+            cols,
+        })
+    }
+
+    /// Uploads activations (used by tests and by callers that start mid-model).
+    pub fn upload(&self, m: &HostMatrix) -> Result<GpuTensor> {
+        let t = self.tensor("upload", m.rows, m.cols)?;
+        if !m.data.is_empty() {
+            self.ctx
+                .queue
+                .write_buffer(t.buffer(), 0, bytemuck::cast_slice(&m.data));
+        }
+        Ok(t)
+    }
+}
+
+impl Backend for GpuBackend {
+    type Tensor = GpuTensor;
+    type Weight = GpuWeight;
+
+    fn describe(&self) -> String {
+        format!("gpu ({})", self.ctx.describe())
+    }
+
+    fn weight(&self, label: &str, m: &HostMatrix) -> Result<GpuWeight> {
+        Ok(GpuWeight {
+            buffer: self.ctx.upload(label, &m.data)?,
+            rows: m.rows,
+            cols: m.cols,
+        })
+    }
+
+    fn embed(
+        &mut self,
+        batch: &TokenBatch,
+        t: &EmbeddingTables<GpuWeight>,
+        eps: f32,
+    ) -> Result<GpuTensor> {
+        check_batch(batch, t.word.rows, t.position.rows, t.token_type.rows)?;
+        let rows = batch.batch * batch.seq_len;
+        let hidden = t.word.cols;
+        let out = self.tensor("embeddings", rows, hidden)?;
+        let ids = self.ctx.upload("ids", &batch.ids)?;
+        let type_ids = self.ctx.upload("type ids", &batch.type_ids)?;
+        let tables = kernels::embed::Tables {
+            word: &t.word.buffer,
+            position: &t.position.buffer,
+            token_type: &t.token_type.buffer,
+            gamma: &t.gamma.buffer,
+            beta: &t.beta.buffer,
+        };
+        let ctx = self.ctx.clone();
+        kernels::embed::record(
+            &ctx,
+            self.encoder(),
+            &ids,
+            &type_ids,
+            &tables,
+            out.buffer(),
+            (rows, batch.seq_len, hidden),
+            eps,
+        )?;
+        Ok(out)
+    }
+
+    fn linear(
+        &mut self,
+        x: &GpuTensor,
+        w: &GpuWeight,
+        bias: Option<&GpuWeight>,
+        act: Activation,
+    ) -> Result<GpuTensor> {
+        check_linear(x, w, bias)?;
+        let out = self.tensor("linear output", x.rows, w.rows)?;
+        let ctx = self.ctx.clone();
+        kernels::matmul::record(
+            &ctx,
+            self.encoder(),
+            x.buffer(),
+            &w.buffer,
+            bias.map(|b| &b.buffer),
+            out.buffer(),
+            (x.rows, w.rows, x.cols),
+            act,
+        )?;
+        Ok(out)
+    }
+
+    fn attention(
+        &mut self,
+        qkv: &GpuTensor,
+        batch: &TokenBatch,
+        heads: usize,
+    ) -> Result<GpuTensor> {
+        let d = check_attention(qkv, batch, heads)?;
+        let out = self.tensor("attention output", qkv.rows, heads * d)?;
+        let key_lens = self.ctx.upload("key lengths", &batch.key_lens)?;
+        let ctx = self.ctx.clone();
+        kernels::attention::record(
+            &ctx,
+            self.encoder(),
+            qkv.buffer(),
+            &key_lens,
+            out.buffer(),
+            (batch.batch, batch.seq_len, heads, d),
+        )?;
+        Ok(out)
+    }
+
+    fn add_layernorm(
+        &mut self,
+        x: &GpuTensor,
+        residual: &GpuTensor,
+        gamma: &GpuWeight,
+        beta: &GpuWeight,
+        eps: f32,
+    ) -> Result<GpuTensor> {
+        check_same("add_layernorm", x, residual)?;
+        let out = self.tensor("layernorm output", x.rows, x.cols)?;
+        let ctx = self.ctx.clone();
+        kernels::layernorm::record(
+            &ctx,
+            self.encoder(),
+            x.buffer(),
+            residual.buffer(),
+            &gamma.buffer,
+            &beta.buffer,
+            out.buffer(),
+            (x.rows, x.cols),
+            eps,
+        )?;
+        Ok(out)
+    }
+
+    fn l2_normalize(&mut self, x: &GpuTensor) -> Result<GpuTensor> {
+        let out = self.tensor("l2norm output", x.rows, x.cols)?;
+        let ctx = self.ctx.clone();
+        kernels::l2norm::record(
+            &ctx,
+            self.encoder(),
+            x.buffer(),
+            out.buffer(),
+            (x.rows, x.cols),
+        )?;
+        Ok(out)
+    }
+
+    fn read(&mut self, x: &GpuTensor) -> Result<HostMatrix> {
+        let encoder = self
+            .encoder
+            .take()
+            .unwrap_or_else(|| self.ctx.encoder("read"));
+        let mut out = self
+            .ctx
+            .submit_and_read::<f32>(encoder, &[(x.buffer(), x.rows * x.cols)])?;
+        HostMatrix::new(x.rows, x.cols, out.pop().unwrap_or_default())
+    }
+}

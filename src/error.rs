@@ -1,0 +1,81 @@
+//! The library's one error type. Every fallible public function returns
+//! [`Result<T>`]; the CLI adds context with `anyhow`.
+
+use std::path::PathBuf;
+
+/// Errors of colwgpu, each naming what went wrong and where.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no GPU adapter found{0}. On Debian/Ubuntu install a software Vulkan driver with \
+         `sudo apt-get install mesa-vulkan-drivers` (or run `scripts/install-system.sh`), \
+         or use `--device cpu`"
+    )]
+    NoAdapter(String),
+
+    #[error("requesting a device from adapter '{adapter}' failed: {source}")]
+    RequestDevice {
+        adapter: String,
+        #[source]
+        source: wgpu::RequestDeviceError,
+    },
+
+    #[error("shader '{label}': {message}")]
+    Shader { label: String, message: String },
+
+    #[error("GPU error during '{label}': {message}")]
+    Gpu { label: String, message: String },
+
+    #[error("shape mismatch in {op}: {detail}")]
+    Shape { op: &'static str, detail: String },
+
+    #[error("{what} needs {needed} bytes but the adapter allows at most {limit} bytes")]
+    LimitExceeded {
+        what: String,
+        needed: u64,
+        limit: u64,
+    },
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{}: {message}", path.display())]
+    Safetensors { path: PathBuf, message: String },
+
+    #[error("tokenizer {}: {message}", path.display())]
+    Tokenizer { path: PathBuf, message: String },
+
+    #[error("model config {}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+
+    #[error("invalid input: {0}")]
+    Input(String),
+
+    #[error("index {}: {message}", path.display())]
+    IndexFormat { path: PathBuf, message: String },
+}
+
+/// `Result` with the library's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A shape error for operation `op`.
+    pub fn shape(op: &'static str, detail: impl Into<String>) -> Self {
+        Error::Shape {
+            op,
+            detail: detail.into(),
+        }
+    }
+}

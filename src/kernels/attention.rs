@@ -1,0 +1,72 @@
+//! `shaders/attention.wgsl`: multi-head self-attention over a fused QKV tensor
+//! with a per-sequence key length (padding / expansion-token mask).
+
+use super::ROW_WG;
+use crate::error::{Error, Result};
+use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+
+/// Largest head dimension the shader's private arrays hold.
+pub const MAX_HEAD_DIM: usize = 128;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub batch: u32,
+    pub seq_len: u32,
+    pub heads: u32,
+    pub head_dim: u32,
+    pub scale: f32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+    pub _pad2: u32,
+}
+
+pub const SPEC: KernelSpec = KernelSpec {
+    shader: "attention.wgsl",
+    entry: "main",
+    bindings: &[
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+        Binding::Uniform,
+    ],
+};
+
+/// Records `ctx = attention(qkv)` for `batch` sequences of `seq_len` rows.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    qkv: &wgpu::Buffer,
+    key_lens: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    (batch, seq_len, heads, head_dim): (usize, usize, usize, usize),
+) -> Result<()> {
+    if head_dim > MAX_HEAD_DIM || head_dim == 0 {
+        return Err(Error::shape(
+            "attention",
+            format!("head_dim {head_dim} must be in 1..={MAX_HEAD_DIM}"),
+        ));
+    }
+    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", ROW_WG as f64)])?;
+    let params = ctx.uniform(
+        "attention params",
+        &Params {
+            batch: batch as u32,
+            seq_len: seq_len as u32,
+            heads: heads as u32,
+            head_dim: head_dim as u32,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        },
+    );
+    let items = (batch * seq_len * heads) as u32;
+    let groups = grid_1d(
+        items.div_ceil(ROW_WG),
+        ctx.limits.max_compute_workgroups_per_dimension,
+    );
+    ctx.dispatch(encoder, &pipeline, &[qkv, key_lens, out, &params], groups);
+    Ok(())
+}

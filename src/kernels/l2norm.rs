@@ -1,0 +1,46 @@
+//! `shaders/l2norm.wgsl`: out[r] = x[r] / max(‖x[r]‖₂, 1e-12).
+
+use super::ROW_WG;
+use crate::error::Result;
+use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub rows: u32,
+    pub cols: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+pub const SPEC: KernelSpec = KernelSpec {
+    shader: "l2norm.wgsl",
+    entry: "main",
+    bindings: &[Binding::Read, Binding::ReadWrite, Binding::Uniform],
+};
+
+/// Records the row-wise L2 normalisation of `x` [rows, cols] into `out`.
+pub fn record(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    (rows, cols): (usize, usize),
+) -> Result<()> {
+    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", ROW_WG as f64)])?;
+    let params = ctx.uniform(
+        "l2norm params",
+        &Params {
+            rows: rows as u32,
+            cols: cols as u32,
+            _pad0: 0,
+            _pad1: 0,
+        },
+    );
+    let groups = grid_1d(
+        (rows as u32).div_ceil(ROW_WG),
+        ctx.limits.max_compute_workgroups_per_dimension,
+    );
+    ctx.dispatch(encoder, &pipeline, &[x, out, &params], groups);
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! Typed dispatches of the WGSL kernels in `shaders/`: one file per shader with
+//! its `Params` (`#[repr(C)]`, same field order as the WGSL struct) and a
+//! function that records the dispatch into a command encoder. Models call
+//! kernels; kernels never call models.
+
+pub mod attention;
+pub mod embed;
+pub mod l2norm;
+pub mod layernorm;
+pub mod matmul;
+
+use crate::gpu::KernelSpec;
+
+/// Every kernel, for pipeline warm-up and the shader tests.
+pub const ALL: &[KernelSpec] = &[
+    embed::SPEC,
+    matmul::SPEC,
+    attention::SPEC,
+    layernorm::SPEC,
+    l2norm::SPEC,
+];
+
+/// Size in bytes of each kernel's `Params` struct, by shader file: checked
+/// against the WGSL struct layout naga computes.
+pub const PARAMS_SIZES: &[(&str, usize)] = &[
+    ("embed.wgsl", std::mem::size_of::<embed::Params>()),
+    ("matmul.wgsl", std::mem::size_of::<matmul::Params>()),
+    ("attention.wgsl", std::mem::size_of::<attention::Params>()),
+    ("layernorm.wgsl", std::mem::size_of::<layernorm::Params>()),
+    ("l2norm.wgsl", std::mem::size_of::<l2norm::Params>()),
+];
+
+/// Workgroup size of the row-wise kernels.
+pub(crate) const ROW_WG: u32 = 64;

@@ -1,0 +1,364 @@
+//! ColBERT: a BERT checkpoint plus a linear head to a small dimension, token
+//! vectors L2-normalised. Loads the two layouts people have on disk and encodes
+//! queries and documents in length-sorted, padded batches.
+
+use std::path::{Path, PathBuf};
+
+use crate::backend::{Activation, Backend, HostMatrix, TokenBatch};
+use crate::error::{Error, Result};
+use crate::model::bert::{self, BertWeights};
+use crate::model::config::{read_json, BertConfig, ColbertSettings, StanfordMetadata};
+use crate::model::weights::TensorFile;
+use crate::text::{ColbertTokenizer, TokenizerSettings};
+
+/// Where the ColBERT projection was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadLayout {
+    /// `1_Dense/model.safetensors` + `config_sentence_transformers.json` (PyLate).
+    PyLate,
+    /// `linear.weight` inside `model.safetensors` (stanford ColBERT).
+    Stanford,
+    /// A plain BERT directory: token vectors are the L2-normalised hidden states.
+    None,
+}
+
+/// A checkpoint read from disk, on the host.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: BertConfig,
+    pub tokenizer: ColbertTokenizer,
+    pub weights: BertWeights<HostMatrix>,
+    /// `[dim, hidden]`, no bias.
+    pub projection: Option<HostMatrix>,
+    pub head: HeadLayout,
+}
+
+fn require(path: PathBuf, what: &str) -> Result<PathBuf> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::io(
+            &path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("{what} not found")),
+        ))
+    }
+}
+
+impl Checkpoint {
+    /// Reads a Hugging Face BERT directory with an optional ColBERT head.
+    pub fn load(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+            ));
+        }
+        let config = BertConfig::load(&require(dir.join("config.json"), "config.json")?)?;
+        let model_path = dir.join("model.safetensors");
+        if !model_path.is_file() {
+            let hint = if dir.join("pytorch_model.bin").exists() {
+                " (only pytorch_model.bin is present: colwgpu reads safetensors; convert it first)"
+            } else {
+                ""
+            };
+            return Err(Error::io(
+                &model_path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("model.safetensors not found{hint}"),
+                ),
+            ));
+        }
+        let file = TensorFile::open(&model_path)?;
+        let prefix = bert::find_prefix(&file)?;
+        let weights = BertWeights::load(&file, &prefix, &config)?;
+
+        let dense_path = dir.join("1_Dense").join("model.safetensors");
+        let (head, projection, settings) = if dense_path.is_file() {
+            let dense = TensorFile::open(&dense_path)?;
+            let proj = read_projection(&dense, &config)?;
+            let st_path = dir.join("config_sentence_transformers.json");
+            let settings: ColbertSettings = if st_path.is_file() {
+                read_json(&st_path)?
+            } else {
+                ColbertSettings::default()
+            };
+            (HeadLayout::PyLate, Some(proj), settings)
+        } else if file.contains("linear.weight") {
+            let proj = read_projection(&file, &config)?;
+            let meta_path = dir.join("artifact.metadata");
+            let settings = if meta_path.is_file() {
+                read_json::<StanfordMetadata>(&meta_path)?.into()
+            } else {
+                ColbertSettings::default()
+            };
+            (HeadLayout::Stanford, Some(proj), settings)
+        } else {
+            (HeadLayout::None, None, ColbertSettings::default())
+        };
+
+        let defaults = TokenizerSettings::default();
+        let tok_settings = TokenizerSettings {
+            query_marker: settings
+                .query_prefix
+                .map(|s| s.trim().to_string())
+                .unwrap_or(defaults.query_marker),
+            document_marker: settings
+                .document_prefix
+                .map(|s| s.trim().to_string())
+                .unwrap_or(defaults.document_marker),
+            query_length: settings.query_length.unwrap_or(defaults.query_length),
+            document_length: settings
+                .document_length
+                .unwrap_or(defaults.document_length)
+                .min(config.max_position_embeddings),
+            query_expansion: settings.do_query_expansion.unwrap_or(true),
+            attend_to_expansion_tokens: settings.attend_to_expansion_tokens.unwrap_or(false),
+            skiplist_words: settings.skiplist_words.unwrap_or(defaults.skiplist_words),
+        };
+        if tok_settings.query_length > config.max_position_embeddings {
+            return Err(Error::Config {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "query length {} exceeds the model's {} positions",
+                    tok_settings.query_length, config.max_position_embeddings
+                ),
+            });
+        }
+        let tokenizer = ColbertTokenizer::load(
+            &require(dir.join("tokenizer.json"), "tokenizer.json")?,
+            &tok_settings,
+        )?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            tokenizer,
+            weights,
+            projection,
+            head,
+        })
+    }
+
+    /// The dimension of the token vectors.
+    pub fn dim(&self) -> usize {
+        self.projection
+            .as_ref()
+            .map(|p| p.rows)
+            .unwrap_or(self.config.hidden_size)
+    }
+}
+
+fn read_projection(file: &TensorFile, config: &BertConfig) -> Result<HostMatrix> {
+    let shape = file
+        .shape("linear.weight")?
+        .ok_or_else(|| Error::Safetensors {
+            path: file.path().to_path_buf(),
+            message: "tensor 'linear.weight' (the ColBERT projection) is missing".into(),
+        })?;
+    match shape.as_slice() {
+        [dim, hidden] if *hidden == config.hidden_size && *dim > 0 => {
+            file.matrix("linear.weight", &[*dim, *hidden])
+        }
+        _ => Err(Error::Safetensors {
+            path: file.path().to_path_buf(),
+            message: format!(
+                "tensor 'linear.weight' has shape {shape:?}, expected [dim, {}]",
+                config.hidden_size
+            ),
+        }),
+    }
+}
+
+/// The token vectors of one text: `vectors` is `ids.len() × dim`, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenVectors {
+    pub ids: Vec<u32>,
+    pub vectors: Vec<f32>,
+}
+
+impl TokenVectors {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Padded sequence lengths are rounded up to a multiple of this, so batches of
+/// similar texts share a shape.
+const LENGTH_BUCKET: usize = 8;
+
+/// A ColBERT encoder on one backend.
+pub struct ColbertEncoder<B: Backend> {
+    backend: B,
+    config: BertConfig,
+    tokenizer: ColbertTokenizer,
+    weights: BertWeights<B::Weight>,
+    projection: Option<B::Weight>,
+    head: HeadLayout,
+    dim: usize,
+    /// Sequences per forward pass.
+    pub batch_size: usize,
+}
+
+/// One sequence to encode: its ids, how many leading positions are attended to,
+/// and which output rows to keep.
+struct Sequence {
+    ids: Vec<u32>,
+    attended: usize,
+    keep: Vec<bool>,
+}
+
+impl<B: Backend> ColbertEncoder<B> {
+    /// Uploads `checkpoint` to `backend`.
+    pub fn new(checkpoint: Checkpoint, backend: B) -> Result<Self> {
+        let weights = checkpoint.weights.upload(&backend)?;
+        let projection = checkpoint
+            .projection
+            .as_ref()
+            .map(|p| backend.weight("colbert projection", p))
+            .transpose()?;
+        let dim = checkpoint.dim();
+        Ok(Self {
+            backend,
+            config: checkpoint.config,
+            tokenizer: checkpoint.tokenizer,
+            weights,
+            projection,
+            head: checkpoint.head,
+            dim,
+            batch_size: 32,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    pub fn head(&self) -> HeadLayout {
+        self.head
+    }
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+    pub fn tokenizer(&self) -> &ColbertTokenizer {
+        &self.tokenizer
+    }
+    pub fn describe_backend(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// Query vectors: one per position of the query length ([MASK] expansion included).
+    pub fn encode_queries(&mut self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
+        let seqs = self
+            .tokenizer
+            .queries(texts)?
+            .into_iter()
+            .map(|q| Sequence {
+                keep: vec![true; q.ids.len()],
+                attended: q.attended,
+                ids: q.ids,
+            })
+            .collect();
+        self.run(seqs)
+    }
+
+    /// Document vectors: one per token, punctuation (the skiplist) removed.
+    pub fn encode_documents(&mut self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
+        let seqs = self
+            .tokenizer
+            .documents(texts)?
+            .into_iter()
+            .map(|d| Sequence {
+                keep: d.ids.iter().map(|&id| self.tokenizer.keeps(id)).collect(),
+                attended: d.ids.len(),
+                ids: d.ids,
+            })
+            .collect();
+        self.run(seqs)
+    }
+
+    /// Hidden states of one query after the embeddings (`layers = 0`) or after
+    /// `layers` transformer layers, `[query_length, hidden]`: for debugging parity.
+    pub fn query_hidden_states(&mut self, text: &str, layers: usize) -> Result<HostMatrix> {
+        let q = self.tokenizer.queries(&[text])?.remove(0);
+        let batch = TokenBatch {
+            type_ids: vec![0; q.ids.len()],
+            batch: 1,
+            seq_len: q.ids.len(),
+            key_lens: vec![q.attended as u32],
+            ids: q.ids,
+        };
+        let h = bert::forward(
+            &mut self.backend,
+            &self.config,
+            &self.weights,
+            &batch,
+            Some(layers),
+        )?;
+        self.backend.read(&h)
+    }
+
+    fn run(&mut self, seqs: Vec<Sequence>) -> Result<Vec<TokenVectors>> {
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        // Longest first, so each batch pads to little more than its own texts.
+        order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].ids.len()));
+        let mut out: Vec<Option<TokenVectors>> = vec![None; seqs.len()];
+        for chunk in order.chunks(self.batch_size.max(1)) {
+            let longest = chunk.iter().map(|&i| seqs[i].ids.len()).max().unwrap_or(1);
+            let seq_len = longest
+                .div_ceil(LENGTH_BUCKET)
+                .saturating_mul(LENGTH_BUCKET)
+                .min(self.config.max_position_embeddings)
+                .max(longest);
+            let mut ids = vec![self.tokenizer.tokens.pad; chunk.len() * seq_len];
+            let mut key_lens = Vec::with_capacity(chunk.len());
+            for (b, &i) in chunk.iter().enumerate() {
+                ids[b * seq_len..][..seqs[i].ids.len()].copy_from_slice(&seqs[i].ids);
+                key_lens.push(seqs[i].attended as u32);
+            }
+            let batch = TokenBatch {
+                type_ids: vec![0; ids.len()],
+                ids,
+                batch: chunk.len(),
+                seq_len,
+                key_lens,
+            };
+            let hidden =
+                bert::forward(&mut self.backend, &self.config, &self.weights, &batch, None)?;
+            let projected = match &self.projection {
+                Some(p) => self
+                    .backend
+                    .linear(&hidden, p, None, Activation::Identity)?,
+                None => hidden,
+            };
+            let vectors = self.backend.l2_normalize(&projected)?;
+            let host = self.backend.read(&vectors)?;
+            for (b, &i) in chunk.iter().enumerate() {
+                let s = &seqs[i];
+                let mut tv = TokenVectors {
+                    ids: Vec::with_capacity(s.ids.len()),
+                    vectors: Vec::with_capacity(s.ids.len() * self.dim),
+                };
+                for (t, (&id, &keep)) in s.ids.iter().zip(&s.keep).enumerate() {
+                    if keep {
+                        tv.ids.push(id);
+                        tv.vectors.extend_from_slice(
+                            &host.data[(b * seq_len + t) * self.dim..][..self.dim],
+                        );
+                    }
+                }
+                out[i] = Some(tv);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|v| {
+                v.unwrap_or(TokenVectors {
+                    ids: vec![],
+                    vectors: vec![],
+                })
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,131 @@
+//! Model loading and the encoders. [`Encoder`] picks a backend at run time;
+//! [`ColbertEncoder`] is the one model code path, generic over it.
+
+pub mod bert;
+pub mod colbert;
+pub mod config;
+pub mod weights;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+pub use colbert::{Checkpoint, ColbertEncoder, HeadLayout, TokenVectors};
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::GpuBackend;
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuOptions};
+
+/// Which backend runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// A hardware GPU through wgpu if there is one, else the native CPU backend
+    /// (a software adapter is 10–30× slower than native code).
+    #[default]
+    Auto,
+    /// The native CPU backend.
+    Cpu,
+    /// wgpu + WGSL on whatever adapter is found, software ones included.
+    Gpu,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "gpu" | "wgpu" => Ok(Self::Gpu),
+            other => Err(Error::Input(format!(
+                "unknown device '{other}' (expected auto, cpu or gpu)"
+            ))),
+        }
+    }
+}
+
+/// Resolves `choice` to a GPU context (for `gpu`, or `auto` with a hardware GPU)
+/// or `None` (the CPU backend).
+pub fn resolve_device(
+    choice: DeviceChoice,
+    options: &GpuOptions,
+) -> Result<Option<Arc<GpuContext>>> {
+    match choice {
+        DeviceChoice::Cpu => Ok(None),
+        DeviceChoice::Gpu => Ok(Some(Arc::new(GpuContext::new(options)?))),
+        DeviceChoice::Auto => match GpuContext::new(options) {
+            Ok(ctx) if !ctx.is_software() => Ok(Some(Arc::new(ctx))),
+            _ => Ok(None),
+        },
+    }
+}
+
+/// A ColBERT encoder on the backend chosen at run time.
+pub enum Encoder {
+    Cpu(ColbertEncoder<CpuBackend>),
+    Gpu(ColbertEncoder<GpuBackend>),
+}
+
+macro_rules! each {
+    ($self:expr, $e:ident => $body:expr) => {
+        match $self {
+            Encoder::Cpu($e) => $body,
+            Encoder::Gpu($e) => $body,
+        }
+    };
+}
+
+impl Encoder {
+    /// Loads the checkpoint in `dir` onto the chosen device.
+    pub fn open(dir: &Path, device: DeviceChoice, options: &GpuOptions) -> Result<Self> {
+        let checkpoint = Checkpoint::load(dir)?;
+        Self::from_checkpoint(checkpoint, device, options)
+    }
+
+    pub fn from_checkpoint(
+        checkpoint: Checkpoint,
+        device: DeviceChoice,
+        options: &GpuOptions,
+    ) -> Result<Self> {
+        Ok(match resolve_device(device, options)? {
+            Some(ctx) => Encoder::Gpu(ColbertEncoder::new(checkpoint, GpuBackend::new(ctx))?),
+            None => Encoder::Cpu(ColbertEncoder::new(checkpoint, CpuBackend::new())?),
+        })
+    }
+
+    pub fn encode_queries(&mut self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
+        each!(self, e => e.encode_queries(texts))
+    }
+
+    pub fn encode_documents(&mut self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
+        each!(self, e => e.encode_documents(texts))
+    }
+
+    pub fn dim(&self) -> usize {
+        each!(self, e => e.dim())
+    }
+
+    pub fn head(&self) -> HeadLayout {
+        each!(self, e => e.head())
+    }
+
+    pub fn describe_backend(&self) -> String {
+        each!(self, e => e.describe_backend())
+    }
+
+    pub fn set_batch_size(&mut self, n: usize) {
+        each!(self, e => e.batch_size = n.max(1))
+    }
+
+    pub fn tokenizer(&self) -> &crate::text::ColbertTokenizer {
+        each!(self, e => e.tokenizer())
+    }
+
+    /// Runs one tiny batch so shaders are compiled before anything is timed
+    /// (drivers compile at the first dispatch, not at pipeline creation).
+    pub fn warm_up(&mut self) -> Result<()> {
+        self.encode_queries(&["warm up"])?;
+        self.encode_documents(&["warm up"])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! Reading tensors from `.safetensors` files (memory-mapped), converting f16 and
+//! bf16 to f32, with errors that name the file, the tensor and what was expected.
+
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::backend::HostMatrix;
+use crate::error::{Error, Result};
+
+/// A memory-mapped safetensors file.
+pub struct TensorFile {
+    path: PathBuf,
+    mmap: memmap2::Mmap,
+}
+
+impl TensorFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read-only; a file truncated underneath us is the one
+        // hazard, as with every memory-mapped reader.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        // Validate the header once, up front.
+        SafeTensors::deserialize(&mmap).map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            message: format!("not a valid safetensors file: {e}"),
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            mmap,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn tensors(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(&self.mmap).map_err(|e| Error::Safetensors {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Every tensor name in the file.
+    pub fn names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .tensors()?
+            .names()
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors()
+            .map(|t| t.tensor(name).is_ok())
+            .unwrap_or(false)
+    }
+
+    /// Tensor `name` as f32 with exactly `shape` (1-D and 2-D).
+    pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<HostMatrix> {
+        let st = self.tensors()?;
+        let err = |message: String| Error::Safetensors {
+            path: self.path.clone(),
+            message,
+        };
+        let view = st
+            .tensor(name)
+            .map_err(|_| err(format!("tensor '{name}' is missing")))?;
+        if view.shape() != shape {
+            return Err(err(format!(
+                "tensor '{name}' has shape {:?}, expected {:?}",
+                view.shape(),
+                shape
+            )));
+        }
+        let bytes = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(err(format!(
+                    "tensor '{name}' has dtype {other:?}; expected F32, F16 or BF16"
+                )))
+            }
+        };
+        let (rows, cols) = match shape {
+            [n] => (1, *n),
+            [r, c] => (*r, *c),
+            _ => {
+                return Err(err(format!(
+                    "tensor '{name}': only 1-D and 2-D tensors are read"
+                )))
+            }
+        };
+        HostMatrix::new(rows, cols, data)
+    }
+}
+
+impl TensorFile {
+    /// The shape of tensor `name`, if present.
+    pub fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
+        Ok(self
+            .tensors()?
+            .tensor(name)
+            .ok()
+            .map(|v| v.shape().to_vec()))
+    }
+}
