@@ -1,0 +1,108 @@
+//! Shared test helpers: a seeded generator, the one GPU context, closeness checks.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use colwgpu::gpu::{GpuContext, GpuOptions};
+
+/// splitmix64: small, seeded, good enough for test inputs.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform() * scale).collect()
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// The GPU context all tests share (pipelines compile once). Panics — fails the
+/// test, never skips it — when no adapter is found: the set-up installs lavapipe.
+pub fn gpu() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new(&GpuOptions::default()) {
+        Ok(c) => Arc::new(c),
+        Err(e) => panic!("GPU tests need a wgpu adapter (run scripts/install-system.sh): {e}"),
+    })
+    .clone()
+}
+
+/// Asserts `|a - b| <= atol + rtol·|b|` element-wise, reporting the worst element.
+pub fn assert_close(what: &str, a: &[f32], b: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "{what}: lengths differ ({} vs {})",
+        a.len(),
+        b.len()
+    );
+    let mut worst = (0usize, 0.0f32, 0.0f32);
+    let mut bad = 0usize;
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        let d = (x - y).abs();
+        if !(d <= atol + rtol * y.abs()) {
+            bad += 1;
+        }
+        if !(d <= worst.1) {
+            worst = (i, d, y);
+        }
+    }
+    assert!(
+        bad == 0,
+        "{what}: {bad} of {} elements out of tolerance (atol {atol}, rtol {rtol}); max |Δ| = {} at index {} (expected {})",
+        a.len(),
+        worst.1,
+        worst.0,
+        worst.2
+    );
+}
+
+/// Max |a - b|.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real ColBERT checkpoint built by `models/fetch-model.sh`. Panics with the
+/// command to run when it is missing: tests that need it fail, never skip.
+pub fn model_dir() -> PathBuf {
+    let dir = std::env::var("COLWGPU_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("models/colbert-minilm"));
+    assert!(
+        dir.join("1_Dense/model.safetensors").is_file(),
+        "the real model is missing at {}: run `bash models/fetch-model.sh`",
+        dir.display()
+    );
+    dir
+}
+
+/// `../shared/data` beside the checkout (env COLWGPU_DATA overrides).
+pub fn data_dir() -> PathBuf {
+    std::env::var("COLWGPU_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("../shared/data"))
+}
