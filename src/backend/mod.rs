@@ -261,3 +261,28 @@ pub fn gelu(x: f32) -> f32 {
     let erf = (1.0 - poly * (-a * a).exp()).copysign(x);
     0.5 * x * (1.0 + erf)
 }
+
+/// Where the index and search kernels run: the native CPU twins, or the WGSL
+/// kernels on a GPU context. Built from the same `--device` choice as the encoder.
+#[derive(Clone, Debug)]
+pub enum Compute {
+    Cpu,
+    Gpu(std::sync::Arc<crate::gpu::GpuContext>),
+}
+
+impl Compute {
+    /// Resolves a device choice (`auto` = hardware GPU if present, else CPU).
+    pub fn new(choice: crate::model::DeviceChoice, options: &crate::gpu::GpuOptions) -> Result<Self> {
+        Ok(match crate::model::resolve_device(choice, options)? {
+            Some(ctx) => Compute::Gpu(ctx),
+            None => Compute::Cpu,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Compute::Cpu => format!("cpu (native, {} threads)", rayon::current_num_threads()),
+            Compute::Gpu(ctx) => format!("gpu ({})", ctx.describe()),
+        }
+    }
+}
