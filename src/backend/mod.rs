@@ -272,7 +272,10 @@ pub enum Compute {
 
 impl Compute {
     /// Resolves a device choice (`auto` = hardware GPU if present, else CPU).
-    pub fn new(choice: crate::model::DeviceChoice, options: &crate::gpu::GpuOptions) -> Result<Self> {
+    pub fn new(
+        choice: crate::model::DeviceChoice,
+        options: &crate::gpu::GpuOptions,
+    ) -> Result<Self> {
         Ok(match crate::model::resolve_device(choice, options)? {
             Some(ctx) => Compute::Gpu(ctx),
             None => Compute::Cpu,
