@@ -6,7 +6,7 @@
 // Keys at j ≥ key_len[b] (padding, or [MASK] expansion tokens a query does not
 // attend to) get weight exactly 0. A row with key_len 0 yields zeros, not NaN.
 // Softmax is computed online in one pass over the keys (running max and sum).
-// One invocation per (row b·L + i, head h); invocations split over workgroup ids x, y.
+// One invocation per (b, h, query row i), i fastest; invocations split over workgroup ids x, y.
 // Bindings (group 0):
 //   0 qkv      storage read  array<f32> [B·L, 3H]
 //   1 key_lens storage read  array<u32> [B]
@@ -14,6 +14,9 @@
 //   3 params   uniform       Params
 
 override WG_SIZE: u32 = 64u;
+// The model's head dimension, fixed per pipeline so the per-key loops have a
+// constant trip count (compilers unroll them and keep q and acc in registers).
+override HEAD_DIM: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 128u;
 
 struct Params {
@@ -44,12 +47,16 @@ fn main(
     if (item >= params.batch * seq * heads) {
         return;
     }
-    let d = params.head_dim;
+    let d = HEAD_DIM;
     let hidden = heads * d;
     let stride = 3u * hidden;
-    let h = item % heads;
-    let row = item / heads;
-    let b = row / seq;
+    // Consecutive invocations take consecutive query rows of the same (b, h),
+    // so at each step they all read the same key and value vector.
+    let i = item % seq;
+    let bh = item / seq;
+    let h = bh % heads;
+    let b = bh / heads;
+    let row = b * seq + i;
     let n_keys = min(key_lens[b], seq);
 
     var q: array<f32, MAX_HEAD_DIM>;

@@ -76,6 +76,9 @@ enum Command {
         /// Print the summary as one JSON line on stdout
         #[arg(long)]
         json: bool,
+        /// GPU backend: time each kernel family separately (each op in its own submit) and print the split
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         device: DeviceArgs,
     },
@@ -93,8 +96,11 @@ fn main() {
             limit,
             batch_size,
             json,
+            profile,
             device,
-        } => encode(model, queries, docs, out, limit, batch_size, json, device),
+        } => encode(
+            model, queries, docs, out, limit, batch_size, json, profile, device,
+        ),
     };
     if let Err(e) = result {
         eprintln!("colwgpu: error: {e:#}");
@@ -198,6 +204,7 @@ fn encode(
     limit: Option<usize>,
     batch_size: usize,
     json: bool,
+    profile: bool,
     device: DeviceArgs,
 ) -> Result<()> {
     let (input, is_query) = match (queries, docs) {
@@ -216,6 +223,9 @@ fn encode(
         .with_context(|| format!("loading model {}", model.display()))?;
     encoder.set_batch_size(batch_size);
     encoder.warm_up().context("warming up the encoder")?;
+    if profile && !encoder.enable_profiling() {
+        bail!("--profile times WGSL kernels: use it with the gpu backend (--device gpu)");
+    }
 
     let progress = indicatif::ProgressBar::new(records.len() as u64);
     progress.set_style(
@@ -264,6 +274,17 @@ fn encode(
         ],
     )?;
     let vectors: usize = encoded.iter().map(|e| e.len()).sum();
+    let split = encoder.profile();
+    if !split.is_empty() {
+        let total: f64 = split.iter().map(|(_, _, s)| s).sum();
+        eprintln!("kernel time split (each op waited for separately):");
+        for (op, calls, s) in &split {
+            eprintln!(
+                "  {op:<10} {calls:>6} calls {s:>9.3} s {:>5.1}%",
+                100.0 * s / total
+            );
+        }
+    }
     let device_name = encoder.describe_backend();
     if json {
         println!(

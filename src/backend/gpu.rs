@@ -59,11 +59,44 @@ impl GpuWeight {
 pub struct GpuBackend {
     ctx: Arc<GpuContext>,
     encoder: Option<wgpu::CommandEncoder>,
+    /// When set, every op is submitted and waited for on its own and its wall
+    /// time added here by op name (a diagnostic mode: it defeats batching).
+    profile: Option<std::collections::BTreeMap<&'static str, (usize, f64)>>,
 }
 
 impl GpuBackend {
     pub fn new(ctx: Arc<GpuContext>) -> Self {
-        Self { ctx, encoder: None }
+        Self {
+            ctx,
+            encoder: None,
+            profile: None,
+        }
+    }
+
+    /// Turns per-op timing on (each op then runs in its own submit).
+    pub fn enable_profiling(&mut self) {
+        self.profile = Some(Default::default());
+    }
+
+    /// Per-op (calls, seconds) since profiling was enabled.
+    pub fn profile(&self) -> Option<&std::collections::BTreeMap<&'static str, (usize, f64)>> {
+        self.profile.as_ref()
+    }
+
+    /// In profiling mode: runs what is pending, waits, and books the time to `op`.
+    fn finish_op(&mut self, op: &'static str, start: std::time::Instant) -> Result<()> {
+        if self.profile.is_some() {
+            if let Some(enc) = self.encoder.take() {
+                self.ctx.submit_and_wait(enc)?;
+            }
+            let dt = start.elapsed().as_secs_f64();
+            if let Some(p) = self.profile.as_mut() {
+                let e = p.entry(op).or_insert((0, 0.0));
+                e.0 += 1;
+                e.1 += dt;
+            }
+        }
+        Ok(())
     }
 
     pub fn context(&self) -> &Arc<GpuContext> {
@@ -83,6 +116,15 @@ impl GpuBackend {
             rows,
             cols,
         })
+    }
+
+    /// Submits what is pending and waits for it, reading nothing back
+    /// (benchmarks use it to time kernels without the read-back).
+    pub fn flush(&mut self) -> Result<()> {
+        match self.encoder.take() {
+            Some(enc) => self.ctx.submit_and_wait(enc),
+            None => Ok(()),
+        }
     }
 
     /// Uploads activations (used by tests and by callers that start mid-model).
@@ -119,6 +161,7 @@ impl Backend for GpuBackend {
         t: &EmbeddingTables<GpuWeight>,
         eps: f32,
     ) -> Result<GpuTensor> {
+        let start = std::time::Instant::now();
         check_batch(batch, t.word.rows, t.position.rows, t.token_type.rows)?;
         let rows = batch.batch * batch.seq_len;
         let hidden = t.word.cols;
@@ -143,6 +186,7 @@ impl Backend for GpuBackend {
             (rows, batch.seq_len, hidden),
             eps,
         )?;
+        self.finish_op("embed", start)?;
         Ok(out)
     }
 
@@ -153,6 +197,7 @@ impl Backend for GpuBackend {
         bias: Option<&GpuWeight>,
         act: Activation,
     ) -> Result<GpuTensor> {
+        let start = std::time::Instant::now();
         check_linear(x, w, bias)?;
         let out = self.tensor("linear output", x.rows, w.rows)?;
         let ctx = self.ctx.clone();
@@ -166,6 +211,7 @@ impl Backend for GpuBackend {
             (x.rows, w.rows, x.cols),
             act,
         )?;
+        self.finish_op("matmul", start)?;
         Ok(out)
     }
 
@@ -175,6 +221,7 @@ impl Backend for GpuBackend {
         batch: &TokenBatch,
         heads: usize,
     ) -> Result<GpuTensor> {
+        let start = std::time::Instant::now();
         let d = check_attention(qkv, batch, heads)?;
         let out = self.tensor("attention output", qkv.rows, heads * d)?;
         let key_lens = self.ctx.upload("key lengths", &batch.key_lens)?;
@@ -187,6 +234,7 @@ impl Backend for GpuBackend {
             out.buffer(),
             (batch.batch, batch.seq_len, heads, d),
         )?;
+        self.finish_op("attention", start)?;
         Ok(out)
     }
 
@@ -198,6 +246,7 @@ impl Backend for GpuBackend {
         beta: &GpuWeight,
         eps: f32,
     ) -> Result<GpuTensor> {
+        let start = std::time::Instant::now();
         check_same("add_layernorm", x, residual)?;
         let out = self.tensor("layernorm output", x.rows, x.cols)?;
         let ctx = self.ctx.clone();
@@ -212,10 +261,12 @@ impl Backend for GpuBackend {
             (x.rows, x.cols),
             eps,
         )?;
+        self.finish_op("layernorm", start)?;
         Ok(out)
     }
 
     fn l2_normalize(&mut self, x: &GpuTensor) -> Result<GpuTensor> {
+        let start = std::time::Instant::now();
         let out = self.tensor("l2norm output", x.rows, x.cols)?;
         let ctx = self.ctx.clone();
         kernels::l2norm::record(
@@ -225,6 +276,7 @@ impl Backend for GpuBackend {
             out.buffer(),
             (x.rows, x.cols),
         )?;
+        self.finish_op("l2norm", start)?;
         Ok(out)
     }
 

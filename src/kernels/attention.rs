@@ -48,7 +48,10 @@ pub fn record(
             format!("head_dim {head_dim} must be in 1..={MAX_HEAD_DIM}"),
         ));
     }
-    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", ROW_WG as f64)])?;
+    let pipeline = ctx.pipeline(
+        &SPEC,
+        &[("WG_SIZE", ROW_WG as f64), ("HEAD_DIM", head_dim as f64)],
+    )?;
     let params = ctx.uniform(
         "attention params",
         &Params {

@@ -247,6 +247,12 @@ impl<B: Backend> ColbertEncoder<B> {
     pub fn describe_backend(&self) -> String {
         self.backend.describe()
     }
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
 
     /// Query vectors: one per position of the query length ([MASK] expansion included).
     pub fn encode_queries(&mut self, texts: &[&str]) -> Result<Vec<TokenVectors>> {

@@ -121,6 +121,30 @@ impl Encoder {
         each!(self, e => e.tokenizer())
     }
 
+    /// GPU only: time every op separately (each in its own submit) from now on.
+    /// Returns false on the CPU backend.
+    pub fn enable_profiling(&mut self) -> bool {
+        match self {
+            Encoder::Gpu(e) => {
+                e.backend_mut().enable_profiling();
+                true
+            }
+            Encoder::Cpu(_) => false,
+        }
+    }
+
+    /// Per-op (calls, seconds) when profiling is on.
+    pub fn profile(&self) -> Vec<(&'static str, usize, f64)> {
+        match self {
+            Encoder::Gpu(e) => e
+                .backend()
+                .profile()
+                .map(|p| p.iter().map(|(k, (n, s))| (*k, *n, *s)).collect())
+                .unwrap_or_default(),
+            Encoder::Cpu(_) => Vec::new(),
+        }
+    }
+
     /// Runs one tiny batch so shaders are compiled before anything is timed
     /// (drivers compile at the first dispatch, not at pipeline creation).
     pub fn warm_up(&mut self) -> Result<()> {
