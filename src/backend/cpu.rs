@@ -82,6 +82,89 @@ pub fn matmul_transposed(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize
     }
 }
 
+/// A raw pointer that may cross threads: used only where tasks write disjoint ranges.
+struct SendPtr(*mut f32);
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+/// Attention for one (sequence, head): `q` points at the sequence's first query
+/// row of this head inside the fused QKV tensor (row stride `stride`; K and V
+/// are `hidden` and `2·hidden` columns further on). Writes `seq × d` outputs at
+/// `out` with row stride `hidden`.
+///
+/// # Safety
+/// `q` must address `seq` rows of `3·hidden` columns; `out` must address `seq`
+/// rows of stride `hidden` with `d` writable columns; `scores` holds `seq·n_keys`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn attention_head(
+    q: *const f32,
+    stride: usize,
+    seq: usize,
+    n_keys: usize,
+    d: usize,
+    hidden: usize,
+    scores: &mut [f32],
+    out: *mut f32,
+) {
+    let scale = 1.0 / (d as f32).sqrt();
+    let k = q.add(hidden);
+    let v = q.add(2 * hidden);
+    // scores[i, j] = scale · q_i · k_j
+    gemm::gemm(
+        seq,
+        n_keys,
+        d,
+        scores.as_mut_ptr(),
+        1,
+        n_keys as isize,
+        false,
+        q,
+        1,
+        stride as isize,
+        k,
+        stride as isize,
+        1,
+        0.0f32,
+        scale,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+    for row in scores.chunks_mut(n_keys) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut denom = 0.0f32;
+        for s in row.iter_mut() {
+            *s = (*s - max).exp();
+            denom += *s;
+        }
+        let inv = 1.0 / denom;
+        row.iter_mut().for_each(|s| *s *= inv);
+    }
+    // out[i, c] = Σ_j p[i, j] · v_j[c]
+    gemm::gemm(
+        seq,
+        d,
+        n_keys,
+        out,
+        1,
+        hidden as isize,
+        false,
+        scores.as_ptr(),
+        1,
+        n_keys as isize,
+        v,
+        1,
+        stride as isize,
+        0.0f32,
+        1.0f32,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
 /// LayerNorm of one row in place (statistics in f64).
 fn layernorm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = row.len() as f64;
@@ -165,44 +248,39 @@ impl Backend for CpuBackend {
     ) -> Result<HostMatrix> {
         let d = check_attention(qkv, batch, heads)?;
         let hidden = heads * d;
-        let stride = 3 * hidden;
         let seq = batch.seq_len;
-        let scale = 1.0 / (d as f32).sqrt();
         let rows = batch.batch * seq;
         let mut out = vec![0.0f32; rows * hidden];
-        out.par_chunks_mut(hidden.max(1))
-            .enumerate()
-            .for_each(|(row, ctx)| {
-                let b = row / seq;
-                let n_keys = (batch.key_lens[b] as usize).min(seq);
-                let first = b * seq;
-                let mut scores = vec![0.0f32; n_keys];
-                for h in 0..heads {
-                    let q = &qkv.data[row * stride + h * d..][..d];
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        let k = &qkv.data[(first + j) * stride + hidden + h * d..][..d];
-                        *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-                        max = max.max(*s);
-                    }
-                    let mut denom = 0.0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        denom += *s;
-                    }
-                    let o = &mut ctx[h * d..][..d];
-                    o.fill(0.0);
-                    if denom > 0.0 {
-                        for (j, s) in scores.iter().enumerate() {
-                            let v = &qkv.data[(first + j) * stride + 2 * hidden + h * d..][..d];
-                            let p = s / denom;
-                            for (o, v) in o.iter_mut().zip(v) {
-                                *o += p * v;
-                            }
-                        }
-                    }
-                }
-            });
+        // One (sequence, head) pair per task: S = Q·Kᵀ·scale over the attended keys,
+        // row softmax, O = P·V, both products with gemm reading the fused QKV
+        // tensor in place through strides. Tasks write disjoint column blocks of
+        // `out`, so the output pointer is shared across them.
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        (0..batch.batch * heads).into_par_iter().for_each(|task| {
+            let (b, h) = (task / heads, task % heads);
+            let n_keys = (batch.key_lens[b] as usize).min(seq);
+            let out_ptr = &out_ptr;
+            if n_keys == 0 {
+                return; // fully masked: zeros
+            }
+            let mut scores = vec![0.0f32; seq * n_keys];
+            // SAFETY: every address below lies inside `qkv.data` (rows b·seq..b·seq+seq,
+            // columns of head h in the Q, K or V block) or inside `scores`; the
+            // destination block (rows of sequence b, columns h·d..h·d+d of `out`) is
+            // written by this task alone.
+            unsafe {
+                attention_head(
+                    qkv.data.as_ptr().add(b * seq * 3 * hidden + h * d),
+                    3 * hidden,
+                    seq,
+                    n_keys,
+                    d,
+                    hidden,
+                    &mut scores,
+                    out_ptr.0.add(b * seq * hidden + h * d),
+                );
+            }
+        });
         HostMatrix::new(rows, hidden, out)
     }
 
