@@ -6,7 +6,7 @@
 // Keys at j ≥ key_len[b] (padding, or [MASK] expansion tokens a query does not
 // attend to) get weight exactly 0. A row with key_len 0 yields zeros, not NaN.
 // Softmax is computed online in one pass over the keys (running max and sum).
-// One invocation per (b, h, query row i), i fastest; invocations split over workgroup ids x, y.
+// One invocation per (b, h, query row i); workgroup x = tile of rows, y = b·heads + h.
 // Bindings (group 0):
 //   0 qkv      storage read  array<f32> [B·L, 3H]
 //   1 key_lens storage read  array<u32> [B]
@@ -38,22 +38,21 @@ struct Params {
 @compute @workgroup_size(WG_SIZE)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let item = (wid.x + wid.y * nwg.x) * WG_SIZE + lid;
+    // Workgroup (x, y) = (tile of WG_SIZE query rows, sequence·heads + head): b and h
+    // are uniform across the workgroup, so every key and value read below is the
+    // same address for all invocations (a broadcast, not a gather).
     let heads = params.heads;
     let seq = params.seq_len;
-    if (item >= params.batch * seq * heads) {
+    let bh = wid.y;
+    let i = wid.x * WG_SIZE + lid;
+    if (bh >= params.batch * heads || i >= seq) {
         return;
     }
     let d = HEAD_DIM;
     let hidden = heads * d;
     let stride = 3u * hidden;
-    // Consecutive invocations take consecutive query rows of the same (b, h),
-    // so at each step they all read the same key and value vector.
-    let i = item % seq;
-    let bh = item / seq;
     let h = bh % heads;
     let b = bh / heads;
     let row = b * seq + i;

@@ -3,7 +3,7 @@
 
 use super::ROW_WG;
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+use crate::gpu::{Binding, GpuContext, KernelSpec};
 
 /// Largest head dimension the shader's private arrays hold.
 pub const MAX_HEAD_DIM: usize = 128;
@@ -65,11 +65,16 @@ pub fn record(
             _pad2: 0,
         },
     );
-    let items = (batch * seq_len * heads) as u32;
-    let groups = grid_1d(
-        items.div_ceil(ROW_WG),
-        ctx.limits.max_compute_workgroups_per_dimension,
-    );
+    let pairs = (batch * heads) as u32;
+    let max = ctx.limits.max_compute_workgroups_per_dimension;
+    if pairs > max {
+        return Err(Error::LimitExceeded {
+            what: format!("attention over {batch} sequences × {heads} heads (workgroups along y)"),
+            needed: pairs as u64,
+            limit: max as u64,
+        });
+    }
+    let groups = [(seq_len as u32).div_ceil(ROW_WG), pairs, 1];
     ctx.dispatch(encoder, &pipeline, &[qkv, key_lens, out, &params], groups);
     Ok(())
 }
