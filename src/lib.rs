@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod error;
 pub mod gpu;
+pub mod index;
 pub mod io;
 pub mod kernels;
 pub mod model;

@@ -28,6 +28,11 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../shaders/layernorm.wgsl"),
     ),
     ("l2norm.wgsl", include_str!("../../shaders/l2norm.wgsl")),
+    ("kmeans.wgsl", include_str!("../../shaders/kmeans.wgsl")),
+    (
+        "residual_codec.wgsl",
+        include_str!("../../shaders/residual_codec.wgsl"),
+    ),
 ];
 
 fn raw(name: &str) -> Result<&'static str> {

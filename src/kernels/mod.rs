@@ -5,9 +5,11 @@
 
 pub mod attention;
 pub mod embed;
+pub mod kmeans;
 pub mod l2norm;
 pub mod layernorm;
 pub mod matmul;
+pub mod residual_codec;
 
 use crate::gpu::KernelSpec;
 
@@ -18,6 +20,9 @@ pub const ALL: &[KernelSpec] = &[
     attention::SPEC,
     layernorm::SPEC,
     l2norm::SPEC,
+    kmeans::ASSIGN,
+    residual_codec::COMPRESS,
+    residual_codec::DECOMPRESS,
 ];
 
 /// Size in bytes of each kernel's `Params` struct, by shader file: checked
@@ -28,6 +33,11 @@ pub const PARAMS_SIZES: &[(&str, usize)] = &[
     ("attention.wgsl", std::mem::size_of::<attention::Params>()),
     ("layernorm.wgsl", std::mem::size_of::<layernorm::Params>()),
     ("l2norm.wgsl", std::mem::size_of::<l2norm::Params>()),
+    ("kmeans.wgsl", std::mem::size_of::<kmeans::Params>()),
+    (
+        "residual_codec.wgsl",
+        std::mem::size_of::<residual_codec::Params>(),
+    ),
 ];
 
 /// Workgroup size of the row-wise kernels.

@@ -1,0 +1,634 @@
+//! Building an index: count → sample → k-means → codec → compress everything →
+//! inverted lists → write atomically.
+//!
+//! 1. **Count.** The planned vector count of every document (for the encoder:
+//!    its tokens after ColBERT's truncation and punctuation skiplist, from the
+//!    tokenizer alone) gives `N` and the centroid count
+//!    `k0 = 2^floor(log2(16·√N))` (or [`IndexOptions::num_centroids`]).
+//! 2. **Sample.** Documents in a seeded random order are taken until their
+//!    vectors reach `S = min(N, max(k0, min(ceil(sample_fraction·N),
+//!    max_points_per_centroid·k0)))` (faiss caps k-means at 256 points per
+//!    centroid; ColBERTv2 samples documents, not vectors). Only these are
+//!    encoded at first; `k = min(k0, vectors actually sampled)`.
+//! 3. **k-means** (spherical, [`super::kmeans`]) on the sample, then the
+//!    **codec** (cutoffs, weights) from the residuals of up to 65,536 sample
+//!    vectors picked with the same seed.
+//! 4. **Compress** every document in order, in chunks of
+//!    [`IndexOptions::chunk_docs`] (sampled documents reuse their vectors, the
+//!    rest are encoded now), streaming packed residuals to disk: memory holds
+//!    the sample's vectors plus 4 bytes (the code) per vector.
+//! 5. **Inverted lists**: for each centroid, the ascending indices of the
+//!    documents with at least one vector assigned to it.
+//! 6. **Write** into `<out>.tmp-<pid>`, fsync, rename into place ([`super::store`]).
+//!
+//! An empty document text is allowed: the encoder still emits its `[CLS]`,
+//! `[D]` and `[SEP]` vectors. An empty corpus, duplicate ids, a corpus with no
+//! vectors at all, or non-finite vectors are errors.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Instant;
+
+use super::codec::{Compressed, ResidualCodec};
+use super::kmeans;
+use super::rng::SplitMix;
+use super::store::{self, Metadata, ModelInfo, Settings, Stats, TempIndexDir, FORMAT_VERSION};
+use crate::backend::Compute;
+use crate::error::{Error, Result};
+use crate::io::Record;
+use crate::model::Encoder;
+
+/// Most residual vectors the bucket cutoffs and weights are learnt from.
+pub const CODEC_SAMPLE: usize = 1 << 16;
+/// Sample vectors the build's reported codec quality is measured on.
+const QUALITY_SAMPLE: usize = 4096;
+
+/// How to build an index.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// Bits per dimension of the residuals: 1, 2 or 4.
+    pub nbits: usize,
+    /// Centroid count; `None` = ColBERTv2's `2^floor(log2(16·√N))`. Either way
+    /// capped to the number of sample vectors.
+    pub num_centroids: Option<usize>,
+    /// k-means iterations (fixed; no early stop).
+    pub kmeans_iters: usize,
+    /// Fraction of the token vectors to sample for k-means (0, 1], within
+    /// `[k, max_points_per_centroid·k]` vectors.
+    pub sample_fraction: f64,
+    /// Upper bound on sample vectors per centroid (faiss's default is 256).
+    pub max_points_per_centroid: usize,
+    /// Seed of every random choice (sample, k-means initialisation).
+    pub seed: u64,
+    /// Documents encoded and compressed per step.
+    pub chunk_docs: usize,
+    /// Where the index kernels (k-means assignment, compression) run.
+    pub compute: Compute,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        Self {
+            nbits: 2,
+            num_centroids: None,
+            kmeans_iters: 10,
+            sample_fraction: 1.0,
+            max_points_per_centroid: 256,
+            seed: 12345,
+            chunk_docs: 1024,
+            compute: Compute::Cpu,
+        }
+    }
+}
+
+/// Build stages, in order, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Encoding the documents sampled for k-means (`done`/`total` documents).
+    EncodeSample,
+    /// k-means iterations (`done`/`total` iterations).
+    Kmeans,
+    /// Encoding (the rest) and compressing all documents (`done`/`total` documents).
+    Compress,
+    /// Writing the inverted lists and files (`done`/`total` = 0/1, 1/1).
+    Write,
+}
+
+/// A progress report: `done` of `total` units of `stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub stage: Stage,
+    pub done: usize,
+    pub total: usize,
+}
+
+/// What a build produced (also in the index's `metadata.json`).
+#[derive(Debug, Clone)]
+pub struct BuildSummary {
+    pub metadata: Metadata,
+    /// Total bytes of the index directory's files.
+    pub index_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Where the token vectors of the documents come from.
+pub trait VectorSource {
+    /// Dimension of every vector.
+    fn dim(&self) -> usize;
+    /// Number of documents.
+    fn num_docs(&self) -> usize;
+    /// Vectors per document as planned: sizes the centroid count and the sample
+    /// only (the index records what [`VectorSource::vectors`] returns).
+    fn planned_lengths(&mut self) -> Result<Vec<usize>>;
+    /// The vectors of documents `docs` (ascending indices), each a row-major
+    /// `len × dim` block.
+    fn vectors(&mut self, docs: &[usize]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// Documents encoded by an [`Encoder`].
+pub struct EncoderSource<'a> {
+    pub encoder: &'a mut Encoder,
+    pub texts: Vec<&'a str>,
+}
+
+impl VectorSource for EncoderSource<'_> {
+    fn dim(&self) -> usize {
+        self.encoder.dim()
+    }
+    fn num_docs(&self) -> usize {
+        self.texts.len()
+    }
+    fn planned_lengths(&mut self) -> Result<Vec<usize>> {
+        let tok = self.encoder.tokenizer();
+        let mut out = Vec::with_capacity(self.texts.len());
+        for chunk in self.texts.chunks(4096) {
+            for d in tok.documents(chunk)? {
+                out.push(d.ids.iter().filter(|&&id| tok.keeps(id)).count());
+            }
+        }
+        Ok(out)
+    }
+    fn vectors(&mut self, docs: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let texts: Vec<&str> = docs.iter().map(|&d| self.texts[d]).collect();
+        Ok(self
+            .encoder
+            .encode_documents(&texts)?
+            .into_iter()
+            .map(|t| t.vectors)
+            .collect())
+    }
+}
+
+/// Documents whose vectors are already in memory (one `len × dim` block each).
+pub struct InMemorySource<'a> {
+    pub dim: usize,
+    pub docs: &'a [Vec<f32>],
+}
+
+impl VectorSource for InMemorySource<'_> {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn num_docs(&self) -> usize {
+        self.docs.len()
+    }
+    fn planned_lengths(&mut self) -> Result<Vec<usize>> {
+        Ok(self
+            .docs
+            .iter()
+            .map(|d| d.len() / self.dim.max(1))
+            .collect())
+    }
+    fn vectors(&mut self, docs: &[usize]) -> Result<Vec<Vec<f32>>> {
+        Ok(docs.iter().map(|&d| self.docs[d].clone()).collect())
+    }
+}
+
+/// Encodes `docs` with `encoder` and writes their index to `out_dir`
+/// (replacing an index there only once the new one is complete).
+pub fn build_index(
+    encoder: &mut Encoder,
+    model: &ModelInfo,
+    docs: &[Record],
+    out_dir: &Path,
+    options: &IndexOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<BuildSummary> {
+    let ids: Vec<String> = docs.iter().map(|r| r.id.clone()).collect();
+    let mut source = EncoderSource {
+        encoder,
+        texts: docs.iter().map(|r| r.text.as_str()).collect(),
+    };
+    build_index_with(&mut source, &ids, model, out_dir, options, progress)
+}
+
+fn validate(
+    source: &dyn VectorSource,
+    doc_ids: &[String],
+    model: &ModelInfo,
+    options: &IndexOptions,
+) -> Result<()> {
+    if doc_ids.is_empty() {
+        return Err(Error::Input("the corpus is empty: nothing to index".into()));
+    }
+    if source.num_docs() != doc_ids.len() {
+        return Err(Error::shape(
+            "build_index",
+            format!(
+                "{} document ids for {} documents",
+                doc_ids.len(),
+                source.num_docs()
+            ),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(doc_ids.len());
+    for (i, id) in doc_ids.iter().enumerate() {
+        if !seen.insert(id.as_str()) {
+            let first = doc_ids.iter().position(|x| x == id).unwrap_or(0);
+            return Err(Error::Input(format!(
+                "duplicate document id '{id}' (documents {first} and {i})"
+            )));
+        }
+    }
+    if !matches!(options.nbits, 1 | 2 | 4) {
+        return Err(Error::Input(format!(
+            "nbits must be 1, 2 or 4, got {}",
+            options.nbits
+        )));
+    }
+    if !(options.sample_fraction > 0.0 && options.sample_fraction <= 1.0) {
+        return Err(Error::Input(format!(
+            "sample fraction must be in (0, 1], got {}",
+            options.sample_fraction
+        )));
+    }
+    if options.max_points_per_centroid == 0 || options.num_centroids == Some(0) {
+        return Err(Error::Input(
+            "max_points_per_centroid and num_centroids must be positive".into(),
+        ));
+    }
+    let dim = source.dim();
+    if dim == 0 || model.dim != dim {
+        return Err(Error::Input(format!(
+            "the vectors have dimension {dim} but the model info says {}",
+            model.dim
+        )));
+    }
+    Ok(())
+}
+
+/// Checks one document's vectors: whole rows, finite values.
+fn check_doc(id: &str, v: &[f32], dim: usize) -> Result<()> {
+    if v.len() % dim != 0 {
+        return Err(Error::shape(
+            "build_index",
+            format!(
+                "document '{id}': {} values is not a whole number of {dim}-d vectors",
+                v.len()
+            ),
+        ));
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::Input(format!(
+            "document '{id}': vector {} has a non-finite value ({}) at dimension {}",
+            i / dim,
+            v[i],
+            i % dim
+        )));
+    }
+    Ok(())
+}
+
+/// Builds the index of `source`'s documents (ids `doc_ids`) into `out_dir`.
+pub fn build_index_with(
+    source: &mut dyn VectorSource,
+    doc_ids: &[String],
+    model: &ModelInfo,
+    out_dir: &Path,
+    options: &IndexOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<BuildSummary> {
+    let start = Instant::now();
+    validate(source, doc_ids, model, options)?;
+    let dim = source.dim();
+    let num_docs = doc_ids.len();
+    let chunk_docs = options.chunk_docs.max(1);
+
+    // 1. Count.
+    let planned = source.planned_lengths()?;
+    if planned.len() != num_docs {
+        return Err(Error::shape(
+            "build_index",
+            format!("{} planned lengths for {num_docs} documents", planned.len()),
+        ));
+    }
+    let n_planned: usize = planned.iter().sum();
+    if n_planned == 0 {
+        return Err(Error::Input(
+            "the corpus produces no token vectors: nothing to index".into(),
+        ));
+    }
+    let k0 = options
+        .num_centroids
+        .unwrap_or_else(|| kmeans::num_centroids_for(n_planned));
+
+    // The target directory is checked (and its leftovers tidied) before any work.
+    let tmp = TempIndexDir::create(out_dir)?;
+
+    // 2. Sample documents.
+    let by_fraction = (options.sample_fraction * n_planned as f64).ceil() as usize;
+    let target = by_fraction
+        .min(options.max_points_per_centroid.saturating_mul(k0))
+        .max(k0)
+        .min(n_planned);
+    let mut rng = SplitMix::new(options.seed);
+    let mut sample_docs = Vec::new();
+    let mut acc = 0usize;
+    for d in rng.permutation(num_docs) {
+        if acc >= target {
+            break;
+        }
+        if planned[d] > 0 {
+            sample_docs.push(d);
+            acc += planned[d];
+        }
+    }
+    sample_docs.sort_unstable();
+    // Sampled vectors, back to back in document order; `sample_at[d]` = (start row, rows).
+    let mut train: Vec<f32> = Vec::with_capacity(acc * dim);
+    let mut sample_at: Vec<Option<(usize, usize)>> = vec![None; num_docs];
+    progress(Progress {
+        stage: Stage::EncodeSample,
+        done: 0,
+        total: sample_docs.len(),
+    });
+    let mut done = 0;
+    for chunk in sample_docs.chunks(chunk_docs) {
+        let vecs = source.vectors(chunk)?;
+        if vecs.len() != chunk.len() {
+            return Err(Error::shape(
+                "build_index",
+                format!("{} vector blocks for {} documents", vecs.len(), chunk.len()),
+            ));
+        }
+        for (&d, v) in chunk.iter().zip(&vecs) {
+            check_doc(&doc_ids[d], v, dim)?;
+            sample_at[d] = Some((train.len() / dim, v.len() / dim));
+            train.extend_from_slice(v);
+        }
+        done += chunk.len();
+        progress(Progress {
+            stage: Stage::EncodeSample,
+            done,
+            total: sample_docs.len(),
+        });
+    }
+    let num_sample = train.len() / dim;
+    if num_sample == 0 {
+        return Err(Error::Input(
+            "the sampled documents produced no token vectors: nothing to train on".into(),
+        ));
+    }
+    let k = k0.min(num_sample);
+    if k < k0 {
+        log::warn!("{k0} centroids asked for but only {num_sample} sample vectors: using {k}");
+    }
+
+    // 3. k-means, codec.
+    let iters = options.kmeans_iters;
+    progress(Progress {
+        stage: Stage::Kmeans,
+        done: 0,
+        total: iters,
+    });
+    let km = kmeans::train(
+        &options.compute,
+        &train,
+        dim,
+        k,
+        iters,
+        options.seed,
+        &mut |i| {
+            progress(Progress {
+                stage: Stage::Kmeans,
+                done: i,
+                total: iters,
+            })
+        },
+    )?;
+    let codec_rows: Vec<usize> = {
+        let mut r = SplitMix::new(options.seed ^ 0xC0DE_C0DE);
+        let mut p = r.permutation(num_sample);
+        p.truncate(CODEC_SAMPLE);
+        p
+    };
+    let mut codec_sample = Vec::with_capacity(codec_rows.len() * dim);
+    for &i in &codec_rows {
+        codec_sample.extend_from_slice(&train[i * dim..(i + 1) * dim]);
+    }
+    let codec = ResidualCodec::train(
+        &options.compute,
+        km.centroids,
+        dim,
+        options.nbits,
+        &codec_sample,
+    )?;
+    // Quality on (part of) the codec sample: cosine(x, decompress(compress(x))),
+    // and the k-means fit cos(x, nearest centroid).
+    let q = &codec_sample[..QUALITY_SAMPLE.min(codec_rows.len()) * dim];
+    let qc = codec.compress(&options.compute, q)?;
+    let qd = codec.decompress(&options.compute, &qc.codes, &qc.packed)?;
+    let cos = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| *x as f64 * *y as f64)
+            .sum::<f64>()
+    };
+    let nq = q.len() / dim;
+    let codec_mean_cosine = q
+        .chunks(dim)
+        .zip(qd.chunks(dim))
+        .map(|(a, b)| cos(a, b))
+        .sum::<f64>()
+        / nq.max(1) as f64;
+    let kmeans_mean_cosine = q
+        .chunks(dim)
+        .zip(&qc.codes)
+        .map(|(a, &c)| {
+            cos(
+                a,
+                &codec.centroids[c as usize * dim..(c as usize + 1) * dim],
+            )
+        })
+        .sum::<f64>()
+        / nq.max(1) as f64;
+
+    // 4. Compress everything, in document order.
+    let gpu_codec = match &options.compute {
+        Compute::Gpu(ctx) => Some(codec.upload(ctx)?),
+        Compute::Cpu => None,
+    };
+    let mut files = BTreeMap::new();
+    let mut residuals = tmp.file(store::RESIDUALS)?;
+    let mut codes: Vec<u32> = Vec::with_capacity(n_planned);
+    let mut doclens: Vec<u32> = Vec::with_capacity(num_docs);
+    progress(Progress {
+        stage: Stage::Compress,
+        done: 0,
+        total: num_docs,
+    });
+    for start_doc in (0..num_docs).step_by(chunk_docs) {
+        let end = (start_doc + chunk_docs).min(num_docs);
+        let fresh: Vec<usize> = (start_doc..end)
+            .filter(|&d| sample_at[d].is_none())
+            .collect();
+        let mut fresh_vecs = if fresh.is_empty() {
+            Vec::new()
+        } else {
+            source.vectors(&fresh)?
+        };
+        if fresh_vecs.len() != fresh.len() {
+            return Err(Error::shape(
+                "build_index",
+                format!(
+                    "{} vector blocks for {} documents",
+                    fresh_vecs.len(),
+                    fresh.len()
+                ),
+            ));
+        }
+        let mut x: Vec<f32> = Vec::new();
+        let mut fresh_iter = fresh_vecs.iter_mut();
+        for d in start_doc..end {
+            let rows = match sample_at[d] {
+                Some((row, rows)) => {
+                    x.extend_from_slice(&train[row * dim..(row + rows) * dim]);
+                    rows
+                }
+                None => {
+                    let v = fresh_iter.next().map(std::mem::take).unwrap_or_default();
+                    check_doc(&doc_ids[d], &v, dim)?;
+                    x.extend_from_slice(&v);
+                    v.len() / dim
+                }
+            };
+            doclens.push(u32::try_from(rows).map_err(|_| {
+                Error::Input(format!("document '{}' has too many vectors", doc_ids[d]))
+            })?);
+        }
+        let Compressed {
+            codes: c,
+            packed: p,
+        } = match &gpu_codec {
+            Some(g) => g.compress(&x)?,
+            None => codec.compress_cpu(&x),
+        };
+        codes.extend_from_slice(&c);
+        residuals.write_pod(&p)?;
+        progress(Progress {
+            stage: Stage::Compress,
+            done: end,
+            total: num_docs,
+        });
+    }
+    drop(train);
+    residuals.finish(&mut files)?;
+    let num_vectors = codes.len();
+    if num_vectors == 0 {
+        return Err(Error::Input(
+            "the corpus produced no token vectors: nothing to index".into(),
+        ));
+    }
+
+    // 5. Inverted lists.
+    progress(Progress {
+        stage: Stage::Write,
+        done: 0,
+        total: 1,
+    });
+    let (ivf, ivf_offsets) = inverted_lists(&codes, &doclens, k);
+
+    // 6. Write.
+    tmp.write_file(store::CENTROIDS, &codec.centroids, &mut files)?;
+    tmp.write_file(store::BUCKET_CUTOFFS, &codec.bucket_cutoffs, &mut files)?;
+    tmp.write_file(store::BUCKET_WEIGHTS, &codec.bucket_weights, &mut files)?;
+    tmp.write_file(store::CODES, &codes, &mut files)?;
+    tmp.write_file(store::DOCLENS, &doclens, &mut files)?;
+    tmp.write_file(store::IVF, &ivf, &mut files)?;
+    tmp.write_file(store::IVF_OFFSETS, &ivf_offsets, &mut files)?;
+    {
+        let json = serde_json::to_vec(doc_ids).map_err(|e| Error::IndexFormat {
+            path: tmp.path().join(store::DOC_IDS),
+            message: e.to_string(),
+        })?;
+        let mut w = tmp.file(store::DOC_IDS)?;
+        w.write(&json)?;
+        w.finish(&mut files)?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let metadata = Metadata {
+        format_version: FORMAT_VERSION,
+        created_by: format!("colwgpu {}", env!("CARGO_PKG_VERSION")),
+        model: model.clone(),
+        dim,
+        nbits: options.nbits,
+        num_docs,
+        num_vectors,
+        num_centroids: k,
+        packed_bytes_per_vector: codec.packed_bytes_per_vector(),
+        bytes_per_vector: codec.bytes_per_vector(),
+        settings: Settings {
+            kmeans_iters: iters,
+            sample_fraction: options.sample_fraction,
+            max_points_per_centroid: options.max_points_per_centroid,
+            seed: options.seed,
+            num_centroids_requested: options.num_centroids,
+            num_sample_vectors: num_sample,
+            num_sample_docs: sample_docs.len(),
+            num_codec_sample_vectors: codec_rows.len(),
+            compute: options.compute.describe(),
+        },
+        stats: Stats {
+            avg_doclen: num_vectors as f64 / num_docs as f64,
+            max_doclen: doclens.iter().copied().max().unwrap_or(0) as usize,
+            codec_mean_cosine,
+            kmeans_mean_cosine,
+            build_seconds: seconds,
+        },
+        files,
+    };
+    let index_bytes = metadata.files.values().map(|f| f.bytes).sum::<u64>();
+    tmp.commit(&metadata)?;
+    progress(Progress {
+        stage: Stage::Write,
+        done: 1,
+        total: 1,
+    });
+    Ok(BuildSummary {
+        metadata,
+        index_bytes,
+        seconds,
+    })
+}
+
+/// For each of `k` centroids, the ascending, distinct indices of the documents
+/// (lengths `doclens`, vectors back to back in `codes`) with a vector assigned
+/// to it: `(lists back to back, k + 1 offsets)`.
+pub fn inverted_lists(codes: &[u32], doclens: &[u32], k: usize) -> (Vec<u32>, Vec<u64>) {
+    // Pass 1: how many documents each centroid lists; pass 2: fill. A document
+    // is counted once per centroid through `last[c]`, the last document seen.
+    let mut counts = vec![0u64; k];
+    let mut last = vec![u32::MAX; k];
+    let mut pos = 0usize;
+    for (d, &len) in doclens.iter().enumerate() {
+        for &c in &codes[pos..pos + len as usize] {
+            if last[c as usize] != d as u32 {
+                last[c as usize] = d as u32;
+                counts[c as usize] += 1;
+            }
+        }
+        pos += len as usize;
+    }
+    let mut offsets = Vec::with_capacity(k + 1);
+    offsets.push(0u64);
+    for &c in &counts {
+        let next = offsets[offsets.len() - 1] + c;
+        offsets.push(next);
+    }
+    let mut ivf = vec![0u32; offsets[k] as usize];
+    let mut fill: Vec<u64> = offsets[..k].to_vec();
+    last.iter_mut().for_each(|l| *l = u32::MAX);
+    pos = 0;
+    for (d, &len) in doclens.iter().enumerate() {
+        for &c in &codes[pos..pos + len as usize] {
+            let c = c as usize;
+            if last[c] != d as u32 {
+                last[c] = d as u32;
+                ivf[fill[c] as usize] = d as u32;
+                fill[c] += 1;
+            }
+        }
+        pos += len as usize;
+    }
+    (ivf, offsets)
+}

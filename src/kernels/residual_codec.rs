@@ -1,0 +1,122 @@
+//! `shaders/residual_codec.wgsl`: ColBERTv2 residual compression (bucketise
+//! `x − centroid[code]` against the cutoffs and bit-pack) and decompression
+//! (`centroid[code] + bucket_weight[bucket]`, then L2 re-normalise).
+//! The packed layout is documented in the shader and in `docs/INDEX_FORMAT.md`.
+
+use super::ROW_WG;
+use crate::error::{Error, Result};
+use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub n: u32,
+    pub dim: u32,
+    pub nbits: u32,
+    /// u32 words per packed vector: `ceil(dim·nbits / 32)`.
+    pub words: u32,
+}
+
+const BINDINGS: &[Binding] = &[
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::ReadWrite,
+    Binding::Uniform,
+];
+
+pub const COMPRESS: KernelSpec = KernelSpec {
+    shader: "residual_codec.wgsl",
+    entry: "compress",
+    bindings: BINDINGS,
+};
+
+pub const DECOMPRESS: KernelSpec = KernelSpec {
+    shader: "residual_codec.wgsl",
+    entry: "decompress",
+    bindings: BINDINGS,
+};
+
+/// u32 words one packed vector takes: `ceil(dim·nbits / 32)`.
+pub fn words_per_vector(dim: usize, nbits: usize) -> usize {
+    (dim * nbits).div_ceil(32)
+}
+
+fn params(n: usize, dim: usize, nbits: usize) -> Result<Params> {
+    if !matches!(nbits, 1 | 2 | 4) || dim == 0 {
+        return Err(Error::shape(
+            "residual codec",
+            format!("nbits {nbits} (expected 1, 2 or 4), dim {dim}"),
+        ));
+    }
+    Ok(Params {
+        n: n as u32,
+        dim: dim as u32,
+        nbits: nbits as u32,
+        words: words_per_vector(dim, nbits) as u32,
+    })
+}
+
+/// Records `packed[n, words] = pack(bucketise(x − centroids[codes]))`.
+#[allow(clippy::too_many_arguments)]
+pub fn record_compress(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    centroids: &wgpu::Buffer,
+    codes: &wgpu::Buffer,
+    cutoffs: &wgpu::Buffer,
+    packed: &wgpu::Buffer,
+    (n, dim, nbits): (usize, usize, usize),
+) -> Result<()> {
+    let p = params(n, dim, nbits)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let pipeline = ctx.pipeline(&COMPRESS, &[("WG_SIZE", ROW_WG as f64)])?;
+    let uniform = ctx.uniform("residual compress params", &p);
+    let items = n as u64 * p.words as u64;
+    let groups = grid_1d(
+        items.div_ceil(ROW_WG as u64) as u32,
+        ctx.limits.max_compute_workgroups_per_dimension,
+    );
+    ctx.dispatch(
+        encoder,
+        &pipeline,
+        &[x, centroids, codes, cutoffs, packed, &uniform],
+        groups,
+    );
+    Ok(())
+}
+
+/// Records `out[n, dim] = normalise(centroids[codes] + weights[unpack(packed)])`.
+#[allow(clippy::too_many_arguments)]
+pub fn record_decompress(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    codes: &wgpu::Buffer,
+    packed: &wgpu::Buffer,
+    centroids: &wgpu::Buffer,
+    weights: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    (n, dim, nbits): (usize, usize, usize),
+) -> Result<()> {
+    let p = params(n, dim, nbits)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let pipeline = ctx.pipeline(&DECOMPRESS, &[("WG_SIZE", ROW_WG as f64)])?;
+    let uniform = ctx.uniform("residual decompress params", &p);
+    let groups = grid_1d(
+        (n as u32).div_ceil(ROW_WG),
+        ctx.limits.max_compute_workgroups_per_dimension,
+    );
+    ctx.dispatch(
+        encoder,
+        &pipeline,
+        &[codes, packed, centroids, weights, out, &uniform],
+        groups,
+    );
+    Ok(())
+}
