@@ -82,6 +82,8 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Encode a corpus and build a compressed ColBERTv2 / PLAID index
+    Index(IndexArgs),
 }
 
 fn main() {
@@ -101,6 +103,7 @@ fn main() {
         } => encode(
             model, queries, docs, out, limit, batch_size, json, profile, device,
         ),
+        Command::Index(args) => build_index(args),
     };
     if let Err(e) = result {
         eprintln!("colwgpu: error: {e:#}");
@@ -302,6 +305,113 @@ fn encode(
             tokens as f64 / seconds,
             if truncated > 0 { format!("; {truncated} texts truncated to the length limit") } else { String::new() },
             out.display()
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct IndexArgs {
+    /// Model directory
+    #[arg(long)]
+    model: PathBuf,
+    /// BEIR corpus.jsonl (or one text per line)
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Index directory to create (replaced atomically if it exists)
+    #[arg(long)]
+    index: PathBuf,
+    /// Residual bits per dimension: 1, 2 or 4
+    #[arg(long, default_value_t = 2)]
+    nbits: usize,
+    /// Centroid count (default: ColBERTv2's 2^floor(log2(16·√vectors)))
+    #[arg(long)]
+    centroids: Option<usize>,
+    /// k-means iterations
+    #[arg(long, default_value_t = 10)]
+    kmeans_iters: usize,
+    /// Index only the first N documents
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Texts per forward pass
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Print the summary as one JSON line on stdout
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+fn build_index(a: IndexArgs) -> Result<()> {
+    use colwgpu::index::{IndexOptions, ModelInfo, Stage};
+    let mut docs = colwgpu::io::read_records(&a.corpus)?;
+    if let Some(n) = a.limit {
+        docs.truncate(n);
+    }
+    let choice = a.device.choice()?;
+    let options = a.device.options();
+    let mut encoder = Encoder::open(&a.model, choice, &options)
+        .with_context(|| format!("loading model {}", a.model.display()))?;
+    encoder.set_batch_size(a.batch_size);
+    let compute = match &encoder {
+        Encoder::Gpu(e) => colwgpu::backend::Compute::Gpu(e.backend().context().clone()),
+        Encoder::Cpu(_) => colwgpu::backend::Compute::Cpu,
+    };
+    let model = ModelInfo::from_dir(&a.model, encoder.dim())?;
+    let opts = IndexOptions {
+        nbits: a.nbits,
+        num_centroids: a.centroids,
+        kmeans_iters: a.kmeans_iters,
+        compute,
+        ..Default::default()
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>22} [{bar:30}] {pos}/{len} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if a.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let summary =
+        colwgpu::index::build_index(&mut encoder, &model, &docs, &a.index, &opts, &mut |p| {
+            bar.set_message(match p.stage {
+                Stage::EncodeSample => "encoding k-means sample",
+                Stage::Kmeans => "k-means",
+                Stage::Compress => "encoding + compressing",
+                Stage::Write => "writing",
+            });
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+        })
+        .with_context(|| format!("building index {}", a.index.display()))?;
+    bar.finish_and_clear();
+    let m = &summary.metadata;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "docs": m.num_docs, "vectors": m.num_vectors, "centroids": m.num_centroids,
+                "nbits": m.nbits, "bytes_per_vector": m.bytes_per_vector, "index_bytes": summary.index_bytes,
+                "seconds": summary.seconds, "device": encoder.describe_backend(),
+                "codec_mean_cosine": m.stats.codec_mean_cosine,
+            })
+        );
+    } else {
+        eprintln!(
+            "indexed {} documents: {} vectors, {} centroids, {} bits → {} bytes/vector, {:.1} MiB on disk, \
+             in {:.1} s on {} (codec mean cosine {:.4}); wrote {}",
+            m.num_docs,
+            m.num_vectors,
+            m.num_centroids,
+            m.nbits,
+            m.bytes_per_vector,
+            summary.index_bytes as f64 / (1u64 << 20) as f64,
+            summary.seconds,
+            encoder.describe_backend(),
+            m.stats.codec_mean_cosine,
+            a.index.display()
         );
     }
     Ok(())
