@@ -12,11 +12,13 @@
 
 pub mod backend;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod index;
 pub mod io;
 pub mod kernels;
 pub mod model;
+pub mod search;
 pub mod text;
 
 pub use error::{Error, Result};

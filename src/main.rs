@@ -84,6 +84,10 @@ enum Command {
     },
     /// Encode a corpus and build a compressed ColBERTv2 / PLAID index
     Index(IndexArgs),
+    /// Search an index with one query or a queries file
+    Search(SearchArgs),
+    /// Search every judged query of a BEIR qrels file and report nDCG@10, Recall@10/100, MRR@10
+    Eval(EvalArgs),
 }
 
 fn main() {
@@ -104,6 +108,8 @@ fn main() {
             model, queries, docs, out, limit, batch_size, json, profile, device,
         ),
         Command::Index(args) => build_index(args),
+        Command::Search(args) => search(args),
+        Command::Eval(args) => eval(args),
     };
     if let Err(e) = result {
         eprintln!("colwgpu: error: {e:#}");
@@ -412,6 +418,269 @@ fn build_index(a: IndexArgs) -> Result<()> {
             encoder.describe_backend(),
             m.stats.codec_mean_cosine,
             a.index.display()
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct SearchKnobs {
+    /// Results per query
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    /// PLAID: centroids probed per query token (default by k, as the PLAID authors)
+    #[arg(long)]
+    ncells: Option<usize>,
+    /// PLAID: centroid pruning threshold (default by k)
+    #[arg(long)]
+    centroid_score_threshold: Option<f32>,
+    /// PLAID: documents kept after pruning; a quarter are reranked exactly (default by k)
+    #[arg(long)]
+    ndocs: Option<usize>,
+    /// Exact MaxSim against every document instead of PLAID
+    #[arg(long)]
+    exhaustive: bool,
+    /// Queries encoded and searched per batch
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+impl SearchKnobs {
+    fn options(&self) -> colwgpu::search::SearchOptions {
+        let mut p = colwgpu::search::PlaidParams::for_k(self.k);
+        if let Some(n) = self.ncells {
+            p.ncells = n;
+        }
+        if let Some(t) = self.centroid_score_threshold {
+            p.centroid_score_threshold = t;
+        }
+        if let Some(n) = self.ndocs {
+            p.ndocs = n;
+        }
+        colwgpu::search::SearchOptions {
+            k: self.k,
+            plaid: Some(p),
+            exhaustive: self.exhaustive,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// Index directory
+    #[arg(long)]
+    index: PathBuf,
+    /// The model the index was built with
+    #[arg(long)]
+    model: PathBuf,
+    /// One query
+    #[arg(long, conflicts_with = "queries", required_unless_present = "queries")]
+    query: Option<String>,
+    /// Queries: BEIR queries.jsonl or one per line
+    #[arg(long)]
+    queries: Option<PathBuf>,
+    /// JSON lines output: {"query_id", "query", "results": [{"rank", "doc_id", "score"}]}
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    knobs: SearchKnobs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    #[arg(long)]
+    index: PathBuf,
+    #[arg(long)]
+    model: PathBuf,
+    /// BEIR queries.jsonl
+    #[arg(long)]
+    queries: PathBuf,
+    /// BEIR qrels TSV (e.g. qrels/test.tsv): only the queries judged there are run
+    #[arg(long)]
+    qrels: PathBuf,
+    /// Write the run (query id, doc id, rank, score) as TSV here
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Print the summary as one JSON line on stdout
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    knobs: SearchKnobs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// An open index, the encoder of its model (checked to be the same model) and
+/// where the search kernels run.
+struct Session {
+    index: colwgpu::index::Index,
+    encoder: Encoder,
+    compute: colwgpu::backend::Compute,
+}
+
+fn open_session(index: &PathBuf, model: &PathBuf, device: &DeviceArgs) -> Result<Session> {
+    let index_ = colwgpu::index::Index::open(index)
+        .with_context(|| format!("opening index {}", index.display()))?;
+    let encoder = Encoder::open(model, device.choice()?, &device.options())
+        .with_context(|| format!("loading model {}", model.display()))?;
+    let info = colwgpu::index::ModelInfo::from_dir(model, encoder.dim())?;
+    index_.check_model(&info).with_context(|| {
+        format!(
+            "index {} was built with another model than {}",
+            index.display(),
+            model.display()
+        )
+    })?;
+    let compute = match &encoder {
+        Encoder::Gpu(e) => colwgpu::backend::Compute::Gpu(e.backend().context().clone()),
+        Encoder::Cpu(_) => colwgpu::backend::Compute::Cpu,
+    };
+    Ok(Session {
+        index: index_,
+        encoder,
+        compute,
+    })
+}
+
+/// Encodes and searches `texts` in batches; returns the hits per text and the
+/// seconds spent encoding and searching.
+fn run_queries(
+    s: &mut Session,
+    texts: &[&str],
+    knobs: &SearchKnobs,
+    progress: &indicatif::ProgressBar,
+) -> Result<(Vec<Vec<colwgpu::search::Hit>>, f64, f64)> {
+    let options = knobs.options();
+    let searcher = colwgpu::search::Searcher::new(&s.index, s.compute.clone());
+    let dim = s.encoder.dim();
+    let (mut encode_s, mut search_s) = (0.0, 0.0);
+    let mut hits = Vec::with_capacity(texts.len());
+    for batch in texts.chunks(knobs.batch_size.max(1)) {
+        let t = Instant::now();
+        let encoded = s.encoder.encode_queries(batch)?;
+        encode_s += t.elapsed().as_secs_f64();
+        let qlen = encoded.first().map(|e| e.len()).unwrap_or(0);
+        if encoded.iter().any(|e| e.len() != qlen) {
+            bail!("queries encoded to different lengths (query expansion is off): search them one at a time");
+        }
+        let flat: Vec<f32> = encoded
+            .iter()
+            .flat_map(|e| e.vectors.iter().copied())
+            .collect();
+        let t = Instant::now();
+        hits.extend(searcher.search(&flat, qlen, &options)?);
+        search_s += t.elapsed().as_secs_f64();
+        debug_assert_eq!(flat.len() % dim.max(1), 0);
+        progress.inc(batch.len() as u64);
+    }
+    Ok((hits, encode_s, search_s))
+}
+
+fn search(a: SearchArgs) -> Result<()> {
+    let records = match (&a.query, &a.queries) {
+        (Some(q), _) => vec![colwgpu::io::Record {
+            id: "query".into(),
+            text: q.clone(),
+        }],
+        (None, Some(path)) => colwgpu::io::read_records(path)?,
+        (None, None) => bail!("give --query TEXT or --queries FILE"),
+    };
+    let mut s = open_session(&a.index, &a.model, &a.device)?;
+    let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
+    let bar = indicatif::ProgressBar::hidden();
+    let (hits, encode_s, search_s) = run_queries(&mut s, &texts, &a.knobs, &bar)?;
+    for (r, h) in records.iter().zip(&hits) {
+        if a.json {
+            let results: Vec<_> = h
+                .iter()
+                .enumerate()
+                .map(|(i, x)| serde_json::json!({"rank": i + 1, "doc_id": x.id, "score": x.score}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"query_id": r.id, "query": r.text, "results": results})
+            );
+        } else {
+            println!("query {}: {}", r.id, r.text);
+            for (i, x) in h.iter().enumerate() {
+                println!("{:>4}  {:>9.4}  {}", i + 1, x.score, x.id);
+            }
+        }
+    }
+    if !a.json {
+        eprintln!(
+            "{} queries: encode {:.3} s, search {:.3} s ({:.1} queries/s search) on {}",
+            records.len(),
+            encode_s,
+            search_s,
+            records.len() as f64 / search_s.max(1e-9),
+            s.compute.describe()
+        );
+    }
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let qrels = colwgpu::eval::read_qrels(&a.qrels)?;
+    let all = colwgpu::io::read_records(&a.queries)?;
+    let records: Vec<_> = all
+        .into_iter()
+        .filter(|r| qrels.contains_key(&r.id))
+        .collect();
+    if records.is_empty() {
+        bail!(
+            "none of the queries in {} is judged in {}",
+            a.queries.display(),
+            a.qrels.display()
+        );
+    }
+    let mut s = open_session(&a.index, &a.model, &a.device)?;
+    s.encoder.warm_up()?;
+    let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
+    let bar = indicatif::ProgressBar::new(texts.len() as u64);
+    if a.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let (hits, encode_s, search_s) = run_queries(&mut s, &texts, &a.knobs, &bar)?;
+    bar.finish_and_clear();
+    let runs: std::collections::HashMap<String, Vec<String>> = records
+        .iter()
+        .zip(&hits)
+        .map(|(r, h)| (r.id.clone(), h.iter().map(|x| x.id.clone()).collect()))
+        .collect();
+    if let Some(path) = &a.run {
+        let mut out = String::new();
+        for (r, h) in records.iter().zip(&hits) {
+            for (i, x) in h.iter().enumerate() {
+                out.push_str(&format!("{}\t{}\t{}\t{}\n", r.id, x.id, i + 1, x.score));
+            }
+        }
+        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let (m, n) = colwgpu::eval::evaluate(&runs, &qrels);
+    let qps = records.len() as f64 / search_s.max(1e-9);
+    let qps_total = records.len() as f64 / (search_s + encode_s).max(1e-9);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "queries": n, "k": a.knobs.k, "ndcg@10": m.ndcg_at_10, "recall@10": m.recall_at_10,
+                "recall@100": m.recall_at_100, "mrr@10": m.mrr_at_10, "search_qps": qps,
+                "end_to_end_qps": qps_total, "device": s.compute.describe(), "exhaustive": a.knobs.exhaustive,
+            })
+        );
+    } else {
+        println!(
+            "{n} queries, k={}: nDCG@10 {:.4}  Recall@10 {:.4}  Recall@100 {:.4}  MRR@10 {:.4}",
+            a.knobs.k, m.ndcg_at_10, m.recall_at_10, m.recall_at_100, m.mrr_at_10
+        );
+        println!(
+            "{:.1} queries/s search, {:.1} queries/s with encoding, on {}",
+            qps,
+            qps_total,
+            s.compute.describe()
         );
     }
     Ok(())

@@ -1,0 +1,7 @@
+//! Search: PLAID candidate stages, exact MaxSim on decompressed residuals, top-k.
+
+pub mod plaid;
+pub mod searcher;
+
+pub use plaid::PlaidParams;
+pub use searcher::{Hit, SearchOptions, Searcher};
