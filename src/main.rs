@@ -553,7 +553,7 @@ fn run_queries(
     progress: &indicatif::ProgressBar,
 ) -> Result<(Vec<Vec<colwgpu::search::Hit>>, f64, f64)> {
     let options = knobs.options();
-    let searcher = colwgpu::search::Searcher::new(&s.index, s.compute.clone());
+    let searcher = colwgpu::search::Searcher::new(&s.index, s.compute.clone())?;
     let dim = s.encoder.dim();
     let (mut encode_s, mut search_s) = (0.0, 0.0);
     let mut hits = Vec::with_capacity(texts.len());

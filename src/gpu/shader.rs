@@ -28,6 +28,8 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../shaders/layernorm.wgsl"),
     ),
     ("l2norm.wgsl", include_str!("../../shaders/l2norm.wgsl")),
+    ("maxsim.wgsl", include_str!("../../shaders/maxsim.wgsl")),
+    ("plaid.wgsl", include_str!("../../shaders/plaid.wgsl")),
     ("kmeans.wgsl", include_str!("../../shaders/kmeans.wgsl")),
     (
         "residual_codec.wgsl",

@@ -9,6 +9,8 @@ pub mod kmeans;
 pub mod l2norm;
 pub mod layernorm;
 pub mod matmul;
+pub mod maxsim;
+pub mod plaid;
 pub mod residual_codec;
 
 use crate::gpu::KernelSpec;
@@ -23,6 +25,12 @@ pub const ALL: &[KernelSpec] = &[
     kmeans::ASSIGN,
     residual_codec::COMPRESS,
     residual_codec::DECOMPRESS,
+    maxsim::SPEC,
+    plaid::SELECT_CELLS,
+    plaid::KEEP_CENTROIDS,
+    plaid::MARK_CANDIDATES,
+    plaid::APPROX_ALL,
+    plaid::APPROX_LIST,
 ];
 
 /// Size in bytes of each kernel's `Params` struct, by shader file: checked
@@ -38,6 +46,8 @@ pub const PARAMS_SIZES: &[(&str, usize)] = &[
         "residual_codec.wgsl",
         std::mem::size_of::<residual_codec::Params>(),
     ),
+    ("maxsim.wgsl", std::mem::size_of::<maxsim::Params>()),
+    ("plaid.wgsl", std::mem::size_of::<plaid::Params>()),
 ];
 
 /// Workgroup size of the row-wise kernels.
