@@ -71,7 +71,7 @@ impl Default for IndexOptions {
         Self {
             nbits: 2,
             num_centroids: None,
-            kmeans_iters: 10,
+            kmeans_iters: 4,
             sample_fraction: 1.0,
             max_points_per_centroid: 256,
             seed: 12345,
@@ -259,7 +259,7 @@ fn validate(
 
 /// Checks one document's vectors: whole rows, finite values.
 fn check_doc(id: &str, v: &[f32], dim: usize) -> Result<()> {
-    if v.len() % dim != 0 {
+    if !v.len().is_multiple_of(dim) {
         return Err(Error::shape(
             "build_index",
             format!(

@@ -95,7 +95,7 @@ impl ResidualCodec {
                 "nbits must be 1, 2 or 4, got {nbits}"
             )));
         }
-        if dim == 0 || centroids.is_empty() || centroids.len() % dim != 0 {
+        if dim == 0 || centroids.is_empty() || !centroids.len().is_multiple_of(dim) {
             return Err(Error::shape(
                 "residual codec",
                 format!("{} centroid values for dimension {dim}", centroids.len()),
@@ -148,7 +148,7 @@ impl ResidualCodec {
             vec![0.0; buckets - 1],
             vec![0.0; buckets],
         )?;
-        if sample.is_empty() || sample.len() % dim != 0 {
+        if sample.is_empty() || !sample.len().is_multiple_of(dim) {
             return Err(Error::shape(
                 "residual codec training",
                 format!("{} sample values for dimension {dim}", sample.len()),
@@ -196,7 +196,7 @@ impl ResidualCodec {
     }
 
     fn check_vectors(&self, what: &str, x: &[f32]) -> Result<usize> {
-        if x.len() % self.dim != 0 {
+        if !x.len().is_multiple_of(self.dim) {
             return Err(Error::shape(
                 "residual codec",
                 format!("{what}: {} values for dimension {}", x.len(), self.dim),

@@ -36,7 +36,11 @@ pub fn num_centroids_for(num_vectors: usize) -> usize {
 }
 
 fn check_shapes(x: &[f32], dim: usize, centroids: &[f32]) -> Result<()> {
-    if dim == 0 || x.len() % dim != 0 || centroids.len() % dim != 0 || centroids.is_empty() {
+    if dim == 0
+        || !x.len().is_multiple_of(dim)
+        || !centroids.len().is_multiple_of(dim)
+        || centroids.is_empty()
+    {
         return Err(Error::shape(
             "kmeans assign",
             format!(
@@ -112,13 +116,16 @@ pub struct GpuAssigner<'a> {
 
 /// Rows per GPU dispatch so `rows·dim` f32 fit one storage binding.
 pub(crate) fn rows_per_binding(ctx: &GpuContext, dim: usize) -> usize {
-    let limit = (ctx.limits.max_storage_buffer_binding_size as u64).min(ctx.limits.max_buffer_size);
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
     ((limit / (dim as u64 * 4)) as usize).clamp(1, 1 << 20)
 }
 
 impl<'a> GpuAssigner<'a> {
     pub fn new(ctx: &'a GpuContext, x: &[f32], dim: usize) -> Result<Self> {
-        if dim == 0 || x.len() % dim != 0 {
+        if dim == 0 || !x.len().is_multiple_of(dim) {
             return Err(Error::shape(
                 "kmeans assign",
                 format!("{} values for dimension {dim}", x.len()),
@@ -141,7 +148,7 @@ impl<'a> GpuAssigner<'a> {
     pub fn assign(&self, centroids: &[f32]) -> Result<(Vec<u32>, Vec<f32>)> {
         let ctx = self.ctx;
         let dim = self.dim;
-        if centroids.is_empty() || centroids.len() % dim != 0 {
+        if centroids.is_empty() || !centroids.len().is_multiple_of(dim) {
             return Err(Error::shape(
                 "kmeans assign",
                 format!("{} centroid values for dimension {dim}", centroids.len()),
@@ -216,7 +223,7 @@ pub fn train(
     seed: u64,
     progress: &mut dyn FnMut(usize),
 ) -> Result<KmeansResult> {
-    if dim == 0 || x.len() % dim != 0 {
+    if dim == 0 || !x.len().is_multiple_of(dim) {
         return Err(Error::shape(
             "kmeans",
             format!("{} values for dimension {dim}", x.len()),
