@@ -265,19 +265,31 @@ impl<'a> Searcher<'a> {
         k::record(ctx, &mut enc, Stage::KeepCentroids, &bufs, p)?;
         k::record(ctx, &mut enc, Stage::MarkCandidates, &bufs, p)?;
         k::record(ctx, &mut enc, Stage::ApproxAll, &bufs, p)?;
-        let pruned = ctx
-            .submit_and_read::<f32>(enc, &[(approx.buffer(), nq * n)])?
-            .remove(0);
+        // Scores and candidate flags come back together (scores as raw bits).
+        let mut back =
+            ctx.submit_and_read::<u32>(enc, &[(approx.buffer(), nq * n), (cand.buffer(), nq * n)])?;
+        let is_candidate = back.pop().unwrap_or_default();
+        let pruned: Vec<f32> = back
+            .pop()
+            .unwrap_or_default()
+            .into_iter()
+            .map(f32::from_bits)
+            .collect();
 
-        // Best `ndocs` candidates per query (non-candidates score the lowest float).
+        // Best `ndocs` candidates per query.
         let ndocs = params.ndocs.max(1);
         let all: Vec<u32> = (0..n as u32).collect();
         let mut lists = Vec::with_capacity(nq);
-        for row in pruned.chunks(n.max(1)).take(nq) {
+        for (row, flags) in pruned
+            .chunks(n.max(1))
+            .zip(is_candidate.chunks(n.max(1)))
+            .take(nq)
+        {
+            // Candidates none of whose codes survives pruning stay in (scored lowest), as on the CPU.
             let cands: Vec<u32> = all
                 .iter()
                 .copied()
-                .filter(|&d| row[d as usize] > -3.0e38)
+                .filter(|&d| flags[d as usize] != 0)
                 .collect();
             let sc: Vec<f32> = cands.iter().map(|&d| row[d as usize]).collect();
             lists.push(plaid::best(&cands, &sc, ndocs));
