@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use super::maxsim;
 use super::plaid::{self, CodesView, PlaidParams};
 use crate::backend::Compute;
 use crate::error::{Error, Result};
@@ -157,7 +158,15 @@ impl<'a> Searcher<'a> {
         for (qi, set) in sets.iter().enumerate() {
             let q = &queries[qi * qlen * dim..(qi + 1) * qlen * dim];
             let (vectors, offsets) = self.index.decompress_docs(&self.compute, set)?;
-            let scores = maxsim_cpu(q, qlen, &vectors, &offsets, dim);
+            let owner = vec![0u32; set.len()];
+            let scores = maxsim::maxsim_cpu(&maxsim::ScoreRequest {
+                queries: q,
+                qlen,
+                dim,
+                docs: &vectors,
+                offsets: &offsets,
+                owner: &owner,
+            });
             out.push(self.top_k(set, &scores, options.k));
         }
         Ok(out)
@@ -405,31 +414,4 @@ impl<'a> Searcher<'a> {
             })
             .collect()
     }
-}
-
-/// Σ_i max_j q_i · d_j for each document (offsets in vectors).
-fn maxsim_cpu(q: &[f32], qlen: usize, docs: &[f32], offsets: &[usize], dim: usize) -> Vec<f32> {
-    offsets
-        .par_windows(2)
-        .map(|w| {
-            let (s, e) = (w[0], w[1]);
-            if s == e {
-                return 0.0;
-            }
-            let n = e - s;
-            let mut sim = vec![0.0f32; qlen * n];
-            crate::backend::cpu::matmul_transposed(
-                q,
-                &docs[s * dim..e * dim],
-                &mut sim,
-                qlen,
-                n,
-                dim,
-            );
-            sim.chunks(n)
-                .map(|row| row.iter().copied().fold(f32::NEG_INFINITY, f32::max))
-                .filter(|m| m.is_finite())
-                .sum()
-        })
-        .collect()
 }
