@@ -603,7 +603,11 @@ fn search(a: SearchArgs) -> Result<()> {
                 serde_json::json!({"query_id": r.id, "query": r.text, "results": results})
             );
         } else {
-            println!("query {}: {}", r.id, r.text);
+            if a.query.is_some() {
+                println!("query: {}", r.text);
+            } else {
+                println!("query {}: {}", r.id, r.text);
+            }
             for (i, x) in h.iter().enumerate() {
                 println!("{:>4}  {:>9.4}  {}", i + 1, x.score, x.id);
             }
