@@ -337,7 +337,9 @@ impl<'a> Searcher<'a> {
             .collect())
     }
 
-    /// Decompression and exact MaxSim of every query's documents in one submit.
+    /// Decompression and exact MaxSim of every query's documents: one submit per
+    /// group of documents whose decompressed vectors fit one storage binding
+    /// (usually one group per batch).
     fn maxsim_gpu(
         &self,
         g: &GpuIndex,
@@ -348,51 +350,66 @@ impl<'a> Searcher<'a> {
         let ctx = &g.ctx;
         let dim = self.index.dim();
         let nq = sets.len();
-        let w = self.index.words_per_vector();
-        let mut codes = Vec::new();
-        let mut packed = Vec::new();
-        let mut offsets = vec![0u32];
-        let mut owner = Vec::new();
-        for (qi, set) in sets.iter().enumerate() {
-            for &d in set {
+        let limit =
+            (ctx.limits.max_storage_buffer_binding_size as u64).min(ctx.limits.max_buffer_size);
+        let budget = (limit / (dim as u64 * 4)).max(1) as usize; // vectors per group
+                                                                 // (query, document) pairs in order, split into groups under the budget.
+        let pairs: Vec<(u32, u32)> = sets
+            .iter()
+            .enumerate()
+            .flat_map(|(qi, set)| set.iter().map(move |&d| (qi as u32, d)))
+            .collect();
+        let q = ctx.upload("queries", queries)?;
+        let mut flat = Vec::with_capacity(pairs.len());
+        let mut at = 0;
+        while at < pairs.len() {
+            let (mut codes, mut packed, mut offsets, mut owner) =
+                (Vec::new(), Vec::new(), vec![0u32], Vec::new());
+            while at < pairs.len() {
+                let (qi, d) = pairs[at];
+                let len = self.index.doc_codes(d as usize).len();
+                if !owner.is_empty() && codes.len() + len > budget {
+                    break;
+                }
                 codes.extend_from_slice(self.index.doc_codes(d as usize));
                 packed.extend_from_slice(self.index.doc_residuals(d as usize));
                 offsets.push(codes.len() as u32);
-                owner.push(qi as u32);
+                owner.push(qi);
+                at += 1;
             }
+            ctx.check_binding_size(
+                "decompressed document vectors",
+                (codes.len() * dim * 4) as u64,
+            )?;
+            let codes_b = ctx.upload("candidate codes", &codes)?;
+            let packed_b = ctx.upload("candidate residuals", &packed)?;
+            let offsets_b = ctx.upload("candidate offsets", &offsets)?;
+            let owner_b = ctx.upload("candidate owners", &owner)?;
+            let vectors = ctx.pool().get((codes.len().max(1) * dim * 4) as u64);
+            let scores = ctx.pool().get((owner.len() * 4) as u64);
+            let mut enc = ctx.encoder("decompress + maxsim");
+            g.codec.record_decompress(
+                &mut enc,
+                &codes_b,
+                &packed_b,
+                vectors.buffer(),
+                codes.len(),
+            )?;
+            crate::kernels::maxsim::record(
+                ctx,
+                &mut enc,
+                &q,
+                vectors.buffer(),
+                &offsets_b,
+                &owner_b,
+                scores.buffer(),
+                (owner.len(), nq, qlen, dim),
+            )?;
+            flat.extend(
+                ctx.submit_and_read::<f32>(enc, &[(scores.buffer(), owner.len())])?
+                    .remove(0),
+            );
         }
-        let total_docs = owner.len();
-        if total_docs == 0 {
-            return Ok(vec![Vec::new(); nq]);
-        }
-        debug_assert_eq!(packed.len(), codes.len() * w);
-        ctx.check_binding_size(
-            "decompressed candidate vectors",
-            (codes.len() * dim * 4) as u64,
-        )?;
-        let q = ctx.upload("queries", queries)?;
-        let codes_b = ctx.upload("candidate codes", &codes)?;
-        let packed_b = ctx.upload("candidate residuals", &packed)?;
-        let offsets_b = ctx.upload("candidate offsets", &offsets)?;
-        let owner_b = ctx.upload("candidate owners", &owner)?;
-        let vectors = ctx.pool().get((codes.len().max(1) * dim * 4) as u64);
-        let scores = ctx.pool().get((total_docs * 4) as u64);
-        let mut enc = ctx.encoder("decompress + maxsim");
-        g.codec
-            .record_decompress(&mut enc, &codes_b, &packed_b, vectors.buffer(), codes.len())?;
-        crate::kernels::maxsim::record(
-            ctx,
-            &mut enc,
-            &q,
-            vectors.buffer(),
-            &offsets_b,
-            &owner_b,
-            scores.buffer(),
-            (total_docs, nq, qlen, dim),
-        )?;
-        let flat = ctx
-            .submit_and_read::<f32>(enc, &[(scores.buffer(), total_docs)])?
-            .remove(0);
         let mut out = Vec::with_capacity(nq);
         let mut at = 0;
         for set in sets {
