@@ -72,37 +72,69 @@ pub fn assign(
 /// centroids with `gemm`, then a strict-`>` argmax in centroid order (ties →
 /// the lower id; a row whose scores are all NaN gets code 0).
 pub fn assign_cpu(x: &[f32], dim: usize, centroids: &[f32]) -> (Vec<u32>, Vec<f32>) {
+    assign_cpu_blocked(x, dim, centroids, 256, 1024)
+}
+
+/// [`assign_cpu`] with an explicit blocking: tasks of `rows` vectors, each
+/// scoring `cols` centroids per `gemm` call into a `rows × cols` scratch that
+/// stays in cache, keeping a running argmax. Exposed for tuning benches.
+#[doc(hidden)]
+pub fn assign_cpu_blocked(
+    x: &[f32],
+    dim: usize,
+    centroids: &[f32],
+    rows: usize,
+    cols: usize,
+) -> (Vec<u32>, Vec<f32>) {
     let n = x.len() / dim.max(1);
     let k = centroids.len() / dim.max(1);
     let mut codes = vec![0u32; n];
-    let mut best = vec![0f32; n];
+    let mut best = vec![f32::MIN; n];
     if n == 0 || k == 0 {
         return (codes, best);
     }
-    // ~4 Mi scores per block: large enough to amortise gemm's packing of the
-    // centroids, small enough to stay in cache-friendly territory.
-    let rows = ((1usize << 22) / k).clamp(16, 1024);
+    let (rows, cols) = (rows.max(1), cols.clamp(1, k));
     x.par_chunks(rows * dim)
         .zip(codes.par_chunks_mut(rows))
         .zip(best.par_chunks_mut(rows))
         .for_each(|((xb, cb), sb)| {
             let m = cb.len();
-            let mut scores = vec![0f32; m * k];
-            crate::backend::cpu::matmul_transposed(xb, centroids, &mut scores, m, k, dim);
-            for (i, row) in scores.chunks_exact(k).enumerate() {
-                let mut bs = f32::MIN;
-                let mut bc = 0u32;
-                for (c, &s) in row.iter().enumerate() {
-                    if s > bs {
-                        bs = s;
-                        bc = c as u32;
+            let mut scores = vec![0f32; m * cols];
+            // Centroid blocks in increasing order and a strict '>' across them:
+            // ties go to the lower centroid id.
+            for (j, cblock) in centroids.chunks(cols * dim).enumerate() {
+                let kc = cblock.len() / dim;
+                let scores = &mut scores[..m * kc];
+                crate::backend::cpu::matmul_transposed(xb, cblock, scores, m, kc, dim);
+                for (i, row) in scores.chunks_exact(kc).enumerate() {
+                    let max = row_max(row);
+                    if max > sb[i] {
+                        // First index of the maximum (NaN never equals).
+                        let c = row.iter().position(|&s| s == max).unwrap_or(0);
+                        sb[i] = max;
+                        cb[i] = (j * cols + c) as u32;
                     }
                 }
-                cb[i] = bc;
-                sb[i] = bs;
             }
         });
     (codes, best)
+}
+
+/// `max(f32::MIN, row…)` ignoring NaN, with eight lanes so it vectorises.
+fn row_max(row: &[f32]) -> f32 {
+    let mut lanes = [f32::MIN; 8];
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &s) in lanes.iter_mut().zip(c) {
+            *l = if s > *l { s } else { *l };
+        }
+    }
+    let mut m = f32::MIN;
+    for &s in lanes.iter().chain(rest) {
+        m = if s > m { s } else { m };
+    }
+    m
 }
 
 /// Vectors resident on the GPU (split into bindings under the adapter's limit)
