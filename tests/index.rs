@@ -851,6 +851,17 @@ fn corrupt_indexes_are_refused_naming_the_file() {
         e.contains("format version 99") && e.contains("rebuild"),
         "{e}"
     );
+    // Counts in the metadata that disagree with the files.
+    let dir = small_index(tmp.path(), "counts");
+    let p = dir.join("metadata.json");
+    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    meta["num_vectors"] = serde_json::json!(meta["num_vectors"].as_u64().unwrap() + 1);
+    std::fs::write(&p, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let e = open_err(&dir);
+    assert!(e.contains("codes.u32") && e.contains("expected"), "{e}");
+    meta["num_vectors"] = serde_json::json!(u64::MAX);
+    std::fs::write(&p, serde_json::to_vec(&meta).unwrap()).unwrap();
+    assert!(open_err(&dir).contains("invalid"), "absurd counts");
     let dir = small_index(tmp.path(), "missing");
     std::fs::remove_file(dir.join("ivf_offsets.u64")).unwrap();
     assert!(open_err(&dir).contains("ivf_offsets.u64"));

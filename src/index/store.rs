@@ -565,12 +565,20 @@ impl Index {
         }
         let meta = read_metadata(dir)?;
         let meta_path = dir.join(METADATA);
-        if !matches!(meta.nbits, 1 | 2 | 4) || meta.dim == 0 || meta.num_centroids == 0 {
+        // Bounds that keep every size computation below in range.
+        if !matches!(meta.nbits, 1 | 2 | 4)
+            || meta.dim == 0
+            || meta.dim > 1 << 16
+            || meta.num_centroids == 0
+            || meta.num_centroids as u64 > u32::MAX as u64
+            || meta.num_docs as u64 > u32::MAX as u64
+            || meta.num_vectors as u64 > 1 << 40
+        {
             return Err(bad(
                 &meta_path,
                 format!(
-                    "invalid nbits {} / dim {} / num_centroids {}",
-                    meta.nbits, meta.dim, meta.num_centroids
+                    "invalid nbits {} / dim {} / num_centroids {} / num_docs {} / num_vectors {}",
+                    meta.nbits, meta.dim, meta.num_centroids, meta.num_docs, meta.num_vectors
                 ),
             ));
         }
@@ -833,7 +841,8 @@ impl Index {
     pub fn ivf_offsets(&self) -> &[u64] {
         self.ivf_offsets.as_slice()
     }
-    /// The documents with at least one vector assigned to centroid `c`.
+    /// The documents with at least one vector assigned to centroid `c`
+    /// (panics if `c >= num_centroids`).
     pub fn ivf_list(&self, c: usize) -> &[u32] {
         let o = self.ivf_offsets();
         &self.ivf()[o[c] as usize..o[c + 1] as usize]
@@ -842,12 +851,12 @@ impl Index {
     pub fn doc_ids(&self) -> &[String] {
         &self.doc_ids
     }
-    /// Codes of document `d`.
+    /// Codes of document `d` (panics if `d >= num_docs`).
     pub fn doc_codes(&self, d: usize) -> &[u32] {
         let o = &self.doc_offsets;
         &self.codes()[o[d] as usize..o[d + 1] as usize]
     }
-    /// Packed residuals of document `d`.
+    /// Packed residuals of document `d` (panics if `d >= num_docs`).
     pub fn doc_residuals(&self, d: usize) -> &[u32] {
         let o = &self.doc_offsets;
         let w = self.words_per_vector();
