@@ -30,6 +30,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("l2norm.wgsl", include_str!("../../shaders/l2norm.wgsl")),
     ("maxsim.wgsl", include_str!("../../shaders/maxsim.wgsl")),
     ("plaid.wgsl", include_str!("../../shaders/plaid.wgsl")),
+    ("topk.wgsl", include_str!("../../shaders/topk.wgsl")),
     ("kmeans.wgsl", include_str!("../../shaders/kmeans.wgsl")),
     (
         "residual_codec.wgsl",

@@ -1,4 +1,14 @@
-//! `shaders/maxsim.wgsl`: MaxSim of variable-length documents against their queries.
+//! `shaders/maxsim.wgsl`: MaxSim of variable-length documents (flat rows plus
+//! offsets, no padding) against queries, recorded into a caller's encoder so a
+//! search can chain decompress → MaxSim → top-k in one submit.
+//!
+//! Two entry points over the same kernel:
+//! * [`record_all_pairs`]: every query against every document, into a
+//!   `[num_queries, out_stride]` score matrix (column `out_offset + d`), so a
+//!   corpus too large for one binding is scored slice by slice into one matrix;
+//! * [`record_assigned`] (and [`record`], its `out_offset = 0` form): each
+//!   document against the one query `owner[d]` names (per-query candidate
+//!   lists reranked in one dispatch).
 
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
@@ -10,6 +20,11 @@ pub struct Params {
     pub qlen: u32,
     pub dim: u32,
     pub num_queries: u32,
+    /// 0 = all pairs, 1 = owner.
+    pub mode: u32,
+    pub out_stride: u32,
+    pub out_offset: u32,
+    pub _pad: u32,
 }
 
 pub const SPEC: KernelSpec = KernelSpec {
@@ -25,10 +40,160 @@ pub const SPEC: KernelSpec = KernelSpec {
     ],
 };
 
-/// Invocations per document (one per query token for ColBERT's 32).
+/// Invocations per (query, document) pair: one per query token for ColBERT's 32.
 pub const WG: u32 = 32;
 
-/// Records `scores[r] = Σ_i max_j q_{owner[r], i} · d_j` over the rows of document r.
+/// Largest vector dimension the kernel handles (its workgroup query tile, in floats).
+pub const MAX_DIM: usize = 4096;
+
+/// Shapes of an all-pairs dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllPairs {
+    pub num_queries: usize,
+    pub qlen: usize,
+    pub dim: usize,
+    /// Documents in this dispatch (`doc_offsets` holds `num_docs + 1` entries).
+    pub num_docs: usize,
+    /// Row stride of the score matrix: documents in the whole corpus.
+    pub out_stride: usize,
+    /// Column of this dispatch's first document in the score matrix.
+    pub out_offset: usize,
+}
+
+fn check(op: &'static str, num_queries: usize, qlen: usize, dim: usize) -> Result<()> {
+    if num_queries == 0 || qlen == 0 || dim == 0 || dim > MAX_DIM {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{num_queries} queries of {qlen}×{dim} (need at least one query token, \
+                 1 ≤ dim ≤ {MAX_DIM})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::shape(op, format!("{what} = {v} exceeds u32")))
+}
+
+fn dispatch(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    buffers: [&wgpu::Buffer; 5],
+    params: Params,
+    pairs: usize,
+) -> Result<()> {
+    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", WG as f64)])?;
+    let params = ctx.uniform("maxsim params", &params);
+    let pairs = u32_of("maxsim", "scored pairs", pairs)?;
+    let groups = grid_1d(pairs, ctx.limits.max_compute_workgroups_per_dimension);
+    let [q, d, o, w, s] = buffers;
+    ctx.dispatch(encoder, &pipeline, &[q, d, o, w, s, &params], groups);
+    Ok(())
+}
+
+/// Records `scores[q · out_stride + out_offset + d] = Σ_i max_{j ∈ doc d} q_i · d_j`
+/// for every query `q < num_queries` and document `d < num_docs`.
+/// `doc_offsets` (u32, `num_docs + 1` entries) index rows of `docs`.
+#[allow(clippy::too_many_arguments)]
+pub fn record_all_pairs(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    queries: &wgpu::Buffer,
+    docs: &wgpu::Buffer,
+    doc_offsets: &wgpu::Buffer,
+    scores: &wgpu::Buffer,
+    shape: AllPairs,
+) -> Result<()> {
+    check("maxsim", shape.num_queries, shape.qlen, shape.dim)?;
+    if shape.out_offset + shape.num_docs > shape.out_stride {
+        return Err(Error::shape(
+            "maxsim",
+            format!(
+                "documents {}..{} do not fit score rows of {}",
+                shape.out_offset,
+                shape.out_offset + shape.num_docs,
+                shape.out_stride
+            ),
+        ));
+    }
+    if shape.num_docs == 0 {
+        return Ok(());
+    }
+    let op = "maxsim";
+    let params = Params {
+        num_docs: u32_of(op, "num_docs", shape.num_docs)?,
+        qlen: u32_of(op, "qlen", shape.qlen)?,
+        dim: shape.dim as u32,
+        num_queries: u32_of(op, "num_queries", shape.num_queries)?,
+        mode: 0,
+        out_stride: u32_of(op, "out_stride", shape.out_stride)?,
+        out_offset: u32_of(op, "out_offset", shape.out_offset)?,
+        _pad: 0,
+    };
+    // The owner binding is unused in this mode; bind the offsets in its place.
+    dispatch(
+        ctx,
+        encoder,
+        [queries, docs, doc_offsets, doc_offsets, scores],
+        params,
+        shape.num_queries * shape.num_docs,
+    )
+}
+
+/// Shapes of an owner-mode dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assigned {
+    pub num_queries: usize,
+    pub qlen: usize,
+    pub dim: usize,
+    /// Documents in this dispatch (`doc_offsets` and `owner` cover them).
+    pub num_docs: usize,
+    /// Index in `scores` of this dispatch's first document.
+    pub out_offset: usize,
+}
+
+/// Records `scores[out_offset + r] = Σ_i max_j q_{owner[r], i} · d_j` over the
+/// rows of document r: each document scored against the one query `owner[r]`
+/// names (owners past the last query are clamped to it).
+#[allow(clippy::too_many_arguments)]
+pub fn record_assigned(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    queries: &wgpu::Buffer,
+    docs: &wgpu::Buffer,
+    doc_offsets: &wgpu::Buffer,
+    owner: &wgpu::Buffer,
+    scores: &wgpu::Buffer,
+    shape: Assigned,
+) -> Result<()> {
+    check("maxsim", shape.num_queries, shape.qlen, shape.dim)?;
+    if shape.num_docs == 0 {
+        return Ok(());
+    }
+    let op = "maxsim";
+    let params = Params {
+        num_docs: u32_of(op, "num_docs", shape.num_docs)?,
+        qlen: u32_of(op, "qlen", shape.qlen)?,
+        dim: shape.dim as u32,
+        num_queries: u32_of(op, "num_queries", shape.num_queries)?,
+        mode: 1,
+        out_stride: 0,
+        out_offset: u32_of(op, "out_offset", shape.out_offset)?,
+        _pad: 0,
+    };
+    dispatch(
+        ctx,
+        encoder,
+        [queries, docs, doc_offsets, owner, scores],
+        params,
+        shape.num_docs,
+    )
+}
+
+/// [`record_assigned`] with `out_offset = 0`: `scores[r]` for document r
+/// against query `owner[r]`.
 #[allow(clippy::too_many_arguments)]
 pub fn record(
     ctx: &GpuContext,
@@ -40,34 +205,20 @@ pub fn record(
     scores: &wgpu::Buffer,
     (num_docs, num_queries, qlen, dim): (usize, usize, usize, usize),
 ) -> Result<()> {
-    if num_queries == 0 || qlen == 0 || dim == 0 {
-        return Err(Error::shape(
-            "maxsim",
-            format!("{num_queries} queries of {qlen}×{dim}"),
-        ));
-    }
-    if num_docs == 0 {
-        return Ok(());
-    }
-    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", WG as f64)])?;
-    let params = ctx.uniform(
-        "maxsim params",
-        &Params {
-            num_docs: num_docs as u32,
-            qlen: qlen as u32,
-            dim: dim as u32,
-            num_queries: num_queries as u32,
-        },
-    );
-    let groups = grid_1d(
-        num_docs as u32,
-        ctx.limits.max_compute_workgroups_per_dimension,
-    );
-    ctx.dispatch(
+    record_assigned(
+        ctx,
         encoder,
-        &pipeline,
-        &[queries, docs, doc_offsets, owner, scores, &params],
-        groups,
-    );
-    Ok(())
+        queries,
+        docs,
+        doc_offsets,
+        owner,
+        scores,
+        Assigned {
+            num_queries,
+            qlen,
+            dim,
+            num_docs,
+            out_offset: 0,
+        },
+    )
 }

@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod maxsim;
 pub mod plaid;
 pub mod residual_codec;
+pub mod topk;
 
 use crate::gpu::KernelSpec;
 
@@ -31,6 +32,7 @@ pub const ALL: &[KernelSpec] = &[
     plaid::MARK_CANDIDATES,
     plaid::APPROX_ALL,
     plaid::APPROX_LIST,
+    topk::SPEC,
 ];
 
 /// Size in bytes of each kernel's `Params` struct, by shader file: checked
@@ -48,6 +50,7 @@ pub const PARAMS_SIZES: &[(&str, usize)] = &[
     ),
     ("maxsim.wgsl", std::mem::size_of::<maxsim::Params>()),
     ("plaid.wgsl", std::mem::size_of::<plaid::Params>()),
+    ("topk.wgsl", std::mem::size_of::<topk::Params>()),
 ];
 
 /// Workgroup size of the row-wise kernels.

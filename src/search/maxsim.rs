@@ -1,53 +1,162 @@
-//! Exact MaxSim of queries against variable-length documents stored flat
-//! (no padding): `score(q, d) = Σ_i max_j q_i · d_j`, maxima that are not
-//! finite (an empty document) adding 0. The CPU twin multiplies each document
-//! block with one gemm; the GPU runs `shaders/maxsim.wgsl`.
+//! MaxSim (ColBERT late interaction) of queries against variable-length
+//! documents, on either backend, and brute-force (exhaustive) top-k search.
+//!
+//! Documents are stored flat, without padding: `docs` holds `rows × dim`
+//! floats and document `d` owns rows `offsets[d] .. offsets[d + 1]`
+//! (`n_docs + 1` offsets, non-decreasing; they need not start at 0). Queries
+//! are `nq × qlen × dim`, back to back; any `qlen ≥ 1`.
+//!
+//! `score(q, d) = Σ_{i < qlen} max_{j ∈ d} q_i · d_j`; a maximum that is not
+//! finite (an empty document, overflow, NaN) adds 0, so an empty document
+//! scores 0. NaN products are ignored by the CPU maximum (the GPU's `max` on
+//! NaN is the driver's choice).
+//!
+//! * [`maxsim_matrix`]: every query against every document (`nq × n_docs`);
+//! * [`maxsim_scores`] with a [`ScoreRequest`]: each document against the one
+//!   query its `owner` entry names (per-query candidate lists, e.g. PLAID's
+//!   survivors or a BM25 list, in one call);
+//! * [`exhaustive_search`]: [`maxsim_matrix`] then top-k, in one GPU submit;
+//! * for chaining on the device (decompress → MaxSim → top-k in one submit),
+//!   the resident [`kernels::maxsim::record_all_pairs`],
+//!   [`kernels::maxsim::record_assigned`] and [`kernels::topk::record`].
+//!
+//! The CPU twin scores blocks of documents against blocks of queries with one
+//! gemm each (`S = D_block · Q_blockᵀ`: rows = document tokens, columns =
+//! query tokens, about 256 KiB), then a column-wise running maximum over each
+//! document's rows (contiguous rows of `S`, so it vectorises; AVX2 when the CPU
+//! has it) and a sum of each query's maxima. rayon spreads the (document
+//! block, query block) tasks over the cores; gemm runs single-threaded inside
+//! each. The GPU path (`shaders/maxsim.wgsl`) uploads the corpus in slices
+//! that fit one storage binding and scores them all into one matrix.
 
 use rayon::prelude::*;
 
+use super::topk::{self, TopK};
 use crate::backend::Compute;
 use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::kernels;
+
+/// An offset into the document rows: `u32`, `u64` or `usize`.
+pub trait DocOffset: Copy + Send + Sync {
+    fn as_u64(self) -> u64;
+}
+impl DocOffset for u32 {
+    fn as_u64(self) -> u64 {
+        self as u64
+    }
+}
+impl DocOffset for u64 {
+    fn as_u64(self) -> u64 {
+        self
+    }
+}
+impl DocOffset for usize {
+    fn as_u64(self) -> u64 {
+        self as u64
+    }
+}
+
+/// Checks the corpus layout; returns the offsets as `usize`.
+fn check_docs<O: DocOffset>(docs: &[f32], offsets: &[O], dim: usize) -> Result<Vec<usize>> {
+    if dim == 0 {
+        return Err(Error::shape("maxsim", "dim must be at least 1"));
+    }
+    if docs.len() % dim != 0 {
+        return Err(Error::shape(
+            "maxsim",
+            format!("{} document values are not whole rows of {dim}", docs.len()),
+        ));
+    }
+    if offsets.is_empty() {
+        return Err(Error::shape(
+            "maxsim",
+            "offsets must hold n_docs + 1 entries (at least one)",
+        ));
+    }
+    let rows = (docs.len() / dim) as u64;
+    let mut out = Vec::with_capacity(offsets.len());
+    let mut prev = 0u64;
+    for (d, o) in offsets.iter().enumerate() {
+        let o = o.as_u64();
+        if o > rows || (d > 0 && o < prev) {
+            return Err(Error::shape(
+                "maxsim",
+                format!(
+                    "offsets[{d}] = {o}: offsets must be non-decreasing and not point past \
+                     the {rows} document rows"
+                ),
+            ));
+        }
+        prev = o;
+        out.push(o as usize);
+    }
+    Ok(out)
+}
+
+/// Checks the query layout; returns the number of queries.
+fn check_queries(queries: &[f32], qlen: usize, dim: usize) -> Result<usize> {
+    if qlen == 0 || dim == 0 || queries.len() % (qlen * dim) != 0 {
+        return Err(Error::shape(
+            "maxsim",
+            format!(
+                "{} query values are not a whole number of {qlen}×{dim} queries",
+                queries.len()
+            ),
+        ));
+    }
+    Ok(queries.len() / (qlen * dim))
+}
+
+/// MaxSim of every query against every document: `nq × n_docs` scores,
+/// row-major (query-major). `queries` is `nq × qlen × dim`; `docs` is
+/// `rows × dim` and document `d` owns rows `offsets[d] .. offsets[d + 1]`.
+pub fn maxsim_matrix<O: DocOffset>(
+    compute: &Compute,
+    queries: &[f32],
+    qlen: usize,
+    docs: &[f32],
+    offsets: &[O],
+    dim: usize,
+) -> Result<Vec<f32>> {
+    let nq = check_queries(queries, qlen, dim)?;
+    let offs = check_docs(docs, offsets, dim)?;
+    let n = offs.len() - 1;
+    if nq == 0 || n == 0 {
+        return Ok(Vec::new());
+    }
+    match compute {
+        Compute::Cpu => Ok(maxsim_matrix_cpu(queries, nq, qlen, docs, &offs, dim)),
+        Compute::Gpu(ctx) => maxsim_matrix_gpu(ctx, queries, nq, qlen, docs, &offs, dim),
+    }
+}
 
 /// Documents `docs[offsets[r] .. offsets[r+1]]` (in vectors of `dim`), each
-/// scored against query `owner[r]` of `queries` (`qlen × dim` each).
+/// scored against query `owner[r]` of `queries` (`qlen × dim` each): reranking
+/// per-query candidate lists in one call.
 pub struct ScoreRequest<'a> {
     pub queries: &'a [f32],
     pub qlen: usize,
     pub dim: usize,
     pub docs: &'a [f32],
+    /// `owner.len() + 1` row offsets, non-decreasing.
     pub offsets: &'a [usize],
     pub owner: &'a [u32],
 }
 
 impl ScoreRequest<'_> {
-    fn validate(&self) -> Result<usize> {
-        let per_query = self.qlen * self.dim;
-        if per_query == 0 || self.queries.len() % per_query != 0 {
-            return Err(Error::shape(
-                "maxsim",
-                format!(
-                    "{} query values for queries of {}×{}",
-                    self.queries.len(),
-                    self.qlen,
-                    self.dim
-                ),
-            ));
-        }
-        let nq = self.queries.len() / per_query;
+    /// Checks the shapes; returns the number of queries.
+    pub fn validate(&self) -> Result<usize> {
+        let nq = check_queries(self.queries, self.qlen, self.dim)?;
+        check_docs(self.docs, self.offsets, self.dim)?;
         let n = self.owner.len();
-        if self.offsets.len() != n + 1 || self.offsets.windows(2).any(|w| w[0] > w[1]) {
+        if self.offsets.len() != n + 1 {
             return Err(Error::shape(
                 "maxsim",
                 format!(
-                    "{} offsets for {n} documents (need n + 1, ascending)",
+                    "{} offsets for {n} documents (need n + 1)",
                     self.offsets.len()
                 ),
-            ));
-        }
-        if self.offsets.last().copied().unwrap_or(0) * self.dim > self.docs.len() {
-            return Err(Error::shape(
-                "maxsim",
-                "offsets point past the document vectors",
             ));
         }
         if let Some(bad) = self.owner.iter().find(|&&o| o as usize >= nq) {
@@ -60,68 +169,548 @@ impl ScoreRequest<'_> {
     }
 }
 
-/// MaxSim scores of every document in `req`.
+/// MaxSim of every document in `req` against its owner query: one score per
+/// document.
 pub fn maxsim_scores(compute: &Compute, req: &ScoreRequest) -> Result<Vec<f32>> {
     let nq = req.validate()?;
+    if req.owner.is_empty() {
+        return Ok(Vec::new());
+    }
     match compute {
         Compute::Cpu => Ok(maxsim_cpu(req)),
-        Compute::Gpu(ctx) => {
-            let n = req.owner.len();
-            if n == 0 {
-                return Ok(Vec::new());
-            }
-            let total = req.offsets[n];
-            ctx.check_binding_size("maxsim documents", (total * req.dim * 4) as u64)?;
-            let offsets: Vec<u32> = req.offsets.iter().map(|&o| o as u32).collect();
-            let q = ctx.upload("maxsim queries", req.queries)?;
-            let d = ctx.upload("maxsim documents", &req.docs[..total * req.dim])?;
-            let o = ctx.upload("maxsim offsets", &offsets)?;
-            let w = ctx.upload("maxsim owners", req.owner)?;
-            let out = ctx.pool().get((n * 4) as u64);
-            let mut enc = ctx.encoder("maxsim");
-            crate::kernels::maxsim::record(
-                ctx,
-                &mut enc,
-                &q,
-                &d,
-                &o,
-                &w,
-                out.buffer(),
-                (n, nq, req.qlen, req.dim),
-            )?;
-            Ok(ctx
-                .submit_and_read::<f32>(enc, &[(out.buffer(), n)])?
-                .remove(0))
+        Compute::Gpu(ctx) => maxsim_assigned_gpu(ctx, req, nq),
+    }
+}
+
+/// Brute-force search: MaxSim of every query against every document, then
+/// the best `k` per query (score descending, ties to the lower document index;
+/// `min(k, n_docs)` per query; `k = 0` is an error). On the GPU the scores
+/// never leave the device: MaxSim and top-k run in one submit per query group
+/// and only the top-k come back (for k above [`kernels::topk::MAX_K`] the
+/// scores are read back and ranked on the CPU).
+pub fn exhaustive_search<O: DocOffset>(
+    compute: &Compute,
+    queries: &[f32],
+    qlen: usize,
+    docs: &[f32],
+    offsets: &[O],
+    dim: usize,
+    k: usize,
+) -> Result<TopK> {
+    if k == 0 {
+        return Err(Error::Input("search: k must be at least 1".into()));
+    }
+    let nq = check_queries(queries, qlen, dim)?;
+    let offs = check_docs(docs, offsets, dim)?;
+    let n = offs.len() - 1;
+    if nq == 0 || n == 0 {
+        return Ok(TopK::empty(nq));
+    }
+    match compute {
+        Compute::Gpu(ctx) if k.min(n) <= kernels::topk::MAX_K => {
+            exhaustive_gpu(ctx, queries, nq, qlen, docs, &offs, dim, k)
+        }
+        _ => {
+            let scores = maxsim_matrix(compute, queries, qlen, docs, offsets, dim)?;
+            topk::topk_cpu(&scores, n, k)
         }
     }
 }
 
-/// The CPU twin: per document, `S = Q · Dᵀ` with gemm, then row maxima.
-pub fn maxsim_cpu(req: &ScoreRequest) -> Vec<f32> {
-    let (qlen, dim) = (req.qlen, req.dim);
-    req.offsets
-        .par_windows(2)
-        .zip(req.owner.par_iter())
-        .map_init(Vec::new, |sim, (w, &owner)| {
-            let (s, e) = (w[0], w[1]);
-            if s == e {
-                return 0.0;
-            }
-            let n = e - s;
-            let q = &req.queries[owner as usize * qlen * dim..][..qlen * dim];
-            sim.resize(qlen * n, 0.0);
-            crate::backend::cpu::matmul_transposed(
-                q,
-                &req.docs[s * dim..e * dim],
-                sim,
+// ---------------------------------------------------------------------------
+// CPU twin.
+
+/// Target rows of the `S` block one task computes (`rows × M` floats ≈ 256 KiB).
+const BLOCK_FLOATS: usize = 1 << 16;
+/// Query tokens per task (columns of `S`).
+const MAX_BLOCK_TOKENS: usize = 256;
+
+/// CPU twin of [`maxsim_matrix`] on checked inputs (`offsets`: `n + 1` row
+/// offsets): `nq × n` scores; tasks are (query block, document block) pairs.
+pub fn maxsim_matrix_cpu(
+    queries: &[f32],
+    nq: usize,
+    qlen: usize,
+    docs: &[f32],
+    offsets: &[usize],
+    dim: usize,
+) -> Vec<f32> {
+    let n = offsets.len().saturating_sub(1);
+    let qb = (MAX_BLOCK_TOKENS / qlen).clamp(1, nq.max(1));
+    let q_blocks: Vec<(usize, usize)> = (0..nq)
+        .step_by(qb)
+        .map(|q0| (q0, (q0 + qb).min(nq)))
+        .collect();
+    let d_blocks = doc_blocks(offsets, 0..n, qb * qlen);
+    let tasks: Vec<(usize, usize)> = (0..q_blocks.len())
+        .flat_map(|a| (0..d_blocks.len()).map(move |b| (a, b)))
+        .collect();
+    let parts: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map_init(Vec::new, |scratch, &(a, b)| {
+            let (q0, q1) = q_blocks[a];
+            let (d0, d1) = d_blocks[b];
+            let mut out = vec![0.0f32; (q1 - q0) * (d1 - d0)];
+            score_block(
+                &queries[q0 * qlen * dim..q1 * qlen * dim],
+                q1 - q0,
                 qlen,
-                n,
+                docs,
+                &offsets[d0..=d1],
                 dim,
+                scratch,
+                &mut out,
             );
-            sim.chunks(n)
-                .map(|row| row.iter().copied().fold(f32::NEG_INFINITY, f32::max))
-                .filter(|m| m.is_finite())
-                .sum()
+            out
         })
-        .collect()
+        .collect();
+    let mut scores = vec![0.0f32; nq * n];
+    for (&(a, b), part) in tasks.iter().zip(&parts) {
+        let (q0, q1) = q_blocks[a];
+        let (d0, d1) = d_blocks[b];
+        let w = d1 - d0;
+        for (qi, src) in (q0..q1).zip(part.chunks(w)) {
+            scores[qi * n + d0..qi * n + d1].copy_from_slice(src);
+        }
+    }
+    scores
+}
+
+/// CPU twin of [`maxsim_scores`], for a request that [`ScoreRequest::validate`]
+/// accepts (it panics on others): runs of consecutive documents with the same
+/// owner are scored in blocks, one gemm each.
+pub fn maxsim_cpu(req: &ScoreRequest) -> Vec<f32> {
+    let (queries, qlen, docs, offsets, query_of, dim) = (
+        req.queries,
+        req.qlen,
+        req.docs,
+        req.offsets,
+        req.owner,
+        req.dim,
+    );
+    let n = query_of.len();
+    let mut tasks = Vec::new();
+    let mut d = 0;
+    while d < n {
+        let q = query_of[d];
+        let mut e = d + 1;
+        while e < n && query_of[e] == q {
+            e += 1;
+        }
+        for blk in doc_blocks(offsets, d..e, qlen) {
+            tasks.push((q as usize, blk));
+        }
+        d = e;
+    }
+    let parts: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map_init(Vec::new, |scratch, &(q, (d0, d1))| {
+            let mut out = vec![0.0f32; d1 - d0];
+            score_block(
+                &queries[q * qlen * dim..(q + 1) * qlen * dim],
+                1,
+                qlen,
+                docs,
+                &offsets[d0..=d1],
+                dim,
+                scratch,
+                &mut out,
+            );
+            out
+        })
+        .collect();
+    let mut scores = Vec::with_capacity(n);
+    for p in parts {
+        scores.extend_from_slice(&p);
+    }
+    scores
+}
+
+/// Splits documents `range` into consecutive blocks of about
+/// `BLOCK_FLOATS / tokens` rows (at least one document each).
+fn doc_blocks(
+    offsets: &[usize],
+    range: std::ops::Range<usize>,
+    tokens: usize,
+) -> Vec<(usize, usize)> {
+    let target = (BLOCK_FLOATS / tokens.max(1)).clamp(64, 4096);
+    let mut blocks = Vec::new();
+    let mut d0 = range.start;
+    while d0 < range.end {
+        let mut d1 = d0 + 1;
+        while d1 < range.end && offsets[d1 + 1] - offsets[d0] <= target {
+            d1 += 1;
+        }
+        blocks.push((d0, d1));
+        d0 = d1;
+    }
+    blocks
+}
+
+/// Scores documents `offsets[0..=nd]` (row offsets into `docs`) against `nqb`
+/// queries (`q`: `nqb × qlen × dim`) into `out` (`nqb × nd`, query-major).
+#[allow(clippy::too_many_arguments)]
+fn score_block(
+    q: &[f32],
+    nqb: usize,
+    qlen: usize,
+    docs: &[f32],
+    offsets: &[usize],
+    dim: usize,
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let nd = offsets.len() - 1;
+    let (r0, r1) = (offsets[0], offsets[nd]);
+    let rows = r1 - r0;
+    let m = nqb * qlen;
+    if rows == 0 {
+        out.fill(0.0);
+        return;
+    }
+    scratch.resize(rows * m, 0.0);
+    let block = &docs[r0 * dim..r1 * dim];
+    // SAFETY: `block` is rows × dim (row stride dim), `q` is m × dim read as
+    // its transpose (rhs(p, j) = q[j·dim + p]), `scratch` holds rows × m
+    // written with row stride m; every address stays inside these slices.
+    unsafe {
+        gemm::gemm(
+            rows,
+            m,
+            dim,
+            scratch.as_mut_ptr(),
+            1,
+            m as isize,
+            false,
+            block.as_ptr(),
+            1,
+            dim as isize,
+            q.as_ptr(),
+            dim as isize,
+            1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    reduce_block(&scratch[..rows * m], offsets, m, nqb, qlen, out);
+}
+
+/// Column-wise maxima of each document's rows of `s` (`rows × m`), summed per
+/// query over its `qlen` columns (non-finite maxima skipped).
+fn reduce_block(s: &[f32], offsets: &[usize], m: usize, nqb: usize, qlen: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { reduce_block_avx2(s, offsets, m, nqb, qlen, out) };
+            return;
+        }
+    }
+    reduce_block_generic(s, offsets, m, nqb, qlen, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn reduce_block_avx2(
+    s: &[f32],
+    offsets: &[usize],
+    m: usize,
+    nqb: usize,
+    qlen: usize,
+    out: &mut [f32],
+) {
+    reduce_block_generic(s, offsets, m, nqb, qlen, out)
+}
+
+#[inline(always)]
+fn reduce_block_generic(
+    s: &[f32],
+    offsets: &[usize],
+    m: usize,
+    nqb: usize,
+    qlen: usize,
+    out: &mut [f32],
+) {
+    let nd = offsets.len() - 1;
+    let r0 = offsets[0];
+    let mut acc = vec![f32::NEG_INFINITY; m];
+    for d in 0..nd {
+        acc.fill(f32::NEG_INFINITY);
+        for row in s[(offsets[d] - r0) * m..(offsets[d + 1] - r0) * m].chunks_exact(m) {
+            for (a, &x) in acc.iter_mut().zip(row) {
+                // `x > a` is false for NaN: NaN products are ignored (maxps).
+                *a = if x > *a { x } else { *a };
+            }
+        }
+        for qi in 0..nqb {
+            out[qi * nd + d] = acc[qi * qlen..(qi + 1) * qlen]
+                .iter()
+                .filter(|v| v.is_finite())
+                .sum();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// GPU path.
+
+/// Bytes one document slice may occupy on the GPU.
+fn slice_limit(ctx: &GpuContext) -> u64 {
+    (ctx.limits.max_storage_buffer_binding_size as u64)
+        .min(ctx.limits.max_buffer_size)
+        .min(128 << 20)
+}
+
+/// Uploads the corpus slice by slice (each slice the most consecutive
+/// documents that fit one binding) and lets `rec` record one dispatch per
+/// slice: `rec(encoder, d0, d1, slice rows, slice offsets rebased to 0)`.
+/// Past `FLUSH_BYTES` of uploads the encoder is submitted and waited on and a
+/// fresh one continues, so memory stays bounded; the returned encoder holds
+/// the rest. Every buffer recorded stays alive in `keep` until the caller's
+/// submit.
+fn record_sliced(
+    ctx: &GpuContext,
+    mut enc: wgpu::CommandEncoder,
+    docs: &[f32],
+    offsets: &[usize],
+    dim: usize,
+    keep: &mut Vec<wgpu::Buffer>,
+    mut rec: impl FnMut(
+        &mut wgpu::CommandEncoder,
+        usize,
+        usize,
+        &wgpu::Buffer,
+        &wgpu::Buffer,
+        &mut Vec<wgpu::Buffer>,
+    ) -> Result<()>,
+) -> Result<wgpu::CommandEncoder> {
+    const FLUSH_BYTES: u64 = 512 << 20;
+    let n = offsets.len() - 1;
+    let row_bytes = (dim * 4) as u64;
+    let limit = slice_limit(ctx);
+    let mut pending = 0u64;
+    let mut d0 = 0;
+    while d0 < n {
+        let r0 = offsets[d0];
+        let mut d1 = d0 + 1;
+        while d1 < n && (offsets[d1 + 1] - r0) as u64 * row_bytes <= limit {
+            d1 += 1;
+        }
+        let r1 = offsets[d1];
+        let bytes = (r1 - r0) as u64 * row_bytes;
+        if bytes > limit {
+            return Err(Error::LimitExceeded {
+                what: format!("document {d0} ({} vectors) in one GPU binding", r1 - r0),
+                needed: bytes,
+                limit,
+            });
+        }
+        // Rows of a slice are < limit / 4, so rebased offsets fit u32.
+        let rebased: Vec<u32> = offsets[d0..=d1].iter().map(|&o| (o - r0) as u32).collect();
+        let docs_buf = ctx.upload("maxsim documents", &docs[r0 * dim..r1 * dim])?;
+        let offs_buf = ctx.upload("maxsim offsets", &rebased)?;
+        rec(&mut enc, d0, d1, &docs_buf, &offs_buf, keep)?;
+        keep.push(docs_buf);
+        keep.push(offs_buf);
+        pending += bytes;
+        if pending >= FLUSH_BYTES && d1 < n {
+            ctx.submit_and_wait(std::mem::replace(&mut enc, ctx.encoder("maxsim")))?;
+            keep.clear();
+            pending = 0;
+        }
+        d0 = d1;
+    }
+    Ok(enc)
+}
+
+/// Records all-pairs MaxSim of uploaded queries (`nq`) against a host corpus
+/// into `scores` (`[nq, n]`).
+#[allow(clippy::too_many_arguments)]
+fn record_matrix(
+    ctx: &GpuContext,
+    enc: wgpu::CommandEncoder,
+    q_buf: &wgpu::Buffer,
+    nq: usize,
+    qlen: usize,
+    docs: &[f32],
+    offsets: &[usize],
+    dim: usize,
+    scores: &wgpu::Buffer,
+    keep: &mut Vec<wgpu::Buffer>,
+) -> Result<wgpu::CommandEncoder> {
+    let n = offsets.len() - 1;
+    record_sliced(
+        ctx,
+        enc,
+        docs,
+        offsets,
+        dim,
+        keep,
+        |enc, d0, d1, d, o, _| {
+            kernels::maxsim::record_all_pairs(
+                ctx,
+                enc,
+                q_buf,
+                d,
+                o,
+                scores,
+                kernels::maxsim::AllPairs {
+                    num_queries: nq,
+                    qlen,
+                    dim,
+                    num_docs: d1 - d0,
+                    out_stride: n,
+                    out_offset: d0,
+                },
+            )
+        },
+    )
+}
+
+/// Queries per GPU pass so that the `[nq, n]` score matrix fits one binding.
+fn query_groups(ctx: &GpuContext, nq: usize, n: usize) -> usize {
+    let limit = slice_limit(ctx) / 4;
+    ((limit as usize) / n.max(1)).clamp(1, nq.max(1))
+}
+
+fn maxsim_matrix_gpu(
+    ctx: &GpuContext,
+    queries: &[f32],
+    nq: usize,
+    qlen: usize,
+    docs: &[f32],
+    offsets: &[usize],
+    dim: usize,
+) -> Result<Vec<f32>> {
+    let n = offsets.len() - 1;
+    let group = query_groups(ctx, nq, n);
+    let mut out = Vec::with_capacity(nq * n);
+    for q in queries.chunks(group * qlen * dim) {
+        let g = q.len() / (qlen * dim);
+        let q_buf = ctx.upload("maxsim queries", q)?;
+        let scores = ctx.pool().get((g * n * 4) as u64);
+        let mut keep = Vec::new();
+        let enc = record_matrix(
+            ctx,
+            ctx.encoder("maxsim"),
+            &q_buf,
+            g,
+            qlen,
+            docs,
+            offsets,
+            dim,
+            scores.buffer(),
+            &mut keep,
+        )?;
+        let back = ctx.submit_and_read::<f32>(enc, &[(scores.buffer(), g * n)])?;
+        out.extend(back.into_iter().flatten());
+    }
+    Ok(out)
+}
+
+fn maxsim_assigned_gpu(ctx: &GpuContext, req: &ScoreRequest, nq: usize) -> Result<Vec<f32>> {
+    let n = req.owner.len();
+    let q_buf = ctx.upload("maxsim queries", req.queries)?;
+    ctx.check_binding_size("maxsim scores", (n * 4) as u64)?;
+    let scores = ctx.pool().get((n * 4) as u64);
+    let mut keep = Vec::new();
+    let enc = record_sliced(
+        ctx,
+        ctx.encoder("maxsim"),
+        req.docs,
+        req.offsets,
+        req.dim,
+        &mut keep,
+        |enc, d0, d1, d, o, keep| {
+            let owner = ctx.upload("maxsim owners", &req.owner[d0..d1])?;
+            kernels::maxsim::record_assigned(
+                ctx,
+                enc,
+                &q_buf,
+                d,
+                o,
+                &owner,
+                scores.buffer(),
+                kernels::maxsim::Assigned {
+                    num_queries: nq,
+                    qlen: req.qlen,
+                    dim: req.dim,
+                    num_docs: d1 - d0,
+                    out_offset: d0,
+                },
+            )?;
+            keep.push(owner);
+            Ok(())
+        },
+    )?;
+    Ok(ctx
+        .submit_and_read::<f32>(enc, &[(scores.buffer(), n)])?
+        .remove(0))
+}
+
+/// MaxSim and top-k in one submit per query group; only the top-k come back.
+#[allow(clippy::too_many_arguments)]
+fn exhaustive_gpu(
+    ctx: &GpuContext,
+    queries: &[f32],
+    nq: usize,
+    qlen: usize,
+    docs: &[f32],
+    offsets: &[usize],
+    dim: usize,
+    k: usize,
+) -> Result<TopK> {
+    let n = offsets.len() - 1;
+    let ke = k.min(n);
+    let group = query_groups(ctx, nq, n);
+    let mut indices = Vec::with_capacity(nq * ke);
+    let mut top = Vec::with_capacity(nq * ke);
+    for q in queries.chunks(group * qlen * dim) {
+        let g = q.len() / (qlen * dim);
+        let q_buf = ctx.upload("maxsim queries", q)?;
+        let scores = ctx.pool().get((g * n * 4) as u64);
+        let idx = ctx.pool().get((g * ke * 4) as u64);
+        let best = ctx.pool().get((g * ke * 4) as u64);
+        let mut keep = Vec::new();
+        let mut enc = record_matrix(
+            ctx,
+            ctx.encoder("exhaustive search"),
+            &q_buf,
+            g,
+            qlen,
+            docs,
+            offsets,
+            dim,
+            scores.buffer(),
+            &mut keep,
+        )?;
+        kernels::topk::record(
+            ctx,
+            &mut enc,
+            scores.buffer(),
+            idx.buffer(),
+            best.buffer(),
+            kernels::topk::Shape {
+                rows: g,
+                n,
+                k: ke,
+                in_stride: n,
+            },
+        )?;
+        let mut back =
+            ctx.submit_and_read::<u32>(enc, &[(idx.buffer(), g * ke), (best.buffer(), g * ke)])?;
+        let s = back.pop().unwrap_or_default();
+        indices.extend(back.pop().unwrap_or_default());
+        top.extend(s.into_iter().map(f32::from_bits));
+    }
+    Ok(TopK {
+        rows: nq,
+        k: ke,
+        indices,
+        scores: top,
+    })
 }

@@ -3,7 +3,9 @@
 pub mod maxsim;
 pub mod plaid;
 pub mod searcher;
+pub mod topk;
 
-pub use maxsim::{maxsim_scores, ScoreRequest};
+pub use maxsim::{exhaustive_search, maxsim_matrix, maxsim_scores, DocOffset, ScoreRequest};
 pub use plaid::PlaidParams;
 pub use searcher::{Hit, SearchOptions, Searcher};
+pub use topk::{topk, TopK};
