@@ -9,6 +9,10 @@
 //! * [`record_assigned`] (and [`record`], its `out_offset = 0` form): each
 //!   document against the one query `owner[d]` names (per-query candidate
 //!   lists reranked in one dispatch).
+//!
+//! The kernel reads vectors as `vec4<f32>`: `dim` must be a multiple of 4
+//! (ColBERT's 128, 96, 64 are); the host APIs in [`crate::search::maxsim`] pad
+//! other dims with zeros on upload. Buffers hold f32 rows back to back.
 
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
@@ -40,11 +44,11 @@ pub const SPEC: KernelSpec = KernelSpec {
     ],
 };
 
-/// Invocations per (query, document) pair: one per query token for ColBERT's 32.
-pub const WG: u32 = 32;
-
-/// Largest vector dimension the kernel handles (its workgroup query tile, in floats).
-pub const MAX_DIM: usize = 4096;
+/// Invocations per (query, document) pair for a query of `qlen` tokens: one
+/// per token (ColBERT's 32), between 8 and 64.
+pub fn workgroup_size(qlen: usize) -> u32 {
+    qlen.next_power_of_two().clamp(8, 64) as u32
+}
 
 /// Shapes of an all-pairs dispatch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,12 +65,12 @@ pub struct AllPairs {
 }
 
 fn check(op: &'static str, num_queries: usize, qlen: usize, dim: usize) -> Result<()> {
-    if num_queries == 0 || qlen == 0 || dim == 0 || dim > MAX_DIM {
+    if num_queries == 0 || qlen == 0 || dim == 0 || dim % 4 != 0 {
         return Err(Error::shape(
             op,
             format!(
-                "{num_queries} queries of {qlen}×{dim} (need at least one query token, \
-                 1 ≤ dim ≤ {MAX_DIM})"
+                "{num_queries} queries of {qlen}×{dim} (the kernel reads vec4: need at least \
+                 one query token and dim a positive multiple of 4)"
             ),
         ));
     }
@@ -84,7 +88,8 @@ fn dispatch(
     params: Params,
     pairs: usize,
 ) -> Result<()> {
-    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", WG as f64)])?;
+    let wg = workgroup_size(params.qlen as usize);
+    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", wg as f64)])?;
     let params = ctx.uniform("maxsim params", &params);
     let pairs = u32_of("maxsim", "scored pairs", pairs)?;
     let groups = grid_1d(pairs, ctx.limits.max_compute_workgroups_per_dimension);

@@ -27,7 +27,8 @@
 //! has it) and a sum of each query's maxima. rayon spreads the (document
 //! block, query block) tasks over the cores; gemm runs single-threaded inside
 //! each. The GPU path (`shaders/maxsim.wgsl`) uploads the corpus in slices
-//! that fit one storage binding and scores them all into one matrix.
+//! that fit one storage binding (rows zero-padded to a multiple of 4 floats
+//! when `dim` is not one) and scores them all into one matrix.
 
 use rayon::prelude::*;
 
@@ -127,7 +128,9 @@ pub fn maxsim_matrix<O: DocOffset>(
     }
     match compute {
         Compute::Cpu => Ok(maxsim_matrix_cpu(queries, nq, qlen, docs, &offs, dim)),
-        Compute::Gpu(ctx) => maxsim_matrix_gpu(ctx, queries, nq, qlen, docs, &offs, dim),
+        Compute::Gpu(ctx) => {
+            maxsim_matrix_gpu(ctx, queries, nq, qlen, docs, &offs, dim, slice_limit(ctx))
+        }
     }
 }
 
@@ -178,7 +181,7 @@ pub fn maxsim_scores(compute: &Compute, req: &ScoreRequest) -> Result<Vec<f32>> 
     }
     match compute {
         Compute::Cpu => Ok(maxsim_cpu(req)),
-        Compute::Gpu(ctx) => maxsim_assigned_gpu(ctx, req, nq),
+        Compute::Gpu(ctx) => maxsim_assigned_gpu(ctx, req, nq, slice_limit(ctx)),
     }
 }
 
@@ -207,9 +210,17 @@ pub fn exhaustive_search<O: DocOffset>(
         return Ok(TopK::empty(nq));
     }
     match compute {
-        Compute::Gpu(ctx) if k.min(n) <= kernels::topk::MAX_K => {
-            exhaustive_gpu(ctx, queries, nq, qlen, docs, &offs, dim, k)
-        }
+        Compute::Gpu(ctx) if k.min(n) <= kernels::topk::MAX_K => exhaustive_gpu(
+            ctx,
+            queries,
+            nq,
+            qlen,
+            docs,
+            &offs,
+            dim,
+            k,
+            slice_limit(ctx),
+        ),
         _ => {
             let scores = maxsim_matrix(compute, queries, qlen, docs, offsets, dim)?;
             topk::topk_cpu(&scores, n, k)
@@ -458,6 +469,25 @@ fn reduce_block_generic(
 // ---------------------------------------------------------------------------
 // GPU path.
 
+/// The GPU kernel reads vec4: dims are padded to a multiple of 4 on upload.
+fn gpu_dim(dim: usize) -> usize {
+    dim.next_multiple_of(4)
+}
+
+/// `rows` (`dim` floats each) with every row zero-padded to [`gpu_dim`]
+/// (borrowed when no padding is needed). Zeros leave every dot product as is.
+fn pad_rows(rows: &[f32], dim: usize) -> std::borrow::Cow<'_, [f32]> {
+    let d4 = gpu_dim(dim);
+    if d4 == dim {
+        return std::borrow::Cow::Borrowed(rows);
+    }
+    let mut out = vec![0.0f32; rows.len() / dim * d4];
+    for (dst, src) in out.chunks_exact_mut(d4).zip(rows.chunks_exact(dim)) {
+        dst[..dim].copy_from_slice(src);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Bytes one document slice may occupy on the GPU.
 fn slice_limit(ctx: &GpuContext) -> u64 {
     (ctx.limits.max_storage_buffer_binding_size as u64)
@@ -468,8 +498,8 @@ fn slice_limit(ctx: &GpuContext) -> u64 {
 /// Uploads the corpus slice by slice (each slice the most consecutive
 /// documents that fit one binding) and lets `rec` record one dispatch per
 /// slice: `rec(encoder, d0, d1, slice rows, slice offsets rebased to 0)`.
-/// Past `FLUSH_BYTES` of uploads the encoder is submitted and waited on and a
-/// fresh one continues, so memory stays bounded; the returned encoder holds
+/// Past four slices' worth of uploads (`4 · limit` bytes) the encoder is
+/// submitted and waited on and a fresh one continues, so memory stays bounded; the returned encoder holds
 /// the rest. Every buffer recorded stays alive in `keep` until the caller's
 /// submit.
 fn record_sliced(
@@ -478,6 +508,7 @@ fn record_sliced(
     docs: &[f32],
     offsets: &[usize],
     dim: usize,
+    limit: u64,
     keep: &mut Vec<wgpu::Buffer>,
     mut rec: impl FnMut(
         &mut wgpu::CommandEncoder,
@@ -488,10 +519,8 @@ fn record_sliced(
         &mut Vec<wgpu::Buffer>,
     ) -> Result<()>,
 ) -> Result<wgpu::CommandEncoder> {
-    const FLUSH_BYTES: u64 = 512 << 20;
     let n = offsets.len() - 1;
-    let row_bytes = (dim * 4) as u64;
-    let limit = slice_limit(ctx);
+    let row_bytes = (gpu_dim(dim) * 4) as u64;
     let mut pending = 0u64;
     let mut d0 = 0;
     while d0 < n {
@@ -511,13 +540,16 @@ fn record_sliced(
         }
         // Rows of a slice are < limit / 4, so rebased offsets fit u32.
         let rebased: Vec<u32> = offsets[d0..=d1].iter().map(|&o| (o - r0) as u32).collect();
-        let docs_buf = ctx.upload("maxsim documents", &docs[r0 * dim..r1 * dim])?;
+        let docs_buf = ctx.upload(
+            "maxsim documents",
+            &pad_rows(&docs[r0 * dim..r1 * dim], dim),
+        )?;
         let offs_buf = ctx.upload("maxsim offsets", &rebased)?;
         rec(&mut enc, d0, d1, &docs_buf, &offs_buf, keep)?;
         keep.push(docs_buf);
         keep.push(offs_buf);
         pending += bytes;
-        if pending >= FLUSH_BYTES && d1 < n {
+        if pending >= 4 * limit && d1 < n {
             ctx.submit_and_wait(std::mem::replace(&mut enc, ctx.encoder("maxsim")))?;
             keep.clear();
             pending = 0;
@@ -540,6 +572,7 @@ fn record_matrix(
     offsets: &[usize],
     dim: usize,
     scores: &wgpu::Buffer,
+    limit: u64,
     keep: &mut Vec<wgpu::Buffer>,
 ) -> Result<wgpu::CommandEncoder> {
     let n = offsets.len() - 1;
@@ -549,6 +582,7 @@ fn record_matrix(
         docs,
         offsets,
         dim,
+        limit,
         keep,
         |enc, d0, d1, d, o, _| {
             kernels::maxsim::record_all_pairs(
@@ -561,7 +595,7 @@ fn record_matrix(
                 kernels::maxsim::AllPairs {
                     num_queries: nq,
                     qlen,
-                    dim,
+                    dim: gpu_dim(dim),
                     num_docs: d1 - d0,
                     out_stride: n,
                     out_offset: d0,
@@ -572,9 +606,8 @@ fn record_matrix(
 }
 
 /// Queries per GPU pass so that the `[nq, n]` score matrix fits one binding.
-fn query_groups(ctx: &GpuContext, nq: usize, n: usize) -> usize {
-    let limit = slice_limit(ctx) / 4;
-    ((limit as usize) / n.max(1)).clamp(1, nq.max(1))
+fn query_groups(limit: u64, nq: usize, n: usize) -> usize {
+    ((limit / 4) as usize / n.max(1)).clamp(1, nq.max(1))
 }
 
 fn maxsim_matrix_gpu(
@@ -585,13 +618,14 @@ fn maxsim_matrix_gpu(
     docs: &[f32],
     offsets: &[usize],
     dim: usize,
+    limit: u64,
 ) -> Result<Vec<f32>> {
     let n = offsets.len() - 1;
-    let group = query_groups(ctx, nq, n);
+    let group = query_groups(limit, nq, n);
     let mut out = Vec::with_capacity(nq * n);
     for q in queries.chunks(group * qlen * dim) {
         let g = q.len() / (qlen * dim);
-        let q_buf = ctx.upload("maxsim queries", q)?;
+        let q_buf = ctx.upload("maxsim queries", &pad_rows(q, dim))?;
         let scores = ctx.pool().get((g * n * 4) as u64);
         let mut keep = Vec::new();
         let enc = record_matrix(
@@ -604,6 +638,7 @@ fn maxsim_matrix_gpu(
             offsets,
             dim,
             scores.buffer(),
+            limit,
             &mut keep,
         )?;
         let back = ctx.submit_and_read::<f32>(enc, &[(scores.buffer(), g * n)])?;
@@ -612,9 +647,14 @@ fn maxsim_matrix_gpu(
     Ok(out)
 }
 
-fn maxsim_assigned_gpu(ctx: &GpuContext, req: &ScoreRequest, nq: usize) -> Result<Vec<f32>> {
+fn maxsim_assigned_gpu(
+    ctx: &GpuContext,
+    req: &ScoreRequest,
+    nq: usize,
+    limit: u64,
+) -> Result<Vec<f32>> {
     let n = req.owner.len();
-    let q_buf = ctx.upload("maxsim queries", req.queries)?;
+    let q_buf = ctx.upload("maxsim queries", &pad_rows(req.queries, req.dim))?;
     ctx.check_binding_size("maxsim scores", (n * 4) as u64)?;
     let scores = ctx.pool().get((n * 4) as u64);
     let mut keep = Vec::new();
@@ -624,6 +664,7 @@ fn maxsim_assigned_gpu(ctx: &GpuContext, req: &ScoreRequest, nq: usize) -> Resul
         req.docs,
         req.offsets,
         req.dim,
+        limit,
         &mut keep,
         |enc, d0, d1, d, o, keep| {
             let owner = ctx.upload("maxsim owners", &req.owner[d0..d1])?;
@@ -638,7 +679,7 @@ fn maxsim_assigned_gpu(ctx: &GpuContext, req: &ScoreRequest, nq: usize) -> Resul
                 kernels::maxsim::Assigned {
                     num_queries: nq,
                     qlen: req.qlen,
-                    dim: req.dim,
+                    dim: gpu_dim(req.dim),
                     num_docs: d1 - d0,
                     out_offset: d0,
                 },
@@ -663,15 +704,16 @@ fn exhaustive_gpu(
     offsets: &[usize],
     dim: usize,
     k: usize,
+    limit: u64,
 ) -> Result<TopK> {
     let n = offsets.len() - 1;
     let ke = k.min(n);
-    let group = query_groups(ctx, nq, n);
+    let group = query_groups(limit, nq, n);
     let mut indices = Vec::with_capacity(nq * ke);
     let mut top = Vec::with_capacity(nq * ke);
     for q in queries.chunks(group * qlen * dim) {
         let g = q.len() / (qlen * dim);
-        let q_buf = ctx.upload("maxsim queries", q)?;
+        let q_buf = ctx.upload("maxsim queries", &pad_rows(q, dim))?;
         let scores = ctx.pool().get((g * n * 4) as u64);
         let idx = ctx.pool().get((g * ke * 4) as u64);
         let best = ctx.pool().get((g * ke * 4) as u64);
@@ -686,6 +728,7 @@ fn exhaustive_gpu(
             offsets,
             dim,
             scores.buffer(),
+            limit,
             &mut keep,
         )?;
         kernels::topk::record(
@@ -713,4 +756,75 @@ fn exhaustive_gpu(
         indices,
         scores: top,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tiny binding limits force many slices, mid-way flushes and several
+    /// query groups; results must not change. (tests/search.rs covers the rest.)
+    #[test]
+    fn sliced_gpu_scoring_matches_the_cpu_twin() {
+        let ctx = GpuContext::new(&Default::default()).expect("GPU tests need an adapter");
+        let dim = 10; // padded to 12 floats = 48 bytes per row on the GPU
+        let mut seed = 3u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        for (lens, nq, limit) in [
+            (
+                vec![3usize, 0, 7, 1, 5, 2, 9, 4, 0, 6, 8, 1],
+                2usize,
+                48 * 10,
+            ),
+            (vec![1, 2, 0, 2, 1, 1, 2, 0, 1, 2], 3, 48 * 2),
+        ] {
+            let mut offsets = vec![0usize];
+            for l in &lens {
+                offsets.push(offsets.last().unwrap() + l);
+            }
+            let rows = *offsets.last().unwrap();
+            let n = lens.len();
+            let docs: Vec<f32> = (0..rows * dim).map(|_| next()).collect();
+            let qlen = 5;
+            let queries: Vec<f32> = (0..nq * qlen * dim).map(|_| next()).collect();
+            let want = maxsim_matrix_cpu(&queries, nq, qlen, &docs, &offsets, dim);
+            let got =
+                maxsim_matrix_gpu(&ctx, &queries, nq, qlen, &docs, &offsets, dim, limit).unwrap();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-5, "matrix: max |Δ| {worst}");
+
+            let owner: Vec<u32> = (0..n).map(|d| (d % nq) as u32).collect();
+            let req = ScoreRequest {
+                queries: &queries,
+                qlen,
+                dim,
+                docs: &docs,
+                offsets: &offsets,
+                owner: &owner,
+            };
+            let got = maxsim_assigned_gpu(&ctx, &req, nq, limit).unwrap();
+            for (d, g) in got.iter().enumerate() {
+                assert!(
+                    (g - want[(d % nq) * n + d]).abs() < 1e-5,
+                    "owner mode doc {d}"
+                );
+            }
+
+            let top =
+                exhaustive_gpu(&ctx, &queries, nq, qlen, &docs, &offsets, dim, 4, limit).unwrap();
+            let cpu_top = topk::topk_cpu(&want, n, 4).unwrap();
+            assert_eq!(top.indices, cpu_top.indices);
+        }
+        // A document larger than one binding is an error naming it.
+        let docs = vec![0.0f32; 4 * dim];
+        let e = maxsim_matrix_gpu(&ctx, &docs[..dim], 1, 1, &docs, &[0, 4], dim, 48 * 3);
+        assert!(e.unwrap_err().to_string().contains("document 0"));
+    }
 }
