@@ -370,14 +370,40 @@ fn kmeans_on_gpu_agrees_with_cpu() {
     let x = clustered(&mut rng, 1500, dim, 12, 0.4);
     let a = kmeans::train(&Compute::Cpu, &x, dim, 32, 5, 3, &mut |_| {}).unwrap();
     let b = kmeans::train(&gpu_compute(), &x, dim, 32, 5, 3, &mut |_| {}).unwrap();
-    // Same seed, same initialisation; assignments agree up to near-ties, so the
-    // centroids agree to rounding.
-    assert_close(
+    // Same seed, same initialisation; assignments agree up to near-ties (none
+    // on lavapipe with this data), so the centroids agree to rounding.
+    assert_rows_mostly_close(
         "kmeans centroids gpu vs cpu",
         &b.centroids,
         &a.centroids,
+        dim,
+    );
+    assert_close(
+        "kmeans objective",
+        &to_f32(&b.mean_score),
+        &to_f32(&a.mean_score),
         1e-4,
         0.0,
+    );
+}
+
+fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// Centroids from two backends: a near-tie resolved differently moves the two
+/// centroids involved, so require 95% of the rows within 1e-4 (on lavapipe all are).
+fn assert_rows_mostly_close(what: &str, a: &[f32], b: &[f32], dim: usize) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let rows = a.len() / dim;
+    let close = a
+        .chunks(dim)
+        .zip(b.chunks(dim))
+        .filter(|(x, y)| x.iter().zip(*y).all(|(p, q)| (p - q).abs() <= 1e-4))
+        .count();
+    assert!(
+        close * 20 >= rows * 19,
+        "{what}: only {close} of {rows} rows agree within 1e-4"
     );
 }
 
@@ -618,7 +644,7 @@ fn gpu_build_matches_cpu_build() {
     build(&tmp.path().join("gpu"), &ids, &docs, dim, &opts);
     let a = Index::open(&tmp.path().join("cpu")).unwrap();
     let b = Index::open(&tmp.path().join("gpu")).unwrap();
-    assert_close("centroids", b.centroids(), a.centroids(), 1e-4, 0.0);
+    assert_rows_mostly_close("centroids", b.centroids(), a.centroids(), dim);
     let same = a
         .codes()
         .iter()
