@@ -67,14 +67,13 @@ impl TopK {
 /// The WGSL kernel uses the same function.
 #[inline]
 pub fn order_key(x: f32) -> u32 {
+    // Branch-free: signs are random in real scores, and mispredicted
+    // branches cost more than the whole scan.
     let b = x.to_bits();
-    if (b & 0x7fff_ffff) > 0x7f80_0000 {
-        0
-    } else if b & 0x8000_0000 != 0 {
-        !b
-    } else {
-        b | 0x8000_0000
-    }
+    let negative = ((b as i32) >> 31) as u32; // all ones for a set sign bit
+    let key = b ^ (negative | 0x8000_0000);
+    let is_nan = ((b & 0x7fff_ffff) > 0x7f80_0000) as u32;
+    key & is_nan.wrapping_sub(1)
 }
 
 /// (key, column) packed so that a larger value ranks first: ties on the key
@@ -124,14 +123,26 @@ pub fn topk_row(row: &[f32], k: usize, out_idx: &mut [u32], out_scores: &mut [f3
     let mut buf: Vec<u64> = Vec::with_capacity(cap.min(row.len()));
     // Codes are ≥ 1 (columns < u32::MAX), so 0 admits everything.
     let mut threshold = 0u64;
-    for (col, &x) in row.iter().enumerate() {
-        let code = rank_code(x, col);
-        if code > threshold {
-            buf.push(code);
-            if buf.len() == cap {
-                buf.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
-                buf.truncate(k);
-                threshold = buf[k - 1];
+    // Chunks of 16 whose keys all fall below the threshold's key are skipped
+    // with one vectorised test; the rest are looked at one by one.
+    const CHUNK: usize = 16;
+    for (c, chunk) in row.chunks(CHUNK).enumerate() {
+        let floor = (threshold >> 32) as u32;
+        if !chunk
+            .iter()
+            .fold(false, |any, &x| any | (order_key(x) >= floor))
+        {
+            continue;
+        }
+        for (i, &x) in chunk.iter().enumerate() {
+            let code = rank_code(x, c * CHUNK + i);
+            if code > threshold {
+                buf.push(code);
+                if buf.len() == cap {
+                    buf.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+                    buf.truncate(k);
+                    threshold = buf[k - 1];
+                }
             }
         }
     }
@@ -153,10 +164,13 @@ pub fn topk_cpu(scores: &[f32], n: usize, k: usize) -> Result<TopK> {
     let ke = k.min(n);
     let mut indices = vec![0u32; rows * ke];
     let mut out = vec![0f32; rows * ke];
+    // Rows are cheap (a scan): give each rayon task at least ~64k scores.
+    let min_rows = (65_536 / n).max(1);
     scores
         .par_chunks(n)
         .zip(indices.par_chunks_mut(ke))
         .zip(out.par_chunks_mut(ke))
+        .with_min_len(min_rows)
         .for_each(|((row, idx), sc)| topk_row(row, ke, idx, sc));
     Ok(TopK {
         rows,
