@@ -154,6 +154,67 @@ fn maxsim_cpu_matches_f64_and_gpu_matches_cpu_at_awkward_sizes() {
 }
 
 #[test]
+fn every_maxsim_tuning_matches_the_cpu_twin() {
+    // The adapter picks (WG_SIZE, TOKENS); lavapipe gets (8, ≤4). Run the
+    // hardware choice (32, 1) and the others here too, with qlen 1, 31, 33
+    // (partial token passes) and a wide dim (streamed register chunks).
+    use colwgpu::kernels::maxsim::{record_all_pairs_tuned, AllPairs};
+    let ctx = gpu();
+    let mut rng = Rng::new(17);
+    for &(n, nq, qlen, dim) in &[
+        (33usize, 2usize, 31usize, 128usize),
+        (7, 1, 1, 64),
+        (9, 2, 33, 260),
+    ] {
+        let offsets = offsets_of(&lengths(n), 0);
+        let rows = *offsets.last().unwrap() as usize;
+        let docs = unit_rows(&mut rng, rows, dim);
+        let queries = unit_rows(&mut rng, nq * qlen, dim);
+        let want = maxsim_matrix(&Compute::Cpu, &queries, qlen, &docs, &offsets, dim).unwrap();
+        let off32: Vec<u32> = offsets.iter().map(|&o| o as u32).collect();
+        let (q, d, o) = (
+            ctx.upload("q", &queries).unwrap(),
+            ctx.upload("d", &docs).unwrap(),
+            ctx.upload("o", &off32).unwrap(),
+        );
+        let out = ctx.pool().get((nq * n * 4) as u64);
+        let shape = AllPairs {
+            num_queries: nq,
+            qlen,
+            dim,
+            num_docs: n,
+            out_stride: n,
+            out_offset: 0,
+        };
+        for tuning in [(32, 1), (64, 1), (16, 2), (8, 4), (4, 4), (1, 1)] {
+            let mut enc = ctx.encoder("tuned");
+            record_all_pairs_tuned(&ctx, &mut enc, &q, &d, &o, out.buffer(), shape, tuning)
+                .unwrap();
+            let got = ctx
+                .submit_and_read::<f32>(enc, &[(out.buffer(), nq * n)])
+                .unwrap()
+                .remove(0);
+            assert_close(
+                &format!("tuning {tuning:?} n{n} q{nq}×{qlen} dim{dim}"),
+                &got,
+                &want,
+                1e-4,
+                1e-5,
+            );
+        }
+        let mut enc = ctx.encoder("bad");
+        assert!(
+            record_all_pairs_tuned(&ctx, &mut enc, &q, &d, &o, out.buffer(), shape, (12, 1))
+                .is_err()
+        );
+        assert!(
+            record_all_pairs_tuned(&ctx, &mut enc, &q, &d, &o, out.buffer(), shape, (8, 3))
+                .is_err()
+        );
+    }
+}
+
+#[test]
 fn maxsim_edge_cases_and_bad_shapes() {
     let ctx = Compute::Gpu(gpu());
     let cpu = Compute::Cpu;
