@@ -53,7 +53,7 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 fn label(n: usize) -> String {
-    if n % 1000 == 0 {
+    if n.is_multiple_of(1000) {
         format!("{}k", n / 1000)
     } else {
         n.to_string()

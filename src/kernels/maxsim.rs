@@ -77,7 +77,7 @@ pub struct AllPairs {
 }
 
 fn check(op: &'static str, num_queries: usize, qlen: usize, dim: usize) -> Result<()> {
-    if num_queries == 0 || qlen == 0 || dim == 0 || dim % 4 != 0 {
+    if num_queries == 0 || qlen == 0 || dim == 0 || !dim.is_multiple_of(4) {
         return Err(Error::shape(
             op,
             format!(

@@ -63,7 +63,7 @@ fn check_docs<O: DocOffset>(docs: &[f32], offsets: &[O], dim: usize) -> Result<V
     if dim == 0 {
         return Err(Error::shape("maxsim", "dim must be at least 1"));
     }
-    if docs.len() % dim != 0 {
+    if !docs.len().is_multiple_of(dim) {
         return Err(Error::shape(
             "maxsim",
             format!("{} document values are not whole rows of {dim}", docs.len()),
@@ -97,7 +97,8 @@ fn check_docs<O: DocOffset>(docs: &[f32], offsets: &[O], dim: usize) -> Result<V
 
 /// Checks the query layout; returns the number of queries.
 fn check_queries(queries: &[f32], qlen: usize, dim: usize) -> Result<usize> {
-    if qlen == 0 || dim == 0 || queries.len() % (qlen * dim) != 0 {
+    let per_query = qlen.checked_mul(dim).unwrap_or(0);
+    if per_query == 0 || !queries.len().is_multiple_of(per_query) {
         return Err(Error::shape(
             "maxsim",
             format!(
@@ -106,7 +107,7 @@ fn check_queries(queries: &[f32], qlen: usize, dim: usize) -> Result<usize> {
             ),
         ));
     }
-    Ok(queries.len() / (qlen * dim))
+    Ok(queries.len() / per_query)
 }
 
 /// MaxSim of every query against every document: `nq × n_docs` scores,
@@ -490,7 +491,8 @@ fn pad_rows(rows: &[f32], dim: usize) -> std::borrow::Cow<'_, [f32]> {
 
 /// Bytes one document slice may occupy on the GPU.
 fn slice_limit(ctx: &GpuContext) -> u64 {
-    (ctx.limits.max_storage_buffer_binding_size as u64)
+    ctx.limits
+        .max_storage_buffer_binding_size
         .min(ctx.limits.max_buffer_size)
         .min(128 << 20)
 }
@@ -502,6 +504,7 @@ fn slice_limit(ctx: &GpuContext) -> u64 {
 /// submitted and waited on and a fresh one continues, so memory stays bounded; the returned encoder holds
 /// the rest. Every buffer recorded stays alive in `keep` until the caller's
 /// submit.
+#[allow(clippy::too_many_arguments)]
 fn record_sliced(
     ctx: &GpuContext,
     mut enc: wgpu::CommandEncoder,
@@ -610,6 +613,7 @@ fn query_groups(limit: u64, nq: usize, n: usize) -> usize {
     ((limit / 4) as usize / n.max(1)).clamp(1, nq.max(1))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn maxsim_matrix_gpu(
     ctx: &GpuContext,
     queries: &[f32],

@@ -93,7 +93,7 @@ fn check(scores: &[f32], n: usize, k: usize) -> Result<usize> {
     if k == 0 {
         return Err(Error::Input("top-k: k must be at least 1".into()));
     }
-    if n == 0 || scores.len() % n != 0 {
+    if n == 0 || !scores.len().is_multiple_of(n) {
         return Err(Error::shape(
             "topk",
             format!(
@@ -198,7 +198,10 @@ pub fn topk(compute: &Compute, scores: &[f32], n: usize, k: usize) -> Result<Top
 /// reads back only the results.
 fn topk_gpu(ctx: &GpuContext, scores: &[f32], rows: usize, n: usize, k: usize) -> Result<TopK> {
     let ke = k.min(n);
-    let limit = (ctx.limits.max_storage_buffer_binding_size as u64).min(ctx.limits.max_buffer_size);
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
     let rows_per_group = ((limit / 4) as usize / n).max(1);
     let mut indices = Vec::with_capacity(rows * ke);
     let mut out = Vec::with_capacity(rows * ke);
