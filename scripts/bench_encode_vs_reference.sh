@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Encoding throughput: colwgpu (cpu and gpu backends) against the PyTorch reference
+# (scripts/reference/bench_reference.py) on the same SciFact texts, as a markdown table.
+#
+#   scripts/bench_encode_vs_reference.sh [--docs N] [--queries M] [--gpu-docs N]
+#       [--gpu-queries M] [--batch B] [--model DIR] [--data DIR] [--no-gpu] [--no-build]
+#
+# Texts: the first N lines of DATA/corpus.jsonl and the first M lines of
+# DATA/queries.jsonl (what `colwgpu encode --limit` takes). The gpu backend gets its own,
+# smaller counts (a software adapter such as lavapipe is slow); the reference is then run
+# on those same texts too, so every ratio compares identical inputs.
+#
+# Timed regions: colwgpu's own `seconds` (tokenisation + encoding, after its warm-up; model
+# load and output writing excluded); the reference's whole encode call after one warm-up
+# batch, torch at REF_THREADS threads, length-sorted batches of B.
+#
+# Environment: REF_PYTHON (default /work/refenv/bin/python), REF_THREADS (default 2),
+# COLWGPU_BIN (default target/release/colwgpu), DOCS, QUERIES, GPU_DOCS, GPU_QUERIES,
+# BATCH, MODEL, DATA (flags win over the environment).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REF_PYTHON=${REF_PYTHON:-/work/refenv/bin/python}
+REF_THREADS=${REF_THREADS:-2}
+BIN=${COLWGPU_BIN:-target/release/colwgpu}
+DOCS=${DOCS:-500}
+QUERIES=${QUERIES:-300}
+GPU_DOCS=${GPU_DOCS:-64}
+GPU_QUERIES=${GPU_QUERIES:-$QUERIES}
+BATCH=${BATCH:-32}
+MODEL=${MODEL:-models/colbert-minilm}
+DATA=${DATA:-../shared/data/scifact}
+RUN_GPU=1
+BUILD=1
+
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --docs) DOCS=$2; shift 2 ;;
+        --queries) QUERIES=$2; shift 2 ;;
+        --gpu-docs) GPU_DOCS=$2; shift 2 ;;
+        --gpu-queries) GPU_QUERIES=$2; shift 2 ;;
+        --batch) BATCH=$2; shift 2 ;;
+        --model) MODEL=$2; shift 2 ;;
+        --data) DATA=$2; shift 2 ;;
+        --no-gpu) RUN_GPU=0; shift ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+for n in "$DOCS" "$QUERIES" "$GPU_DOCS" "$GPU_QUERIES" "$BATCH"; do
+    [[ "$n" =~ ^[0-9]+$ ]] || { echo "not a count: $n" >&2; exit 2; }
+done
+
+CORPUS=$DATA/corpus.jsonl
+QFILE=$DATA/queries.jsonl
+for f in "$CORPUS" "$QFILE" "$MODEL/config.json" scripts/reference/bench_reference.py; do
+    [ -e "$f" ] || { echo "missing: $f" >&2; exit 1; }
+done
+command -v "$REF_PYTHON" >/dev/null 2>&1 || { echo "REF_PYTHON not found: $REF_PYTHON" >&2; exit 1; }
+
+if [ "$BUILD" = 1 ]; then
+    echo "building colwgpu (release)..." >&2
+    cargo build --release --quiet --bin colwgpu >&2
+fi
+[ -x "$BIN" ] || { echo "missing binary: $BIN (cargo build --release)" >&2; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/colwgpu-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+ROWS=$WORK/rows.jsonl
+: > "$ROWS"
+FAILED=0
+
+# --- PyTorch reference -------------------------------------------------------
+ref_bench() { # ndocs nqueries
+    echo "pytorch reference: $1 docs, $2 queries (torch threads $REF_THREADS)..." >&2
+    if ! "$REF_PYTHON" scripts/reference/bench_reference.py --model "$MODEL" \
+        --corpus "$CORPUS" --queries "$QFILE" --docs "$1" --nqueries "$2" \
+        --batch "$BATCH" --threads "$REF_THREADS" > "$WORK/ref.out" 2> "$WORK/ref.err"; then
+        echo "pytorch reference failed:" >&2; tail -20 "$WORK/ref.err" >&2
+        FAILED=1
+        return 0
+    fi
+    grep '^{' "$WORK/ref.out" >> "$ROWS" || true
+}
+
+ref_bench "$DOCS" "$QUERIES"
+if [ "$RUN_GPU" = 1 ]; then
+    # Reference rows for the gpu subsets, unless the counts are the same already.
+    gd=$GPU_DOCS; gq=$GPU_QUERIES
+    [ "$gd" = "$DOCS" ] && gd=0
+    [ "$gq" = "$QUERIES" ] && gq=0
+    if [ "$gd" != 0 ] || [ "$gq" != 0 ]; then ref_bench "$gd" "$gq"; fi
+fi
+
+# --- colwgpu -----------------------------------------------------------------
+rust_bench() { # device kind(docs|queries) count
+    local device=$1 kind=$2 n=$3 flag input
+    [ "$n" -gt 0 ] || return 0
+    if [ "$kind" = docs ]; then flag=--docs; input=$CORPUS; else flag=--queries; input=$QFILE; fi
+    echo "colwgpu --device $device: $n $kind..." >&2
+    if ! "$BIN" encode --model "$MODEL" "$flag" "$input" --out "$WORK/$device-$kind.safetensors" \
+        --device "$device" --limit "$n" --batch-size "$BATCH" --json \
+        > "$WORK/rust.out" 2> "$WORK/rust.err"; then
+        echo "colwgpu --device $device $kind failed:" >&2; tail -20 "$WORK/rust.err" >&2
+        printf '{"impl":"colwgpu","backend":"%s","kind":"%s","texts":%s,"error":true}\n' \
+            "$device" "$kind" "$n" >> "$ROWS"
+        FAILED=1
+        return 0
+    fi
+    local line
+    line=$(grep '^{' "$WORK/rust.out" | tail -1 || true)
+    if [ -z "$line" ]; then
+        echo "colwgpu --device $device $kind printed no JSON summary" >&2
+        FAILED=1
+        return 0
+    fi
+    "$REF_PYTHON" -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(impl="colwgpu", backend=sys.argv[2], kind=sys.argv[3]); print(json.dumps(r))' \
+        "$line" "$device" "$kind" >> "$ROWS"
+}
+
+rust_bench cpu docs "$DOCS"
+rust_bench cpu queries "$QUERIES"
+if [ "$RUN_GPU" = 1 ]; then
+    rust_bench gpu docs "$GPU_DOCS"
+    rust_bench gpu queries "$GPU_QUERIES"
+fi
+
+# --- table -------------------------------------------------------------------
+"$REF_PYTHON" - "$ROWS" "$REF_THREADS" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+threads = sys.argv[2]
+ref = {(r["kind"], r["texts"]): r for r in rows if r.get("impl") == "pytorch"}
+print("| impl | backend | kind | texts | tokens | seconds | tokens/s | ratio vs pytorch |")
+print("|---|---|---|---:|---:|---:|---:|---:|")
+notes = []
+def order(r):
+    return (r["kind"], r["texts"] if r.get("impl") == "pytorch" else 0, r.get("impl") != "pytorch",
+            r.get("backend", ""), r["texts"])
+for r in sorted(rows, key=order):
+    if r.get("impl") == "pytorch":
+        backend = f"torch cpu, {r.get('threads', threads)} threads, {r.get('attn', '?')}"
+    else:
+        dev = r.get("device") or ""
+        backend = dev if dev.startswith(r["backend"]) else (f"{r['backend']} ({dev})" if dev else r["backend"])
+    if r.get("error"):
+        print(f"| {r['impl']} | {backend} | {r['kind']} | {r['texts']} | – | failed | – | – |")
+        continue
+    base = ref.get((r["kind"], r["texts"]))
+    if r.get("impl") == "pytorch":
+        ratio = "1.00"
+    elif base:
+        ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}"
+        if base["tokens"] != r["tokens"]:
+            notes.append(f"token counts differ for {r['impl']} {r['backend']} {r['kind']}: "
+                         f"{r['tokens']} vs pytorch {base['tokens']}")
+    else:
+        ratio = "–"
+    print(f"| {r['impl']} | {backend} | {r['kind']} | {r['texts']} | {r['tokens']} | "
+          f"{r['seconds']:.3f} | {r['tokens_per_s']:.0f} | {ratio} |")
+print()
+print("tokens = real sequence lengths incl. [CLS], marker and [SEP] (queries: 32 each, the [MASK] "
+      "expansion is computed); ratio = tokens/s over the pytorch row with the same kind and texts.")
+for n in notes:
+    print(f"WARNING: {n}")
+PY
+
+exit "$FAILED"
