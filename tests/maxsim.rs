@@ -18,7 +18,12 @@ fn reference(req: &ScoreRequest) -> Vec<f32> {
             q.chunks(dim)
                 .map(|qi| {
                     (w[0]..w[1])
-                        .map(|j| qi.iter().zip(&req.docs[j * dim..(j + 1) * dim]).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>())
+                        .map(|j| {
+                            qi.iter()
+                                .zip(&req.docs[j * dim..(j + 1) * dim])
+                                .map(|(a, b)| *a as f64 * *b as f64)
+                                .sum::<f64>()
+                        })
                         .fold(f64::NEG_INFINITY, f64::max)
                 })
                 .filter(|m| m.is_finite())
@@ -31,7 +36,13 @@ fn reference(req: &ScoreRequest) -> Vec<f32> {
 fn maxsim_gpu_and_cpu_match_f64_reference() {
     let mut rng = Rng::new(21);
     let ctx = gpu();
-    for &(n_docs, nq, qlen, dim) in &[(1usize, 1usize, 1usize, 1usize), (31, 2, 32, 128), (33, 3, 7, 40), (129, 1, 33, 96), (127, 4, 32, 128)] {
+    for &(n_docs, nq, qlen, dim) in &[
+        (1usize, 1usize, 1usize, 1usize),
+        (31, 2, 32, 128),
+        (33, 3, 7, 40),
+        (129, 1, 33, 96),
+        (127, 4, 32, 128),
+    ] {
         let lens: Vec<usize> = (0..n_docs)
             .map(|i| match i % 5 {
                 0 => 0,
@@ -48,12 +59,31 @@ fn maxsim_gpu_and_cpu_match_f64_reference() {
         let docs = rng.vec(offsets[n_docs] * dim, 1.0);
         let queries = rng.vec(nq * qlen * dim, 1.0);
         let owner: Vec<u32> = (0..n_docs).map(|i| (i % nq) as u32).collect();
-        let req = ScoreRequest { queries: &queries, qlen, dim, docs: &docs, offsets: &offsets, owner: &owner };
+        let req = ScoreRequest {
+            queries: &queries,
+            qlen,
+            dim,
+            docs: &docs,
+            offsets: &offsets,
+            owner: &owner,
+        };
         let want = reference(&req);
         let cpu = maxsim_scores(&Compute::Cpu, &req).unwrap();
-        assert_close(&format!("cpu maxsim n{n_docs} q{nq}x{qlen} d{dim}"), &cpu, &want, 1e-3, 1e-4);
+        assert_close(
+            &format!("cpu maxsim n{n_docs} q{nq}x{qlen} d{dim}"),
+            &cpu,
+            &want,
+            1e-3,
+            1e-4,
+        );
         let g = maxsim_scores(&Compute::Gpu(ctx.clone()), &req).unwrap();
-        assert_close(&format!("gpu maxsim n{n_docs} q{nq}x{qlen} d{dim}"), &g, &cpu, 1e-3, 1e-4);
+        assert_close(
+            &format!("gpu maxsim n{n_docs} q{nq}x{qlen} d{dim}"),
+            &g,
+            &cpu,
+            1e-3,
+            1e-4,
+        );
         // Empty documents score exactly 0.
         for (i, l) in lens.iter().enumerate() {
             if *l == 0 {
@@ -68,10 +98,34 @@ fn maxsim_gpu_and_cpu_match_f64_reference() {
 fn maxsim_rejects_inconsistent_shapes() {
     let q = vec![0.0f32; 2 * 4];
     let d = vec![0.0f32; 3 * 4];
-    let bad_offsets = ScoreRequest { queries: &q, qlen: 2, dim: 4, docs: &d, offsets: &[0, 2], owner: &[0, 0] };
+    let bad_offsets = ScoreRequest {
+        queries: &q,
+        qlen: 2,
+        dim: 4,
+        docs: &d,
+        offsets: &[0, 2],
+        owner: &[0, 0],
+    };
     assert!(maxsim_scores(&Compute::Cpu, &bad_offsets).is_err());
-    let past_end = ScoreRequest { queries: &q, qlen: 2, dim: 4, docs: &d, offsets: &[0, 4], owner: &[0] };
-    assert!(maxsim_scores(&Compute::Cpu, &past_end).unwrap_err().to_string().contains("past"));
-    let bad_owner = ScoreRequest { queries: &q, qlen: 2, dim: 4, docs: &d, offsets: &[0, 3], owner: &[1] };
+    let past_end = ScoreRequest {
+        queries: &q,
+        qlen: 2,
+        dim: 4,
+        docs: &d,
+        offsets: &[0, 4],
+        owner: &[0],
+    };
+    assert!(maxsim_scores(&Compute::Cpu, &past_end)
+        .unwrap_err()
+        .to_string()
+        .contains("past"));
+    let bad_owner = ScoreRequest {
+        queries: &q,
+        qlen: 2,
+        dim: 4,
+        docs: &d,
+        offsets: &[0, 3],
+        owner: &[1],
+    };
     assert!(maxsim_scores(&Compute::Gpu(gpu()), &bad_owner).is_err());
 }

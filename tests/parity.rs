@@ -20,10 +20,17 @@ struct Fixture {
 impl Fixture {
     fn load() -> Self {
         let dir = root().join("tests/fixtures/parity");
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("scifact_parity.json")).unwrap()).unwrap();
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("scifact_parity.json")).unwrap(),
+        )
+        .unwrap();
         let strings = |k: &str| -> Vec<String> {
-            meta[k].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+            meta[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
         };
         Fixture {
             queries: strings("queries"),
@@ -38,13 +45,19 @@ impl Fixture {
         let st = self.tensors();
         let t = st.tensor(name).unwrap();
         assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-        t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     }
     fn i32s(&self, name: &str) -> Vec<i32> {
         let st = self.tensors();
         let t = st.tensor(name).unwrap();
         assert_eq!(t.dtype(), safetensors::Dtype::I32, "{name}");
-        t.data().chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        t.data()
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     }
 }
 
@@ -74,18 +87,33 @@ fn check_backend(device: DeviceChoice, n_docs: usize, n_queries: usize) {
     let q_ids = fx.i32s("query_token_ids");
     let q_vecs = fx.f32s("query_vectors");
     let qlen = q_ids.len() / fx.queries.len();
-    let texts: Vec<&str> = fx.queries.iter().take(n_queries).map(String::as_str).collect();
+    let texts: Vec<&str> = fx
+        .queries
+        .iter()
+        .take(n_queries)
+        .map(String::as_str)
+        .collect();
     let got = enc.encode_queries(&texts).unwrap();
     let (mut worst_abs, mut worst_cos) = (0.0f32, 1.0f32);
     for (i, g) in got.iter().enumerate() {
-        let want_ids: Vec<u32> = q_ids[i * qlen..(i + 1) * qlen].iter().map(|&x| x as u32).collect();
+        let want_ids: Vec<u32> = q_ids[i * qlen..(i + 1) * qlen]
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
         assert_eq!(g.ids, want_ids, "query {i} token ids");
-        let (a, c) = compare(&g.vectors, &q_vecs[i * qlen * dim..(i + 1) * qlen * dim], dim);
+        let (a, c) = compare(
+            &g.vectors,
+            &q_vecs[i * qlen * dim..(i + 1) * qlen * dim],
+            dim,
+        );
         worst_abs = worst_abs.max(a);
         worst_cos = worst_cos.min(c);
     }
     eprintln!("{device:?} queries: max |Δ| {worst_abs:.2e}, min cosine {worst_cos:.7}");
-    assert!(worst_abs <= 1e-3 && worst_cos >= 0.9999, "{device:?} queries: max |Δ| {worst_abs}, min cos {worst_cos}");
+    assert!(
+        worst_abs <= 1e-3 && worst_cos >= 0.9999,
+        "{device:?} queries: max |Δ| {worst_abs}, min cos {worst_cos}"
+    );
 
     // Documents: ids before the skiplist, vectors after it.
     let d_ids = fx.i32s("doc_token_ids");
@@ -97,8 +125,10 @@ fn check_backend(device: DeviceChoice, n_docs: usize, n_queries: usize) {
     let got = enc.encode_documents(&texts).unwrap();
     let (mut worst_abs, mut worst_cos) = (0.0f32, 1.0f32);
     for (i, g) in got.iter().enumerate() {
-        let want_ids: Vec<u32> =
-            d_ids[d_id_off[i] as usize..d_id_off[i + 1] as usize].iter().map(|&x| x as u32).collect();
+        let want_ids: Vec<u32> = d_ids[d_id_off[i] as usize..d_id_off[i + 1] as usize]
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
         assert_eq!(tokenized[i].ids, want_ids, "document {i} token ids");
         let (s, e) = (d_vec_off[i] as usize, d_vec_off[i + 1] as usize);
         assert_eq!(g.len(), e - s, "document {i}: kept token count");
@@ -107,7 +137,10 @@ fn check_backend(device: DeviceChoice, n_docs: usize, n_queries: usize) {
         worst_cos = worst_cos.min(c);
     }
     eprintln!("{device:?} documents: max |Δ| {worst_abs:.2e}, min cosine {worst_cos:.7}");
-    assert!(worst_abs <= 1e-3 && worst_cos >= 0.9999, "{device:?} documents: max |Δ| {worst_abs}, min cos {worst_cos}");
+    assert!(
+        worst_abs <= 1e-3 && worst_cos >= 0.9999,
+        "{device:?} documents: max |Δ| {worst_abs}, min cos {worst_cos}"
+    );
 }
 
 #[test]
@@ -126,10 +159,16 @@ fn gpu_backend_matches_pytorch_reference() {
 fn hidden_states_match_reference_layer_by_layer() {
     let fx = Fixture::load();
     let checkpoint = colwgpu::model::Checkpoint::load(&model_dir()).unwrap();
-    let mut enc = colwgpu::model::ColbertEncoder::new(checkpoint, colwgpu::backend::cpu::CpuBackend::new()).unwrap();
+    let mut enc =
+        colwgpu::model::ColbertEncoder::new(checkpoint, colwgpu::backend::cpu::CpuBackend::new())
+            .unwrap();
     let q0 = fx.queries[0].as_str();
     for layer in 0..=6 {
-        let name = if layer == 0 { "debug_q0_embeddings".to_string() } else { format!("debug_q0_layer{}", layer - 1) };
+        let name = if layer == 0 {
+            "debug_q0_embeddings".to_string()
+        } else {
+            format!("debug_q0_layer{}", layer - 1)
+        };
         let want = fx.f32s(&name);
         let got = enc.query_hidden_states(q0, layer).unwrap();
         let (a, _) = compare(&got.data, &want, got.cols);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use colwgpu::backend::Compute;
 use colwgpu::eval::{evaluate, mrr_at, ndcg_at, read_qrels, recall_at};
-use colwgpu::index::{build_index_with, Index, IndexOptions, InMemorySource, ModelInfo};
+use colwgpu::index::{build_index_with, InMemorySource, Index, IndexOptions, ModelInfo};
 use colwgpu::search::{PlaidParams, SearchOptions, Searcher};
 use common::{gpu, Rng};
 
@@ -31,7 +31,10 @@ fn synthetic(seed: u64, docs: usize, nq: usize, qlen: usize) -> (Vec<Vec<f32>>, 
         })
         .collect();
     let vector_near = |rng: &mut Rng, t: usize, spread: f32| {
-        let mut v: Vec<f32> = topics[t].iter().map(|x| x + rng.uniform() * spread).collect();
+        let mut v: Vec<f32> = topics[t]
+            .iter()
+            .map(|x| x + rng.uniform() * spread)
+            .collect();
         normalise(&mut v);
         v
     };
@@ -41,7 +44,11 @@ fn synthetic(seed: u64, docs: usize, nq: usize, qlen: usize) -> (Vec<Vec<f32>>, 
             let main = rng.below(24) as usize;
             (0..len)
                 .flat_map(|_| {
-                    let t = if rng.below(3) == 0 { rng.below(24) as usize } else { main };
+                    let t = if rng.below(3) == 0 {
+                        rng.below(24) as usize
+                    } else {
+                        main
+                    };
                     vector_near(&mut rng, t, 0.4)
                 })
                 .collect()
@@ -57,13 +64,25 @@ fn synthetic(seed: u64, docs: usize, nq: usize, qlen: usize) -> (Vec<Vec<f32>>, 
 }
 
 fn model() -> ModelInfo {
-    ModelInfo { name: "synthetic".into(), fingerprint: "crc32:00000000".into(), dim: DIM }
+    ModelInfo {
+        name: "synthetic".into(),
+        fingerprint: "crc32:00000000".into(),
+        dim: DIM,
+    }
 }
 
 fn build(dir: &std::path::Path, corpus: &[Vec<f32>], compute: Compute) -> Index {
     let ids: Vec<String> = (0..corpus.len()).map(|i| format!("doc{i}")).collect();
-    let mut src = InMemorySource { dim: DIM, docs: corpus };
-    let opts = IndexOptions { nbits: 2, num_centroids: Some(64), compute, ..Default::default() };
+    let mut src = InMemorySource {
+        dim: DIM,
+        docs: corpus,
+    };
+    let opts = IndexOptions {
+        nbits: 2,
+        num_centroids: Some(64),
+        compute,
+        ..Default::default()
+    };
     build_index_with(&mut src, &ids, &model(), dir, &opts, &mut |_| {}).unwrap();
     Index::open(dir).unwrap()
 }
@@ -76,13 +95,38 @@ fn plaid_probing_every_cell_equals_exhaustive_maxsim() {
     for compute in [Compute::Cpu, Compute::Gpu(gpu())] {
         let s = Searcher::new(&index, compute.clone()).unwrap();
         let k = 20;
-        let exhaustive = s.search(&queries, 8, &SearchOptions { k, plaid: None, exhaustive: true }).unwrap();
+        let exhaustive = s
+            .search(
+                &queries,
+                8,
+                &SearchOptions {
+                    k,
+                    plaid: None,
+                    exhaustive: true,
+                },
+            )
+            .unwrap();
         let all = PlaidParams::exhaustive(index.num_centroids(), index.num_docs());
-        let plaid = s.search(&queries, 8, &SearchOptions { k, plaid: Some(all), exhaustive: false }).unwrap();
+        let plaid = s
+            .search(
+                &queries,
+                8,
+                &SearchOptions {
+                    k,
+                    plaid: Some(all),
+                    exhaustive: false,
+                },
+            )
+            .unwrap();
         for (e, p) in exhaustive.iter().zip(&plaid) {
             let ed: Vec<u32> = e.iter().map(|h| h.doc).collect();
             let pd: Vec<u32> = p.iter().map(|h| h.doc).collect();
-            assert_eq!(ed, pd, "{}: PLAID with every cell probed differs from exhaustive MaxSim", compute.describe());
+            assert_eq!(
+                ed,
+                pd,
+                "{}: PLAID with every cell probed differs from exhaustive MaxSim",
+                compute.describe()
+            );
             assert_eq!(e.len(), k);
         }
     }
@@ -96,7 +140,17 @@ fn exhaustive_search_equals_brute_force_on_decompressed_vectors() {
     let all: Vec<u32> = (0..index.num_docs() as u32).collect();
     let (vecs, offs) = index.decompress_docs(&Compute::Cpu, &all).unwrap();
     let s = Searcher::new(&index, Compute::Cpu).unwrap();
-    let hits = s.search(&queries, 8, &SearchOptions { k: 5, plaid: None, exhaustive: true }).unwrap();
+    let hits = s
+        .search(
+            &queries,
+            8,
+            &SearchOptions {
+                k: 5,
+                plaid: None,
+                exhaustive: true,
+            },
+        )
+        .unwrap();
     for (qi, h) in hits.iter().enumerate() {
         let q = &queries[qi * 8 * DIM..(qi + 1) * 8 * DIM];
         let mut brute: Vec<(f64, u32)> = (0..index.num_docs())
@@ -105,7 +159,12 @@ fn exhaustive_search_equals_brute_force_on_decompressed_vectors() {
                     .chunks(DIM)
                     .map(|qi| {
                         (offs[d]..offs[d + 1])
-                            .map(|j| qi.iter().zip(&vecs[j * DIM..(j + 1) * DIM]).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>())
+                            .map(|j| {
+                                qi.iter()
+                                    .zip(&vecs[j * DIM..(j + 1) * DIM])
+                                    .map(|(a, b)| *a as f64 * *b as f64)
+                                    .sum::<f64>()
+                            })
                             .fold(f64::NEG_INFINITY, f64::max)
                     })
                     .sum();
@@ -117,7 +176,12 @@ fn exhaustive_search_equals_brute_force_on_decompressed_vectors() {
         let got: Vec<u32> = h.iter().map(|x| x.doc).collect();
         assert_eq!(got, want);
         for (x, b) in h.iter().zip(&brute) {
-            assert!((x.score as f64 - b.0).abs() < 1e-3, "score {} vs {}", x.score, b.0);
+            assert!(
+                (x.score as f64 - b.0).abs() < 1e-3,
+                "score {} vs {}",
+                x.score,
+                b.0
+            );
         }
     }
 }
@@ -129,8 +193,14 @@ fn gpu_search_equals_cpu_search_with_default_knobs() {
     let index = build(&tmp.path().join("idx"), &corpus, Compute::Cpu);
     for k in [1, 10, 100] {
         let opts = SearchOptions::new(k);
-        let cpu = Searcher::new(&index, Compute::Cpu).unwrap().search(&queries, 8, &opts).unwrap();
-        let gpu = Searcher::new(&index, Compute::Gpu(gpu())).unwrap().search(&queries, 8, &opts).unwrap();
+        let cpu = Searcher::new(&index, Compute::Cpu)
+            .unwrap()
+            .search(&queries, 8, &opts)
+            .unwrap();
+        let gpu = Searcher::new(&index, Compute::Gpu(gpu()))
+            .unwrap()
+            .search(&queries, 8, &opts)
+            .unwrap();
         for (c, g) in cpu.iter().zip(&gpu) {
             let cd: Vec<&str> = c.iter().map(|h| h.id.as_str()).collect();
             let gd: Vec<&str> = g.iter().map(|h| h.id.as_str()).collect();
@@ -149,14 +219,34 @@ fn search_rejects_bad_requests_and_caps_k() {
     let index = build(&tmp.path().join("idx"), &corpus, Compute::Cpu);
     let s = Searcher::new(&index, Compute::Cpu).unwrap();
     // k larger than the corpus: every document, once.
-    let all = s.search(&queries, 8, &SearchOptions { k: 1000, plaid: None, exhaustive: true }).unwrap();
+    let all = s
+        .search(
+            &queries,
+            8,
+            &SearchOptions {
+                k: 1000,
+                plaid: None,
+                exhaustive: true,
+            },
+        )
+        .unwrap();
     assert_eq!(all[0].len(), 30);
-    let e = s.search(&queries, 8, &SearchOptions::new(0)).unwrap_err().to_string();
+    let e = s
+        .search(&queries, 8, &SearchOptions::new(0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("k must be"), "{e}");
-    let e = s.search(&queries[..DIM * 3], 8, &SearchOptions::new(5)).unwrap_err().to_string();
+    let e = s
+        .search(&queries[..DIM * 3], 8, &SearchOptions::new(5))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("search"), "{e}");
     // An index built with another model is refused with both names.
-    let other = ModelInfo { name: "other".into(), fingerprint: "crc32:ffffffff".into(), dim: DIM };
+    let other = ModelInfo {
+        name: "other".into(),
+        fingerprint: "crc32:ffffffff".into(),
+        dim: DIM,
+    };
     let e = index.check_model(&other).unwrap_err().to_string();
     assert!(e.contains("synthetic") && e.contains("other"), "{e}");
 }
@@ -167,7 +257,10 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 #[test]
 fn metrics_match_hand_computed_values() {
-    let judged: HashMap<String, i32> = [("d2", 1), ("d4", 2), ("d9", 1), ("d5", 0)].iter().map(|(d, r)| (d.to_string(), *r)).collect();
+    let judged: HashMap<String, i32> = [("d2", 1), ("d4", 2), ("d9", 1), ("d5", 0)]
+        .iter()
+        .map(|(d, r)| (d.to_string(), *r))
+        .collect();
     let ranking = strings(&["d1", "d2", "d3", "d4", "d5"]);
     // DCG@10 = 1/log2(3) + 2/log2(5) = 0.630930 + 0.861353 = 1.492283
     // IDCG@10 = 2/log2(2) + 1/log2(3) + 1/log2(4) = 2 + 0.630930 + 0.5 = 3.130930
@@ -184,7 +277,10 @@ fn metrics_match_hand_computed_values() {
     runs.insert("q2".to_string(), strings(&["x"]));
     let mut qrels = HashMap::new();
     qrels.insert("q1".to_string(), judged.clone());
-    qrels.insert("q2".to_string(), [("x".to_string(), 0)].into_iter().collect());
+    qrels.insert(
+        "q2".to_string(),
+        [("x".to_string(), 0)].into_iter().collect(),
+    );
     let (m, n) = evaluate(&runs, &qrels);
     assert_eq!(n, 1);
     assert!((m.ndcg_at_10 - 1.0).abs() < 1e-12 && m.recall_at_100 == 1.0 && m.mrr_at_10 == 1.0);
@@ -194,7 +290,11 @@ fn metrics_match_hand_computed_values() {
 fn qrels_parse_with_and_without_header_and_report_bad_lines() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("q.tsv");
-    std::fs::write(&p, "query-id\tcorpus-id\tscore\n1\tA\t1\n1\tB\t2\n2\tC\t0\n").unwrap();
+    std::fs::write(
+        &p,
+        "query-id\tcorpus-id\tscore\n1\tA\t1\n1\tB\t2\n2\tC\t0\n",
+    )
+    .unwrap();
     let q = read_qrels(&p).unwrap();
     assert_eq!(q["1"]["B"], 2);
     assert_eq!(q["2"]["C"], 0);
@@ -218,21 +318,43 @@ fn real_scifact_end_to_end_finds_the_cited_documents() {
     let docs = colwgpu::io::read_records(&ex.join("corpus.jsonl")).unwrap();
     let queries = colwgpu::io::read_records(&ex.join("queries.jsonl")).unwrap();
     let qrels = read_qrels(&ex.join("qrels/test.tsv")).unwrap();
-    let mut enc = Encoder::open(&common::model_dir(), DeviceChoice::Cpu, &GpuOptions::default()).unwrap();
+    let mut enc = Encoder::open(
+        &common::model_dir(),
+        DeviceChoice::Cpu,
+        &GpuOptions::default(),
+    )
+    .unwrap();
     let info = ModelInfo::from_dir(&common::model_dir(), enc.dim()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("scifact-mini.index");
-    colwgpu::index::build_index(&mut enc, &info, &docs, &dir, &IndexOptions::default(), &mut |_| {}).unwrap();
+    colwgpu::index::build_index(
+        &mut enc,
+        &info,
+        &docs,
+        &dir,
+        &IndexOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     let index = Index::open(&dir).unwrap();
     index.check_model(&info).unwrap();
     let texts: Vec<&str> = queries.iter().map(|r| r.text.as_str()).collect();
     let q = enc.encode_queries(&texts).unwrap();
     let flat: Vec<f32> = q.iter().flat_map(|t| t.vectors.iter().copied()).collect();
-    let hits = Searcher::new(&index, Compute::Cpu).unwrap().search(&flat, 32, &SearchOptions::new(10)).unwrap();
-    let runs: HashMap<String, Vec<String>> =
-        queries.iter().zip(&hits).map(|(r, h)| (r.id.clone(), h.iter().map(|x| x.id.clone()).collect())).collect();
+    let hits = Searcher::new(&index, Compute::Cpu)
+        .unwrap()
+        .search(&flat, 32, &SearchOptions::new(10))
+        .unwrap();
+    let runs: HashMap<String, Vec<String>> = queries
+        .iter()
+        .zip(&hits)
+        .map(|(r, h)| (r.id.clone(), h.iter().map(|x| x.id.clone()).collect()))
+        .collect();
     let (m, n) = evaluate(&runs, &qrels);
-    eprintln!("scifact-mini: {n} queries, nDCG@10 {:.4}, Recall@10 {:.4}", m.ndcg_at_10, m.recall_at_10);
+    eprintln!(
+        "scifact-mini: {n} queries, nDCG@10 {:.4}, Recall@10 {:.4}",
+        m.ndcg_at_10, m.recall_at_10
+    );
     assert_eq!(n, 20);
     // Measured 0.968 / 1.000 with the seeded head; a broken encoder, codec or
     // search drops these far below.
