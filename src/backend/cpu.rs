@@ -35,7 +35,13 @@ pub struct CpuBackend {
     /// When set, the wall time of every op is added here by op name (ops are
     /// synchronous, so this costs nothing but the clock reads).
     profile: Option<OpProfile>,
+    /// Buffers of recycled activations, reused for new outputs: a fresh
+    /// allocation of tens of MB is a fresh mmap, page-faulted in 4 KiB at a time.
+    pool: Vec<Vec<f32>>,
 }
+
+/// Most buffers kept in [`CpuBackend::pool`] (a layer has ~8 activations alive).
+const POOL_BUFFERS: usize = 8;
 
 impl CpuBackend {
     pub fn new() -> Self {
@@ -50,6 +56,26 @@ impl CpuBackend {
     /// Per-op (calls, seconds) since profiling was enabled.
     pub fn profile(&self) -> Option<&OpProfile> {
         self.profile.as_ref()
+    }
+
+    /// A buffer of `len` elements with unspecified (stale) contents: the
+    /// smallest pooled one that is long enough, or a new one.
+    fn take_buffer(&mut self, len: usize) -> Vec<f32> {
+        let best = self
+            .pool
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.len() >= len)
+            .min_by_key(|(_, b)| b.len())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => {
+                let mut buffer = self.pool.swap_remove(i);
+                buffer.truncate(len);
+                buffer
+            }
+            None => vec![0.0f32; len],
+        }
     }
 
     /// In profiling mode: books the time since `start` to `op`.
@@ -217,11 +243,12 @@ fn embed_tokens(
     batch: &TokenBatch,
     t: &EmbeddingTables<HostMatrix>,
     eps: f32,
+    mut out: Vec<f32>,
 ) -> Result<HostMatrix> {
     check_batch(batch, t.word.rows, t.position.rows, t.token_type.rows)?;
     let hidden = t.word.cols;
     let rows = batch.batch * batch.seq_len;
-    let mut out = vec![0.0f32; rows * hidden];
+    out.resize(rows * hidden, 0.0);
     out.par_chunks_mut(hidden.max(1))
         .enumerate()
         .for_each(|(r, row)| {
@@ -242,10 +269,11 @@ fn linear_forward(
     w: &HostMatrix,
     bias: Option<&HostMatrix>,
     act: Activation,
+    mut y: Vec<f32>,
 ) -> Result<HostMatrix> {
     check_linear(x, w, bias)?;
     let (m, n, k) = (x.rows, w.rows, x.cols);
-    let mut y = vec![0.0f32; m * n];
+    y.resize(m * n, 0.0);
     if n == 0 {
         return HostMatrix::new(m, n, y);
     }
@@ -273,12 +301,17 @@ fn linear_forward(
 }
 
 /// Multi-head self-attention over the fused QKV tensor, key padding masked.
-fn multi_head_attention(qkv: &HostMatrix, batch: &TokenBatch, heads: usize) -> Result<HostMatrix> {
+fn multi_head_attention(
+    qkv: &HostMatrix,
+    batch: &TokenBatch,
+    heads: usize,
+    mut out: Vec<f32>,
+) -> Result<HostMatrix> {
     let d = check_attention(qkv, batch, heads)?;
     let hidden = heads * d;
     let seq = batch.seq_len;
     let rows = batch.batch * seq;
-    let mut out = vec![0.0f32; rows * hidden];
+    out.resize(rows * hidden, 0.0);
     // One (sequence, head) pair per task: S = Q·Kᵀ·scale over the attended keys,
     // row softmax, O = P·V, both products with gemm reading the fused QKV
     // tensor in place through strides. Tasks write disjoint column blocks of
@@ -292,7 +325,19 @@ fn multi_head_attention(qkv: &HostMatrix, batch: &TokenBatch, heads: usize) -> R
             let n_keys = (batch.key_lens[b] as usize).min(seq);
             let out_ptr = &out_ptr;
             if n_keys == 0 {
-                return; // fully masked: zeros
+                // Fully masked: zeros.
+                for i in 0..seq {
+                    // SAFETY: row i of sequence b, columns h·d..h·d+d of `out`,
+                    // written by this task alone.
+                    unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out_ptr.0.add((b * seq + i) * hidden + h * d),
+                            d,
+                        )
+                        .fill(0.0);
+                    }
+                }
+                return;
             }
             scores.clear();
             scores.resize(seq * n_keys, 0.0);
@@ -323,23 +368,27 @@ fn add_and_layernorm(
     gamma: &HostMatrix,
     beta: &HostMatrix,
     eps: f32,
+    mut out: Vec<f32>,
 ) -> Result<HostMatrix> {
     check_same("add_layernorm", x, residual)?;
-    let hidden = x.cols;
-    let mut out: Vec<f32> = x
-        .data
-        .iter()
-        .zip(&residual.data)
-        .map(|(a, b)| a + b)
-        .collect();
-    out.par_chunks_mut(hidden.max(1))
-        .for_each(|row| layernorm_in_place(row, &gamma.data, &beta.data, eps));
-    HostMatrix::new(x.rows, hidden, out)
+    let hidden = x.cols.max(1);
+    out.resize(x.data.len(), 0.0);
+    out.par_chunks_mut(hidden)
+        .zip(x.data.par_chunks(hidden))
+        .zip(residual.data.par_chunks(hidden))
+        .for_each(|((row, x_row), residual_row)| {
+            for ((o, a), b) in row.iter_mut().zip(x_row).zip(residual_row) {
+                *o = a + b;
+            }
+            layernorm_in_place(row, &gamma.data, &beta.data, eps);
+        });
+    HostMatrix::new(x.rows, x.cols, out)
 }
 
 /// Every row scaled to unit L2 norm.
-fn l2_normalize_rows(x: &HostMatrix) -> Result<HostMatrix> {
-    let mut out = x.data.clone();
+fn l2_normalize_rows(x: &HostMatrix, mut out: Vec<f32>) -> Result<HostMatrix> {
+    out.clear();
+    out.extend_from_slice(&x.data);
     out.par_chunks_mut(x.cols.max(1)).for_each(|row| {
         let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
         let inv = 1.0 / norm.max(1e-12);
@@ -367,7 +416,8 @@ impl Backend for CpuBackend {
         eps: f32,
     ) -> Result<HostMatrix> {
         let start = Instant::now();
-        let out = embed_tokens(batch, t, eps);
+        let buffer = self.take_buffer(batch.batch * batch.seq_len * t.word.cols);
+        let out = embed_tokens(batch, t, eps, buffer);
         self.finish_op("embed", start);
         out
     }
@@ -380,7 +430,8 @@ impl Backend for CpuBackend {
         act: Activation,
     ) -> Result<HostMatrix> {
         let start = Instant::now();
-        let out = linear_forward(x, w, bias, act);
+        let buffer = self.take_buffer(x.rows * w.rows);
+        let out = linear_forward(x, w, bias, act, buffer);
         let op = match act {
             Activation::Identity => "linear",
             Activation::Gelu => "linear+gelu",
@@ -396,7 +447,8 @@ impl Backend for CpuBackend {
         heads: usize,
     ) -> Result<HostMatrix> {
         let start = Instant::now();
-        let out = multi_head_attention(qkv, batch, heads);
+        let buffer = self.take_buffer(qkv.rows * qkv.cols / 3);
+        let out = multi_head_attention(qkv, batch, heads, buffer);
         self.finish_op("attention", start);
         out
     }
@@ -410,19 +462,84 @@ impl Backend for CpuBackend {
         eps: f32,
     ) -> Result<HostMatrix> {
         let start = Instant::now();
-        let out = add_and_layernorm(x, residual, gamma, beta, eps);
+        let buffer = self.take_buffer(x.data.len());
+        let out = add_and_layernorm(x, residual, gamma, beta, eps, buffer);
         self.finish_op("add+layernorm", start);
         out
     }
 
     fn l2_normalize(&mut self, x: &HostMatrix) -> Result<HostMatrix> {
         let start = Instant::now();
-        let out = l2_normalize_rows(x);
+        let buffer = self.take_buffer(x.data.len());
+        let out = l2_normalize_rows(x, buffer);
         self.finish_op("l2norm", start);
         out
     }
 
     fn read(&mut self, x: &HostMatrix) -> Result<HostMatrix> {
         Ok(x.clone())
+    }
+
+    fn recycle(&mut self, x: HostMatrix) {
+        if self.pool.len() >= POOL_BUFFERS {
+            // Keep the largest buffers: drop the smallest of the pool and `x`.
+            if let Some((i, _)) = self.pool.iter().enumerate().min_by_key(|(_, b)| b.len()) {
+                if self.pool[i].len() < x.data.len() {
+                    self.pool.swap_remove(i);
+                } else {
+                    return;
+                }
+            }
+        }
+        self.pool.push(x.data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(rows: usize, cols: usize, seed: usize) -> HostMatrix {
+        let data = (0..rows * cols)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 * 2e-3 - 1.0)
+            .collect();
+        HostMatrix::new(rows, cols, data).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Outputs written into recycled buffers (stale contents, here NaN) must equal
+    /// those written into fresh ones: every op overwrites every element.
+    #[test]
+    fn recycled_buffers_do_not_leak_into_outputs() {
+        let mut backend = CpuBackend::new();
+        let (seq, heads, d) = (3, 2, 2);
+        let batch = TokenBatch {
+            ids: vec![0; 2 * seq],
+            type_ids: vec![0; 2 * seq],
+            batch: 2,
+            seq_len: seq,
+            key_lens: vec![2, 0], // the second sequence is fully masked
+        };
+        let qkv = matrix(2 * seq, 3 * heads * d, 1);
+        let w = matrix(5, heads * d, 2);
+        let gamma = matrix(1, heads * d, 3);
+        let beta = matrix(1, heads * d, 4);
+        let run = |backend: &mut CpuBackend| {
+            let ctx = backend.attention(&qkv, &batch, heads)?;
+            let lin = backend.linear(&ctx, &w, None, Activation::Gelu)?;
+            let norm = backend.add_layernorm(&ctx, &ctx, &gamma, &beta, 1e-12)?;
+            let unit = backend.l2_normalize(&lin)?;
+            Ok::<_, crate::error::Error>([ctx, lin, norm, unit])
+        };
+        let fresh = run(&mut backend).unwrap_or_else(|e| panic!("{e}"));
+        assert!(fresh[0].data[seq * heads * d..].iter().all(|&v| v == 0.0));
+        for size in [24, 30, 24, 24, 64] {
+            backend.recycle(
+                HostMatrix::new(1, size, vec![f32::NAN; size]).unwrap_or_else(|e| panic!("{e}")),
+            );
+        }
+        let reused = run(&mut backend).unwrap_or_else(|e| panic!("{e}"));
+        for (a, b) in fresh.iter().zip(&reused) {
+            assert_eq!(a.data, b.data);
+        }
     }
 }

@@ -142,6 +142,12 @@ pub trait Backend {
 
     /// Runs what is pending and returns `x` on the host.
     fn read(&mut self, x: &Self::Tensor) -> Result<HostMatrix>;
+
+    /// Hands back an activation that is no longer needed, so the backend may
+    /// reuse its memory for a later output (by default it is just dropped).
+    fn recycle(&mut self, x: Self::Tensor) {
+        drop(x);
+    }
 }
 
 // Shape checks shared by both backends, so both fail the same way.
