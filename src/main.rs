@@ -76,7 +76,7 @@ enum Command {
         /// Print the summary as one JSON line on stdout
         #[arg(long)]
         json: bool,
-        /// GPU backend: time each kernel family separately (each op in its own submit) and print the split
+        /// Time each op family separately and print the split (GPU: each op in its own submit)
         #[arg(long)]
         profile: bool,
         #[command(flatten)]
@@ -233,7 +233,7 @@ fn encode(
     encoder.set_batch_size(batch_size);
     encoder.warm_up().context("warming up the encoder")?;
     if profile && !encoder.enable_profiling() {
-        bail!("--profile times WGSL kernels: use it with the gpu backend (--device gpu)");
+        bail!("--profile is not supported on this backend");
     }
 
     let progress = indicatif::ProgressBar::new(records.len() as u64);
@@ -286,10 +286,12 @@ fn encode(
     let split = encoder.profile();
     if !split.is_empty() {
         let total: f64 = split.iter().map(|(_, _, s)| s).sum();
-        eprintln!("kernel time split (each op waited for separately):");
+        eprintln!(
+            "op time split (each op waited for separately; total {total:.3} s of {seconds:.3} s):"
+        );
         for (op, calls, s) in &split {
             eprintln!(
-                "  {op:<10} {calls:>6} calls {s:>9.3} s {:>5.1}%",
+                "  {op:<13} {calls:>6} calls {s:>9.3} s {:>5.1}%",
                 100.0 * s / total
             );
         }

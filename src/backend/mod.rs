@@ -5,8 +5,10 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod vecmath;
 
 pub use crate::kernels::matmul::Activation;
+pub use vecmath::gelu;
 
 use crate::error::{Error, Result};
 
@@ -140,6 +142,12 @@ pub trait Backend {
 
     /// Runs what is pending and returns `x` on the host.
     fn read(&mut self, x: &Self::Tensor) -> Result<HostMatrix>;
+
+    /// Hands back an activation that is no longer needed, so the backend may
+    /// reuse its memory for a later output (by default it is just dropped).
+    fn recycle(&mut self, x: Self::Tensor) {
+        drop(x);
+    }
 }
 
 // Shape checks shared by both backends, so both fail the same way.
@@ -247,19 +255,6 @@ pub(crate) fn check_same(op: &'static str, a: &impl Shaped, b: &impl Shaped) -> 
         ));
     }
     Ok(())
-}
-
-/// GELU, erf form, with the same erf approximation as `shaders/common/gelu.wgsl`
-/// (Abramowitz & Stegun 7.1.26, |error| ≤ 1.5e-7).
-#[inline]
-pub fn gelu(x: f32) -> f32 {
-    let a = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
-    let erf = (1.0 - poly * (-a * a).exp()).copysign(x);
-    0.5 * x * (1.0 + erf)
 }
 
 /// Where the index and search kernels run: the native CPU twins, or the WGSL

@@ -137,20 +137,28 @@ pub fn forward<B: Backend>(
     let eps = cfg.layer_norm_eps;
     let mut h = backend.embed(batch, &w.embeddings, eps)?;
     let n = layers.unwrap_or(w.layers.len()).min(w.layers.len());
+    // Every intermediate goes back to the backend as soon as it is consumed.
     for l in &w.layers[..n] {
         let qkv = backend.linear(&h, &l.qkv_w, Some(&l.qkv_b), Activation::Identity)?;
         let ctx = backend.attention(&qkv, batch, cfg.num_attention_heads)?;
+        backend.recycle(qkv);
         let attn = backend.linear(
             &ctx,
             &l.attn_out_w,
             Some(&l.attn_out_b),
             Activation::Identity,
         )?;
+        backend.recycle(ctx);
         let h1 = backend.add_layernorm(&attn, &h, &l.attn_ln_g, &l.attn_ln_b, eps)?;
+        backend.recycle(attn);
         let ffn = backend.linear(&h1, &l.ffn_in_w, Some(&l.ffn_in_b), Activation::Gelu)?;
         let ffn_out =
             backend.linear(&ffn, &l.ffn_out_w, Some(&l.ffn_out_b), Activation::Identity)?;
-        h = backend.add_layernorm(&ffn_out, &h1, &l.ffn_ln_g, &l.ffn_ln_b, eps)?;
+        backend.recycle(ffn);
+        let next = backend.add_layernorm(&ffn_out, &h1, &l.ffn_ln_g, &l.ffn_ln_b, eps)?;
+        backend.recycle(ffn_out);
+        backend.recycle(h1);
+        backend.recycle(std::mem::replace(&mut h, next));
     }
     Ok(h)
 }

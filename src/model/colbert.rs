@@ -333,13 +333,19 @@ impl<B: Backend> ColbertEncoder<B> {
             let hidden =
                 bert::forward(&mut self.backend, &self.config, &self.weights, &batch, None)?;
             let projected = match &self.projection {
-                Some(p) => self
-                    .backend
-                    .linear(&hidden, p, None, Activation::Identity)?,
+                Some(p) => {
+                    let projected = self
+                        .backend
+                        .linear(&hidden, p, None, Activation::Identity)?;
+                    self.backend.recycle(hidden);
+                    projected
+                }
                 None => hidden,
             };
             let vectors = self.backend.l2_normalize(&projected)?;
+            self.backend.recycle(projected);
             let host = self.backend.read(&vectors)?;
+            self.backend.recycle(vectors);
             for (b, &i) in chunk.iter().enumerate() {
                 let s = &seqs[i];
                 let mut tv = TokenVectors {

@@ -121,16 +121,11 @@ impl Encoder {
         each!(self, e => e.tokenizer())
     }
 
-    /// GPU only: time every op separately (each in its own submit) from now on.
-    /// Returns false on the CPU backend.
+    /// Times every op separately from now on (on the GPU each op then runs in
+    /// its own submit; on the CPU ops are synchronous anyway). Returns true.
     pub fn enable_profiling(&mut self) -> bool {
-        match self {
-            Encoder::Gpu(e) => {
-                e.backend_mut().enable_profiling();
-                true
-            }
-            Encoder::Cpu(_) => false,
-        }
+        each!(self, e => e.backend_mut().enable_profiling());
+        true
     }
 
     /// Per-op (calls, seconds) when profiling is on.
@@ -141,7 +136,11 @@ impl Encoder {
                 .profile()
                 .map(|p| p.iter().map(|(k, (n, s))| (*k, *n, *s)).collect())
                 .unwrap_or_default(),
-            Encoder::Cpu(_) => Vec::new(),
+            Encoder::Cpu(e) => e
+                .backend()
+                .profile()
+                .map(|p| p.iter().map(|(k, (n, s))| (*k, *n, *s)).collect())
+                .unwrap_or_default(),
         }
     }
 
