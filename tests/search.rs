@@ -360,6 +360,85 @@ fn topk_gpu_equals_cpu_equals_full_sort_with_ties() {
     assert!(topk_cpu(&[1.0, 2.0, 3.0], 2, 1).is_err());
 }
 
+/// The kernel's `Options` (unsorted selection, −inf as padding) against the
+/// CPU twin: the same entries (as sets when unsorted, k above the sort cap
+/// included), padding where the score is −inf.
+#[test]
+fn topk_kernel_options_match_the_cpu_twin() {
+    use colwgpu::kernels::topk as kt;
+    let ctx = gpu();
+    let mut rng = Rng::new(12);
+    for &(rows, n, k) in &[(3usize, 50usize, 60usize), (2, 1000, 100), (2, 3000, 2000)] {
+        let mut scores = nasty_rows(&mut rng, rows, n);
+        // Mostly −inf rows (PLAID: few candidates), NaN kept out of the −inf test.
+        for (i, s) in scores.iter_mut().enumerate() {
+            if s.is_nan() || i % 3 != 0 {
+                *s = f32::NEG_INFINITY;
+            }
+        }
+        let mut want = topk_cpu(&scores, n, k).unwrap();
+        want.mark_neg_inf_empty();
+        let ke = want.k;
+        for unsorted in [false, true] {
+            if !unsorted && ke > kt::MAX_K {
+                continue;
+            }
+            let input = ctx.upload("scores", &scores).unwrap();
+            let idx = ctx.pool().get((rows * ke * 4) as u64);
+            let sc = ctx.pool().get((rows * ke * 4) as u64);
+            let mut enc = ctx.encoder("topk options");
+            let shape = kt::Shape {
+                rows,
+                n,
+                k,
+                in_stride: n,
+            };
+            let options = kt::Options {
+                unsorted,
+                neg_inf_is_empty: true,
+            };
+            kt::record_with(
+                &ctx,
+                &mut enc,
+                &input,
+                idx.buffer(),
+                sc.buffer(),
+                shape,
+                options,
+            )
+            .unwrap();
+            let mut back = ctx
+                .submit_and_read::<u32>(enc, &[(idx.buffer(), rows * ke), (sc.buffer(), rows * ke)])
+                .unwrap();
+            let got_sc: Vec<f32> = back
+                .pop()
+                .unwrap()
+                .into_iter()
+                .map(f32::from_bits)
+                .collect();
+            let got_idx = back.pop().unwrap();
+            for r in 0..rows {
+                let span = r * ke..(r + 1) * ke;
+                let mut g: Vec<(u32, u32)> = got_idx[span.clone()]
+                    .iter()
+                    .zip(&got_sc[span.clone()])
+                    .map(|(&i, s)| (i, s.to_bits()))
+                    .collect();
+                let mut w: Vec<(u32, u32)> = want.indices[span.clone()]
+                    .iter()
+                    .zip(&want.scores[span])
+                    .map(|(&i, s)| (i, s.to_bits()))
+                    .collect();
+                if unsorted {
+                    g.sort_unstable();
+                    w.sort_unstable();
+                }
+                assert_eq!(g, w, "{rows}×{n} k{k} unsorted {unsorted} row {r}");
+            }
+        }
+    }
+}
+
 #[test]
 fn exhaustive_search_equals_sorting_the_full_maxsim() {
     let ctx = Compute::Gpu(gpu());

@@ -202,10 +202,21 @@ impl GpuContext {
         }
     }
 
+    /// The most bytes one storage binding may hold (binding and buffer limits).
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
+    /// Rows of `width` f32 (or u32) that fit one storage binding (at least 1).
+    pub fn rows_per_binding(&self, width: usize) -> usize {
+        (self.max_binding_bytes() / (width.max(1) as u64 * 4)).max(1) as usize
+    }
+
     /// Errors if a single binding of `bytes` would exceed the adapter's limits.
     pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<()> {
-        let limit =
-            (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        let limit = self.max_binding_bytes();
         if bytes > limit {
             return Err(Error::LimitExceeded {
                 what: what.to_string(),

@@ -19,7 +19,8 @@ pub struct Params {
     pub num_docs: u32,
     pub list_len: u32,
     pub threshold: f32,
-    pub _pad0: u32,
+    /// `approx_list`: 1 = write `approx[q·N + d]` instead of `approx[q, r]`.
+    pub scatter: u32,
     pub _pad1: u32,
 }
 

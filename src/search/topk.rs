@@ -56,6 +56,17 @@ impl TopK {
         (&self.indices[span.clone()], &self.scores[span])
     }
 
+    /// CPU twin of the kernel's `neg_inf_is_empty` option
+    /// ([`kernels::topk::Options`]): entries scoring −inf become padding,
+    /// index `u32::MAX`.
+    pub fn mark_neg_inf_empty(&mut self) {
+        for (i, &s) in self.indices.iter_mut().zip(&self.scores) {
+            if s == f32::NEG_INFINITY {
+                *i = u32::MAX;
+            }
+        }
+    }
+
     /// Every row in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u32], &[f32])> + '_ {
         (0..self.rows).map(|r| self.row(r))
