@@ -1,5 +1,5 @@
 //! The scoring half of search: MaxSim over variable-length documents (GPU vs
-//! CPU twin vs an f64 reference), top-k (GPU vs CPU vs a full sort, ties
+//! CPU twin vs an f64 reference, all-pairs and owner modes), top-k (GPU vs CPU vs a full sort, ties
 //! included), exhaustive search vs sorting the full MaxSim matrix, and the
 //! real BEIR qrels files. Metric values against hand-computed ones are unit
 //! tests in src/eval.
@@ -97,6 +97,7 @@ fn maxsim_cpu_matches_f64_and_gpu_matches_cpu_at_awkward_sizes() {
     let mut rng = Rng::new(7);
     // (documents, queries, qlen, dim, first row offset)
     let cases: &[(usize, usize, usize, usize, usize)] = &[
+        (1, 1, 1, 1, 0),
         (1, 1, 32, 128, 0),
         (31, 2, 32, 128, 0),
         (33, 1, 1, 128, 5),
@@ -283,15 +284,21 @@ fn maxsim_edge_cases_and_bad_shapes() {
     };
     let e = colwgpu::kernels::maxsim::record_all_pairs(&g, &mut enc, &b, &b, &b, &b, shape);
     assert!(e.unwrap_err().to_string().contains("multiple of 4"));
-    let bad_owner = ScoreRequest {
+    // Owner-mode requests: an owner past the last query (both backends),
+    // offsets and owners of different lengths, offsets past the rows.
+    let request = |offsets: &'static [usize], owner: &'static [u32]| ScoreRequest {
         queries: &q,
         qlen: 2,
         dim,
         docs: &docs,
-        offsets: &[0, 2],
-        owner: &[2],
+        offsets,
+        owner,
     };
-    assert!(maxsim_scores(&cpu, &bad_owner).is_err());
+    for c in [&cpu, &ctx] {
+        assert!(maxsim_scores(c, &request(&[0, 2], &[2])).is_err());
+    }
+    assert!(maxsim_scores(&cpu, &request(&[0, 2], &[0, 0])).is_err());
+    assert!(err(maxsim_scores(&cpu, &request(&[0, 5], &[0]))).contains("past"));
     assert!(exhaustive_search(&cpu, &q, 2, &docs, &offsets, dim, 0).is_err());
 }
 
