@@ -292,6 +292,39 @@ impl GpuContext {
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
     }
 
+    /// Records one dispatch of `spec`: its pipeline specialised with
+    /// `constants`, the storage `buffers` bound in binding order with `params`
+    /// uploaded as the uniform at the spec's [`Binding::Uniform`] slot, over
+    /// `groups` workgroups (see [`GpuContext::grid`]).
+    pub fn record_kernel<P: bytemuck::Pod>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        spec: &KernelSpec,
+        constants: &[(&str, f64)],
+        buffers: &[&wgpu::Buffer],
+        params: &P,
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let pipeline = self.pipeline(spec, constants)?;
+        let uniform = self.uniform(&format!("{} params", spec.entry), params);
+        let mut all = buffers.to_vec();
+        let at = spec
+            .bindings
+            .iter()
+            .position(|b| *b == Binding::Uniform)
+            .unwrap_or(all.len())
+            .min(all.len());
+        all.insert(at, &uniform);
+        self.dispatch(encoder, &pipeline, &all, groups);
+        Ok(())
+    }
+
+    /// `n` workgroups laid out over x and y within the adapter's per-dimension
+    /// limit ([`grid_1d`]).
+    pub fn grid(&self, n: u32) -> [u32; 3] {
+        grid_1d(n, self.limits.max_compute_workgroups_per_dimension)
+    }
+
     /// A fresh command encoder.
     pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
         self.device

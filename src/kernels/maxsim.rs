@@ -15,7 +15,7 @@
 //! other dims with zeros on upload. Buffers hold f32 rows back to back.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+use crate::gpu::{Binding, GpuContext, KernelSpec};
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -107,13 +107,9 @@ fn dispatch(
              TOKENS 1, 2 or 4"
         )));
     }
-    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", wg as f64), ("TOKENS", tokens as f64)])?;
-    let params = ctx.uniform("maxsim params", &params);
-    let pairs = u32_of("maxsim", "scored pairs", pairs)?;
-    let groups = grid_1d(pairs, ctx.limits.max_compute_workgroups_per_dimension);
-    let [q, d, o, w, s] = buffers;
-    ctx.dispatch(encoder, &pipeline, &[q, d, o, w, s, &params], groups);
-    Ok(())
+    let constants = [("WG_SIZE", wg as f64), ("TOKENS", tokens as f64)];
+    let groups = ctx.grid(u32_of("maxsim", "scored pairs", pairs)?);
+    ctx.record_kernel(encoder, &SPEC, &constants, &buffers, &params, groups)
 }
 
 /// Records `scores[q · out_stride + out_offset + d] = Σ_i max_{j ∈ doc d} q_i · d_j`

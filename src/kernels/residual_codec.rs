@@ -5,7 +5,7 @@
 
 use super::ROW_WG;
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+use crate::gpu::{Binding, GpuContext, KernelSpec};
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -86,20 +86,12 @@ pub fn record_compress(
     if n == 0 {
         return Ok(());
     }
-    let pipeline = ctx.pipeline(&COMPRESS, &[("WG_SIZE", ROW_WG as f64)])?;
-    let uniform = ctx.uniform("residual compress params", &p);
     let items = n as u64 * p.words as u64;
-    let groups = grid_1d(
-        items.div_ceil(ROW_WG as u64) as u32,
-        ctx.limits.max_compute_workgroups_per_dimension,
-    );
-    ctx.dispatch(
-        encoder,
-        &pipeline,
-        &[x, centroids, codes, cutoffs, packed, &uniform, codes],
-        groups,
-    );
-    Ok(())
+    let groups = ctx.grid(items.div_ceil(ROW_WG as u64) as u32);
+    // The `rows` binding (decompress only) gets `codes`.
+    let buffers = [x, centroids, codes, cutoffs, packed, codes];
+    let wg = [("WG_SIZE", ROW_WG as f64)];
+    ctx.record_kernel(encoder, &COMPRESS, &wg, &buffers, &p, groups)
 }
 
 /// Records `out[n, dim] = normalise(centroids[codes] + weights[unpack(packed)])`.
@@ -162,17 +154,8 @@ pub fn record_decompress_rows(
     if n == 0 {
         return Ok(());
     }
-    let pipeline = ctx.pipeline(&DECOMPRESS, &[("WG_SIZE", ROW_WG as f64)])?;
-    let uniform = ctx.uniform("residual decompress params", &p);
-    let groups = grid_1d(
-        (n as u32).div_ceil(ROW_WG),
-        ctx.limits.max_compute_workgroups_per_dimension,
-    );
-    ctx.dispatch(
-        encoder,
-        &pipeline,
-        &[codes, packed, centroids, weights, out, &uniform, rows_buf],
-        groups,
-    );
-    Ok(())
+    let groups = ctx.grid((n as u32).div_ceil(ROW_WG));
+    let buffers = [codes, packed, centroids, weights, out, rows_buf];
+    let wg = [("WG_SIZE", ROW_WG as f64)];
+    ctx.record_kernel(encoder, &DECOMPRESS, &wg, &buffers, &p, groups)
 }

@@ -6,7 +6,7 @@
 
 use super::ROW_WG;
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+use crate::gpu::{Binding, GpuContext, KernelSpec};
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -108,22 +108,7 @@ pub fn record(
     if workgroups == 0 {
         return Ok(());
     }
-    let pipeline = ctx.pipeline(&spec, &[("WG_SIZE", wg as f64)])?;
-    let uniform = ctx.uniform("survivors params", &params);
-    let groups = grid_1d(workgroups, ctx.limits.max_compute_workgroups_per_dimension);
-    ctx.dispatch(
-        encoder,
-        &pipeline,
-        &[
-            b.list,
-            b.doc_offsets,
-            b.exact,
-            b.offsets,
-            b.rows,
-            b.dense,
-            &uniform,
-        ],
-        groups,
-    );
-    Ok(())
+    let buffers = [b.list, b.doc_offsets, b.exact, b.offsets, b.rows, b.dense];
+    let wg = [("WG_SIZE", wg as f64)];
+    ctx.record_kernel(encoder, &spec, &wg, &buffers, &params, ctx.grid(workgroups))
 }

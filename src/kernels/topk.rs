@@ -3,7 +3,7 @@
 //! follow MaxSim in the same submit.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+use crate::gpu::{Binding, GpuContext, KernelSpec};
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -147,17 +147,8 @@ pub fn record_with(
         "rows × in_stride",
         shape.rows.saturating_mul(shape.in_stride),
     )?;
-    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", WG as f64)])?;
-    let params = ctx.uniform("topk params", &params);
-    let groups = grid_1d(
-        shape.rows as u32,
-        ctx.limits.max_compute_workgroups_per_dimension,
-    );
-    ctx.dispatch(
-        encoder,
-        &pipeline,
-        &[scores, out_idx, out_scores, &params],
-        groups,
-    );
-    Ok(())
+    let groups = ctx.grid(shape.rows as u32);
+    let buffers = [scores, out_idx, out_scores];
+    let wg = [("WG_SIZE", WG as f64)];
+    ctx.record_kernel(encoder, &SPEC, &wg, &buffers, &params, groups)
 }
