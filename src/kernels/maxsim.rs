@@ -93,6 +93,31 @@ fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::shape(op, format!("{what} = {v} exceeds u32")))
 }
 
+/// Checks the shapes and builds the kernel's `Params` (every count it holds
+/// must fit u32).
+fn params(
+    num_queries: usize,
+    qlen: usize,
+    dim: usize,
+    num_docs: usize,
+    mode: u32,
+    out_stride: usize,
+    out_offset: usize,
+) -> Result<Params> {
+    let op = "maxsim";
+    check(op, num_queries, qlen, dim)?;
+    Ok(Params {
+        num_docs: u32_of(op, "num_docs", num_docs)?,
+        qlen: u32_of(op, "qlen", qlen)?,
+        dim: u32_of(op, "dim", dim)?,
+        num_queries: u32_of(op, "num_queries", num_queries)?,
+        mode,
+        out_stride: u32_of(op, "out_stride", out_stride)?,
+        out_offset: u32_of(op, "out_offset", out_offset)?,
+        _pad: 0,
+    })
+}
+
 fn dispatch(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
@@ -145,7 +170,16 @@ pub fn record_all_pairs_tuned(
     shape: AllPairs,
     tuning: (u32, u32),
 ) -> Result<()> {
-    check("maxsim", shape.num_queries, shape.qlen, shape.dim)?;
+    let (q, s) = (shape.num_queries, shape.qlen);
+    let params = params(
+        q,
+        s,
+        shape.dim,
+        shape.num_docs,
+        0,
+        shape.out_stride,
+        shape.out_offset,
+    )?;
     if shape.out_offset + shape.num_docs > shape.out_stride {
         return Err(Error::shape(
             "maxsim",
@@ -160,17 +194,6 @@ pub fn record_all_pairs_tuned(
     if shape.num_docs == 0 {
         return Ok(());
     }
-    let op = "maxsim";
-    let params = Params {
-        num_docs: u32_of(op, "num_docs", shape.num_docs)?,
-        qlen: u32_of(op, "qlen", shape.qlen)?,
-        dim: shape.dim as u32,
-        num_queries: u32_of(op, "num_queries", shape.num_queries)?,
-        mode: 0,
-        out_stride: u32_of(op, "out_stride", shape.out_stride)?,
-        out_offset: u32_of(op, "out_offset", shape.out_offset)?,
-        _pad: 0,
-    };
     // The owner binding is unused in this mode; bind the offsets in its place.
     dispatch(
         ctx,
@@ -208,21 +231,11 @@ pub fn record_assigned(
     scores: &wgpu::Buffer,
     shape: Assigned,
 ) -> Result<()> {
-    check("maxsim", shape.num_queries, shape.qlen, shape.dim)?;
+    let (q, s) = (shape.num_queries, shape.qlen);
+    let params = params(q, s, shape.dim, shape.num_docs, 1, 0, shape.out_offset)?;
     if shape.num_docs == 0 {
         return Ok(());
     }
-    let op = "maxsim";
-    let params = Params {
-        num_docs: u32_of(op, "num_docs", shape.num_docs)?,
-        qlen: u32_of(op, "qlen", shape.qlen)?,
-        dim: shape.dim as u32,
-        num_queries: u32_of(op, "num_queries", shape.num_queries)?,
-        mode: 1,
-        out_stride: 0,
-        out_offset: u32_of(op, "out_offset", shape.out_offset)?,
-        _pad: 0,
-    };
     dispatch(
         ctx,
         encoder,
