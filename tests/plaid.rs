@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use colwgpu::backend::Compute;
 use colwgpu::eval::{evaluate, mrr_at, ndcg_at, read_qrels, recall_at};
+use colwgpu::gpu::{GpuContext, GpuOptions};
 use colwgpu::index::{build_index_with, InMemorySource, Index, IndexOptions, ModelInfo};
 use colwgpu::search::{Hit, PlaidParams, SearchOptions, Searcher};
 use common::{gpu, Rng};
@@ -241,6 +242,49 @@ fn gpu_search_with_k_above_the_sort_capacity_equals_cpu_search() {
         for hits in assert_gpu_search_equals_cpu(&index, &queries, &opts) {
             assert!(hits.len() > 1024 || plaid.is_none() && !exhaustive);
         }
+    }
+}
+
+#[test]
+fn gpu_search_split_over_small_bindings_equals_cpu_search() {
+    // A context that believes one binding holds little more than the index's
+    // residuals: the survivors' vectors then take many groups and the
+    // exhaustive path several slices, all recorded into the one submit.
+    let (corpus, queries) = synthetic(18, 400, 8, 8);
+    let tmp = tempfile::tempdir().unwrap();
+    let index = build(&tmp.path().join("idx"), &corpus, Compute::Cpu);
+    let mut ctx = GpuContext::new(&GpuOptions::default()).unwrap();
+    let limit = (index.residuals().len() * 4 + 4096) as u64;
+    ctx.limits.max_storage_buffer_binding_size = limit;
+    let gpu = Compute::Gpu(std::sync::Arc::new(ctx));
+    let rows = (limit / (DIM as u64 * 4)) as usize;
+    assert!(
+        rows * 4 < index.num_vectors() * 2,
+        "the test needs several groups"
+    );
+    for opts in [
+        SearchOptions::new(10),
+        SearchOptions::new(100),
+        SearchOptions {
+            k: 10,
+            plaid: None,
+            exhaustive: true,
+        },
+    ] {
+        let cpu = Searcher::new(&index, Compute::Cpu)
+            .unwrap()
+            .search(&queries, 8, &opts)
+            .unwrap();
+        let got = Searcher::new(&index, gpu.clone())
+            .unwrap()
+            .search(&queries, 8, &opts)
+            .unwrap();
+        let docs = |h: &[Vec<Hit>]| -> Vec<Vec<u32>> {
+            h.iter()
+                .map(|r| r.iter().map(|x| x.doc).collect())
+                .collect()
+        };
+        assert_eq!(docs(&got), docs(&cpu), "{opts:?}");
     }
 }
 
