@@ -20,10 +20,14 @@
 // mark_candidates (one workgroup per (q, c)): for a probed cell, every document
 //               of its inverted list gets candidates[q, d] = 1.
 // approx_all    (per (q, d)): for candidates, Σ_i max_{codes c of d with keep[q, c]} S[c, q·L + i]
-//               (pruned centroid interaction); −3.4e38 for non-candidates and for
-//               documents with no surviving code.
+//               (pruned centroid interaction); −3.4e38 for candidates with no
+//               surviving code, −inf for non-candidates (topk.wgsl's
+//               NEG_INF_IS_EMPTY then pads them out of a selection).
 // approx_list   (per (q, r)): for d = doc_list[q, r], the same sum over all of d's codes
-//               (full centroid interaction).
+//               (full centroid interaction). params.scatter = 0: into approx[q, r]
+//               ([Q, list_len]; −3.4e38 for d ≥ N); 1: into approx[q·N + d]
+//               ([Q, N], entries d ≥ N skipped), so a following top-k over the
+//               rows ranks by document id on ties, as the CPU twin does.
 // Cells and candidates must be zeroed before select_cells / mark_candidates.
 
 override WG_SIZE: u32 = 64u;
@@ -31,6 +35,7 @@ override NCELLS: u32 = 1u;
 const MAX_NCELLS: u32 = 16u;
 const MAX_QLEN: u32 = 128u;
 const LOWEST: f32 = -3.4e38;
+const NEG_INF_BITS: u32 = 0xff800000u;
 
 struct Params {
     num_queries: u32,
@@ -39,7 +44,7 @@ struct Params {
     num_docs: u32,
     list_len: u32,
     threshold: f32,
-    _pad0: u32,
+    scatter: u32,
     _pad1: u32,
 }
 
@@ -170,7 +175,7 @@ fn approx_all(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let q = t / params.num_docs;
     let d = t % params.num_docs;
     if (atomicLoad(&candidates[t]) == 0u) {
-        approx[t] = LOWEST;
+        approx[t] = bitcast<f32>(NEG_INF_BITS);
         return;
     }
     approx[t] = interaction(q, d, true);
@@ -185,6 +190,12 @@ fn approx_list(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     let q = t / params.list_len;
     let d = doc_list[t];
+    if (params.scatter != 0u) {
+        if (d < params.num_docs) {
+            approx[q * params.num_docs + d] = interaction(q, d, false);
+        }
+        return;
+    }
     if (d >= params.num_docs) {
         approx[t] = LOWEST;
         return;

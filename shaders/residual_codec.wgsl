@@ -10,8 +10,11 @@
 //   r_d       = x[v, d] − centroids[codes[v], d]
 //   bucket_d  = #{ i : cutoffs[i] ≤ r_d }       (cutoffs ascending, 2^nbits − 1 of them)
 //   packed[v·W + w] = Σ_{d in word w} bucket_d << ((d·nbits) % 32)
-// decompress (one invocation per vector v):
-//   y_d       = centroids[codes[v], d] + weights[bucket_d]
+// decompress (one invocation per output row v < n), of stored vector
+//   src = params.first + v (params.gather = 0) or rows[v] (gather = 1: search
+//   decompresses PLAID's survivors straight from the whole index's codes and
+//   residuals, no host gather; rows[v] = 0xffffffff leaves row v untouched):
+//   y_d       = centroids[codes[src], d] + weights[bucket_d of packed[src·W ..]]
 //   out[v, :] = y / max(‖y‖₂, 1e-12)
 // Workgroups are split over x and y (linear id = wid.x + wid.y · nwg.x).
 //
@@ -29,6 +32,8 @@
 //   3 weights    storage read  array<f32> [2^nbits]
 //   4 out        storage rw    array<f32> [n, dim]
 //   5 params     uniform       Params
+//   6 rows       storage read  array<u32> [n] source vector per output row
+//                (gather = 1; compress and gather = 0 bind any buffer there)
 
 override WG_SIZE: u32 = 64u;
 
@@ -37,6 +42,11 @@ struct Params {
     dim: u32,
     nbits: u32,
     words: u32,
+    // decompress only.
+    first: u32,
+    gather: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -51,6 +61,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> dcentroids: array<f32>;
 @group(0) @binding(3) var<storage, read> weights: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read> rows: array<u32>;
 
 @compute @workgroup_size(WG_SIZE)
 fn compress(
@@ -94,13 +105,20 @@ fn decompress(
     if (v >= params.n) {
         return;
     }
+    var src = params.first + v;
+    if (params.gather != 0u) {
+        src = rows[v];
+    }
+    if (src == 0xffffffffu) {
+        return;
+    }
     let nbits = params.nbits;
     let per_word = 32u / nbits;
     let mask = (1u << nbits) - 1u;
     let dim = params.dim;
     let ob = v * dim;
-    let cb = dcodes[v] * dim;
-    let pb = v * params.words;
+    let cb = dcodes[src] * dim;
+    let pb = src * params.words;
     var sq = 0.0;
     for (var w = 0u; w < params.words; w++) {
         let word = dpacked[pb + w];

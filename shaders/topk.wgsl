@@ -22,6 +22,14 @@
 // Work per row: 5–7 passes over n elements (n / WG_SIZE each per invocation)
 // plus O(P log² P / WG_SIZE) for the sort of P = sort_size ≤ SORT_CAP.
 //
+// params.flags (bits):
+//   1 UNSORTED: skip step 3; the k selected are written in no particular order
+//     straight from step 2 (any k ≤ n, not bounded by SORT_CAP; sort_size unused).
+//     For selecting a set, e.g. PLAID's survivors.
+//   2 NEG_INF_IS_EMPTY: an entry whose score is −inf is padding (PLAID's kernels
+//     write −inf for documents that are not candidates): its out_idx is written
+//     as 0xffffffff (its out_scores stays −inf), so later kernels skip it.
+//
 // Bindings (group 0):
 //   0 scores      storage read  array<f32> [rows, in_stride]
 //   1 out_idx     storage rw    array<u32> [rows, k]
@@ -35,6 +43,8 @@ const SORT_CAP: u32 = 1024u;
 const BINS: u32 = 256u;
 const MAX_WG: u32 = 256u;
 const PAD_IDX: u32 = 0xffffffffu;
+const UNSORTED: u32 = 1u;
+const NEG_INF_IS_EMPTY: u32 = 2u;
 
 struct Params {
     rows: u32,
@@ -42,7 +52,7 @@ struct Params {
     k: u32,
     in_stride: u32,
     sort_size: u32,
-    _pad0: u32,
+    flags: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -70,6 +80,29 @@ fn order_key(x: f32) -> u32 {
     return b | 0x80000000u;
 }
 
+// Writes result t of `row` (k per row): column c and its score.
+fn emit(row: u32, k: u32, base: u32, t: u32, c: u32) {
+    let s = scores[base + c];
+    var idx = c;
+    // order_key(−inf) = !0xff800000 = 0x007fffff.
+    if ((params.flags & NEG_INF_IS_EMPTY) != 0u && order_key(s) == 0x007fffffu) {
+        idx = PAD_IDX;
+    }
+    out_idx[row * k + t] = idx;
+    out_scores[row * k + t] = s;
+}
+
+// Stores selected element e (key `key`) in slot t: workgroup memory for the
+// sort, or straight to the output when UNSORTED.
+fn collect(row: u32, k: u32, base: u32, t: u32, key: u32, e: u32) {
+    if ((params.flags & UNSORTED) != 0u) {
+        emit(row, k, base, t, e);
+    } else {
+        s_key[t] = key;
+        s_idx[t] = e;
+    }
+}
+
 // Whether (ka, ia) ranks before (kb, ib).
 fn before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
     return ka > kb || (ka == kb && ia < ib);
@@ -85,7 +118,8 @@ fn main(
     let n = params.n;
     let k = min(params.k, n);
     let size = params.sort_size;
-    if (row >= params.rows || k == 0u || size < k || size > SORT_CAP) {
+    let unsorted = (params.flags & UNSORTED) != 0u;
+    if (row >= params.rows || k == 0u || (!unsorted && (size < k || size > SORT_CAP))) {
         return;
     }
     let base = row * params.in_stride;
@@ -143,9 +177,7 @@ fn main(
         for (var e = lid; e < n; e += WG_SIZE) {
             let key = order_key(scores[base + e]);
             if (key >= threshold) {
-                let s = atomicAdd(&slots, 1u);
-                s_key[s] = key;
-                s_idx[s] = e;
+                collect(row, k, base, atomicAdd(&slots, 1u), key, e);
             }
         }
     } else {
@@ -173,17 +205,17 @@ fn main(
         for (var e = lo; e < hi; e++) {
             let key = order_key(scores[base + e]);
             if (key > threshold) {
-                let s = atomicAdd(&slots, 1u);
-                s_key[s] = key;
-                s_idx[s] = e;
+                collect(row, k, base, atomicAdd(&slots, 1u), key, e);
             } else if (key == threshold) {
                 if (rank < need) {
-                    s_key[first_tie + rank] = key;
-                    s_idx[first_tie + rank] = e;
+                    collect(row, k, base, first_tie + rank, key, e);
                 }
                 rank += 1u;
             }
         }
+    }
+    if (unsorted) {
+        return;
     }
     // Padding ranks after every real element.
     for (var t = k + lid; t < size; t += WG_SIZE) {
@@ -216,8 +248,6 @@ fn main(
     }
 
     for (var t = lid; t < k; t += WG_SIZE) {
-        let c = s_idx[t];
-        out_idx[row * k + t] = c;
-        out_scores[row * k + t] = scores[base + c];
+        emit(row, k, base, t, s_idx[t]);
     }
 }

@@ -275,10 +275,9 @@ fn bit_order_by_hand() {
         }
         // On disk: byte (d·nbits)/8 from its least significant bit.
         let bytes: Vec<u8> = want.iter().flat_map(|w| w.to_le_bytes()).collect();
-        for d in 0..dim {
+        for (d, &r) in x.iter().enumerate().take(dim) {
             let bit = d * nbits;
             let bucket = (bytes[bit / 8] >> (bit % 8)) & ((1 << nbits) - 1) as u8;
-            let r = x[d];
             let expect = codec.bucket_cutoffs.iter().filter(|&&c| c <= r).count() as u8;
             assert_eq!(bucket, expect, "nbits {nbits} dim {d}");
         }

@@ -164,8 +164,8 @@ fn attention_f64(qkv: &HostMatrix, batch: &TokenBatch, heads: usize) -> Vec<f32>
                 let z: f64 = e.iter().sum();
                 for c in 0..d {
                     let mut acc = 0.0;
-                    for j in 0..seq {
-                        acc += e[j] / z
+                    for (j, ej) in e.iter().enumerate() {
+                        acc += ej / z
                             * qkv.data[(b * seq + j) * 3 * hidden + 2 * hidden + h * d + c] as f64;
                     }
                     out[row * hidden + h * d + c] = acc as f32;

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 
 use colwgpu::backend::Compute;
 use colwgpu::eval::{evaluate, mrr_at, ndcg_at, read_qrels, recall_at};
+use colwgpu::gpu::{GpuContext, GpuOptions};
 use colwgpu::index::{build_index_with, InMemorySource, Index, IndexOptions, ModelInfo};
-use colwgpu::search::{PlaidParams, SearchOptions, Searcher};
+use colwgpu::search::{Hit, PlaidParams, SearchOptions, Searcher};
 use common::{gpu, Rng};
 
 const DIM: usize = 32;
@@ -186,30 +187,322 @@ fn exhaustive_search_equals_brute_force_on_decompressed_vectors() {
     }
 }
 
+/// Searches on both backends, asserts the same documents in the same order
+/// with scores within 1e-4, and returns the CPU hits.
+fn assert_gpu_search_equals_cpu(
+    index: &Index,
+    queries: &[f32],
+    opts: &SearchOptions,
+) -> Vec<Vec<Hit>> {
+    let cpu = Searcher::new(index, Compute::Cpu)
+        .unwrap()
+        .search(queries, 8, opts)
+        .unwrap();
+    let gpu = Searcher::new(index, Compute::Gpu(gpu()))
+        .unwrap()
+        .search(queries, 8, opts)
+        .unwrap();
+    assert_eq!(cpu.len(), gpu.len());
+    for (c, g) in cpu.iter().zip(&gpu) {
+        let cd: Vec<u32> = c.iter().map(|h| h.doc).collect();
+        let gd: Vec<u32> = g.iter().map(|h| h.doc).collect();
+        assert_eq!(cd, gd, "{opts:?}");
+        for (a, b) in c.iter().zip(g) {
+            assert_eq!(a.id, b.id);
+            assert!((a.score - b.score).abs() < 1e-4, "{opts:?}");
+        }
+    }
+    cpu
+}
+
 #[test]
 fn gpu_search_equals_cpu_search_with_default_knobs() {
     let (corpus, queries) = synthetic(13, 400, 8, 8);
     let tmp = tempfile::tempdir().unwrap();
     let index = build(&tmp.path().join("idx"), &corpus, Compute::Cpu);
     for k in [1, 10, 100] {
-        let opts = SearchOptions::new(k);
+        assert_gpu_search_equals_cpu(&index, &queries, &SearchOptions::new(k));
+    }
+}
+
+#[test]
+fn gpu_search_with_k_above_the_sort_capacity_equals_cpu_search() {
+    // 1,100 documents: k = 1,100 > kernels::topk::MAX_K, so the GPU selects
+    // unsorted and the host orders the final hits.
+    let (corpus, queries) = synthetic(17, 1100, 2, 8);
+    let tmp = tempfile::tempdir().unwrap();
+    let index = build(&tmp.path().join("idx"), &corpus, Compute::Cpu);
+    let all = PlaidParams::exhaustive(index.num_centroids(), index.num_docs());
+    for (plaid, exhaustive) in [(None, false), (Some(all), false), (None, true)] {
+        let opts = SearchOptions {
+            k: 1500,
+            plaid,
+            exhaustive,
+        };
+        for hits in assert_gpu_search_equals_cpu(&index, &queries, &opts) {
+            assert!(hits.len() > 1024 || plaid.is_none() && !exhaustive);
+        }
+    }
+}
+
+#[test]
+fn gpu_search_split_over_small_bindings_equals_cpu_search() {
+    // A context that believes one binding holds little more than the index's
+    // residuals: the survivors' vectors then take many groups and the
+    // exhaustive path several slices, all recorded into the one submit.
+    let (corpus, queries) = synthetic(18, 400, 8, 8);
+    let tmp = tempfile::tempdir().unwrap();
+    let index = build(&tmp.path().join("idx"), &corpus, Compute::Cpu);
+    let mut ctx = GpuContext::new(&GpuOptions::default()).unwrap();
+    let limit = (index.residuals().len() * 4 + 4096) as u64;
+    ctx.limits.max_storage_buffer_binding_size = limit;
+    let gpu = Compute::Gpu(std::sync::Arc::new(ctx));
+    let rows = (limit / (DIM as u64 * 4)) as usize;
+    assert!(
+        rows * 4 < index.num_vectors() * 2,
+        "the test needs several groups"
+    );
+    for opts in [
+        SearchOptions::new(10),
+        SearchOptions::new(100),
+        SearchOptions {
+            k: 10,
+            plaid: None,
+            exhaustive: true,
+        },
+    ] {
         let cpu = Searcher::new(&index, Compute::Cpu)
             .unwrap()
             .search(&queries, 8, &opts)
             .unwrap();
-        let gpu = Searcher::new(&index, Compute::Gpu(gpu()))
+        let got = Searcher::new(&index, gpu.clone())
             .unwrap()
             .search(&queries, 8, &opts)
             .unwrap();
-        for (c, g) in cpu.iter().zip(&gpu) {
-            let cd: Vec<&str> = c.iter().map(|h| h.id.as_str()).collect();
-            let gd: Vec<&str> = g.iter().map(|h| h.id.as_str()).collect();
-            assert_eq!(cd, gd, "k={k}");
-            for (a, b) in c.iter().zip(g) {
-                assert!((a.score - b.score).abs() < 1e-4);
+        let docs = |h: &[Vec<Hit>]| -> Vec<Vec<u32>> {
+            h.iter()
+                .map(|r| r.iter().map(|x| x.doc).collect())
+                .collect()
+        };
+        assert_eq!(docs(&got), docs(&cpu), "{opts:?}");
+    }
+}
+
+/// The kernels that keep a GPU search on the device between PLAID's stages
+/// (`survivors.wgsl`, `decompress_rows`, `approx_list` scattering) against
+/// their CPU twins, on a real index with empty slots in the survivor list.
+#[test]
+fn device_survivor_kernels_match_their_cpu_twins() {
+    use colwgpu::kernels::{plaid as kp, residual_codec as kr, survivors as ks};
+    use colwgpu::search::{plaid, survivors};
+    let (corpus, queries) = synthetic(15, 200, 3, 8);
+    let tmp = tempfile::tempdir().unwrap();
+    let index = build(&tmp.path().join("idx"), &corpus, Compute::Cpu);
+    let ctx = gpu();
+    let (nq, n, list_len, qlen) = (3usize, index.num_docs(), 40usize, 8usize);
+    let mut rng = Rng::new(16);
+    // Distinct documents per query, every fifth slot empty.
+    let list: Vec<u32> = (0..nq)
+        .flat_map(|_| {
+            let mut docs: Vec<u32> = (0..n as u32).collect();
+            for i in 0..list_len {
+                let j = i + rng.below((n - i) as u64) as usize;
+                docs.swap(i, j);
             }
+            docs.truncate(list_len);
+            docs.into_iter()
+                .enumerate()
+                .map(|(i, d)| if i % 5 == 4 { u32::MAX } else { d })
+        })
+        .collect();
+    let offs64 = index.doc_offsets();
+    let offs32: Vec<u32> = offs64.iter().map(|&o| o as u32).collect();
+    let doc_offsets = ctx.upload("doc offsets", &offs32).unwrap();
+    let list_b = ctx.upload("list", &list).unwrap();
+    let exact: Vec<f32> = (0..nq * list_len).map(|_| rng.uniform()).collect();
+    let exact_b = ctx.upload("exact", &exact).unwrap();
+    let mut lens: Vec<u32> = index.doclens().to_vec();
+    lens.sort_unstable_by(|a, b| b.cmp(a));
+    // A budget that forces several groups, one straddling a query boundary.
+    let groups = survivors::plan_groups(nq, list_len, &lens, 700).unwrap();
+    assert!(groups.len() > 2, "{groups:?}");
+    let dense = ctx.pool().get((nq * n * 4) as u64);
+    let codec = index.gpu_codec(&ctx).unwrap();
+    let codes = ctx.upload("codes", index.codes()).unwrap();
+    let packed = ctx.upload("residuals", index.residuals()).unwrap();
+    for gr in &groups {
+        assert!(gr.rows <= 700);
+        let entries = &list[gr.first..gr.first + gr.count];
+        let want_offsets = survivors::offsets(entries, offs64);
+        assert!(*want_offsets.last().unwrap() as usize <= gr.rows);
+        let want_rows = survivors::map_rows(entries, &want_offsets, offs64, gr.rows);
+        let offsets = ctx.pool().get(((gr.count + 1) * 4) as u64);
+        let rows = ctx.pool().get((gr.rows * 4) as u64);
+        let vectors = ctx.pool().get((gr.rows * DIM * 4) as u64);
+        let bufs = ks::Buffers {
+            list: &list_b,
+            doc_offsets: &doc_offsets,
+            exact: &exact_b,
+            offsets: offsets.buffer(),
+            rows: rows.buffer(),
+            dense: dense.buffer(),
+        };
+        let p = ks::Params {
+            num_queries: nq as u32,
+            num_docs: n as u32,
+            list_len: list_len as u32,
+            first: gr.first as u32,
+            count: gr.count as u32,
+            rows: gr.rows as u32,
+            ..Default::default()
+        };
+        let mut enc = ctx.encoder("survivors");
+        ks::record(&ctx, &mut enc, ks::Stage::Offsets, &bufs, p).unwrap();
+        ks::record(&ctx, &mut enc, ks::Stage::MapRows, &bufs, p).unwrap();
+        codec
+            .record_decompress_rows(
+                &mut enc,
+                &codes,
+                &packed,
+                vectors.buffer(),
+                kr::Rows::Gather(rows.buffer()),
+                gr.rows,
+            )
+            .unwrap();
+        let mut back = ctx
+            .submit_and_read::<u32>(
+                enc,
+                &[
+                    (offsets.buffer(), gr.count + 1),
+                    (rows.buffer(), gr.rows),
+                    (vectors.buffer(), gr.rows * DIM),
+                ],
+            )
+            .unwrap();
+        let vecs: Vec<f32> = back
+            .pop()
+            .unwrap()
+            .into_iter()
+            .map(f32::from_bits)
+            .collect();
+        assert_eq!(back.pop().unwrap(), want_rows);
+        assert_eq!(back.pop().unwrap(), want_offsets);
+        // The decompressed rows are the entries' documents, in order.
+        let docs: Vec<u32> = entries.iter().copied().filter(|&d| d != u32::MAX).collect();
+        let (want_vecs, _) = index.decompress_docs(&Compute::Cpu, &docs).unwrap();
+        let used = *want_offsets.last().unwrap() as usize * DIM;
+        common::assert_close("decompress_rows", &vecs[..used], &want_vecs, 1e-5, 1e-5);
+    }
+    // fill + scatter.
+    let mut want = vec![f32::NEG_INFINITY; nq * n];
+    survivors::scatter(&list, &exact, list_len, n, &mut want);
+    let unused = ctx.pool().get(16);
+    let sbufs = ks::Buffers {
+        list: &list_b,
+        doc_offsets: &doc_offsets,
+        exact: &exact_b,
+        offsets: unused.buffer(),
+        rows: unused.buffer(),
+        dense: dense.buffer(),
+    };
+    let p = ks::Params {
+        num_queries: nq as u32,
+        num_docs: n as u32,
+        list_len: list_len as u32,
+        count: (nq * list_len) as u32,
+        ..Default::default()
+    };
+    let mut enc = ctx.encoder("fill + scatter");
+    ks::record(&ctx, &mut enc, ks::Stage::Fill, &sbufs, p).unwrap();
+    ks::record(&ctx, &mut enc, ks::Stage::Scatter, &sbufs, p).unwrap();
+    let got = ctx
+        .submit_and_read::<f32>(enc, &[(dense.buffer(), nq * n)])
+        .unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got[0]), bits(&want));
+
+    // approx_list scattering the full interaction into [Q, N] (−inf elsewhere).
+    let kc = index.num_centroids();
+    let q_scores: Vec<Vec<f32>> = (0..nq)
+        .map(|qi| {
+            let q = &queries[qi * qlen * DIM..(qi + 1) * qlen * DIM];
+            plaid::centroid_scores(index.centroids(), kc, q, qlen, DIM)
+        })
+        .collect();
+    // GPU layout S[c, q·L + i].
+    let s_gpu: Vec<f32> = (0..kc)
+        .flat_map(|c| {
+            q_scores
+                .iter()
+                .flat_map(move |s| s[c * qlen..(c + 1) * qlen].to_vec())
+        })
+        .collect();
+    let view = plaid::CodesView {
+        num_centroids: kc,
+        codes: index.codes(),
+        doc_offsets: offs64,
+        ivf: index.ivf(),
+        ivf_offsets: index.ivf_offsets(),
+    };
+    let mut want = vec![f32::NEG_INFINITY; nq * n];
+    for (qi, s) in q_scores.iter().enumerate() {
+        let row = &list[qi * list_len..(qi + 1) * list_len];
+        let docs: Vec<u32> = row.iter().copied().filter(|&d| d != u32::MAX).collect();
+        for (d, a) in docs
+            .iter()
+            .zip(plaid::approx_scores(s, qlen, &view, &docs, None))
+        {
+            want[qi * n + *d as usize] = a;
         }
     }
+    let s_b = ctx.upload("centroid scores", &s_gpu).unwrap();
+    let ivf = ctx.upload("ivf", index.ivf()).unwrap();
+    let ivf_offsets: Vec<u32> = index.ivf_offsets().iter().map(|&o| o as u32).collect();
+    let ivf_offsets = ctx.upload("ivf offsets", &ivf_offsets).unwrap();
+    let scratch: Vec<_> = (0..3)
+        .map(|_| ctx.pool().get((nq * n.max(kc) * 4) as u64))
+        .collect();
+    let bufs = kp::Buffers {
+        scores: &s_b,
+        codes: &codes,
+        doc_offsets: &doc_offsets,
+        ivf: &ivf,
+        ivf_offsets: &ivf_offsets,
+        doc_list: &list_b,
+        cells: scratch[0].buffer(),
+        keep: scratch[1].buffer(),
+        candidates: scratch[2].buffer(),
+        approx: dense.buffer(),
+    };
+    let fill = p;
+    let p = kp::Params {
+        num_queries: nq as u32,
+        qlen: qlen as u32,
+        num_centroids: kc as u32,
+        num_docs: n as u32,
+        list_len: list_len as u32,
+        threshold: 0.0,
+        scatter: 1,
+        _pad1: 0,
+    };
+    let mut enc = ctx.encoder("approx_list scatter");
+    ks::record(&ctx, &mut enc, ks::Stage::Fill, &sbufs, fill).unwrap();
+    kp::record(&ctx, &mut enc, kp::Stage::ApproxList, &bufs, p).unwrap();
+    let got = ctx
+        .submit_and_read::<f32>(enc, &[(dense.buffer(), nq * n)])
+        .unwrap();
+    let finite = |v: &[f32]| -> Vec<f32> {
+        v.iter()
+            .map(|&x| if x == f32::NEG_INFINITY { -1e30 } else { x })
+            .collect()
+    };
+    common::assert_close(
+        "approx_list scatter",
+        &finite(&got[0]),
+        &finite(&want),
+        1e-4,
+        1e-5,
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The scoring half of search: MaxSim over variable-length documents (GPU vs
-//! CPU twin vs an f64 reference), top-k (GPU vs CPU vs a full sort, ties
+//! CPU twin vs an f64 reference, all-pairs and owner modes), top-k (GPU vs CPU vs a full sort, ties
 //! included), exhaustive search vs sorting the full MaxSim matrix, and the
 //! real BEIR qrels files. Metric values against hand-computed ones are unit
 //! tests in src/eval.
@@ -97,6 +97,7 @@ fn maxsim_cpu_matches_f64_and_gpu_matches_cpu_at_awkward_sizes() {
     let mut rng = Rng::new(7);
     // (documents, queries, qlen, dim, first row offset)
     let cases: &[(usize, usize, usize, usize, usize)] = &[
+        (1, 1, 1, 1, 0),
         (1, 1, 32, 128, 0),
         (31, 2, 32, 128, 0),
         (33, 1, 1, 128, 5),
@@ -283,15 +284,21 @@ fn maxsim_edge_cases_and_bad_shapes() {
     };
     let e = colwgpu::kernels::maxsim::record_all_pairs(&g, &mut enc, &b, &b, &b, &b, shape);
     assert!(e.unwrap_err().to_string().contains("multiple of 4"));
-    let bad_owner = ScoreRequest {
+    // Owner-mode requests: an owner past the last query (both backends),
+    // offsets and owners of different lengths, offsets past the rows.
+    let request = |offsets: &'static [usize], owner: &'static [u32]| ScoreRequest {
         queries: &q,
         qlen: 2,
         dim,
         docs: &docs,
-        offsets: &[0, 2],
-        owner: &[2],
+        offsets,
+        owner,
     };
-    assert!(maxsim_scores(&cpu, &bad_owner).is_err());
+    for c in [&cpu, &ctx] {
+        assert!(maxsim_scores(c, &request(&[0, 2], &[2])).is_err());
+    }
+    assert!(maxsim_scores(&cpu, &request(&[0, 2], &[0, 0])).is_err());
+    assert!(err(maxsim_scores(&cpu, &request(&[0, 5], &[0]))).contains("past"));
     assert!(exhaustive_search(&cpu, &q, 2, &docs, &offsets, dim, 0).is_err());
 }
 
@@ -358,6 +365,85 @@ fn topk_gpu_equals_cpu_equals_full_sort_with_ties() {
     assert!(topk(&ctx, &long, long.len(), 0).is_err());
     assert!(topk_cpu(&[], 0, 3).is_err());
     assert!(topk_cpu(&[1.0, 2.0, 3.0], 2, 1).is_err());
+}
+
+/// The kernel's `Options` (unsorted selection, −inf as padding) against the
+/// CPU twin: the same entries (as sets when unsorted, k above the sort cap
+/// included), padding where the score is −inf.
+#[test]
+fn topk_kernel_options_match_the_cpu_twin() {
+    use colwgpu::kernels::topk as kt;
+    let ctx = gpu();
+    let mut rng = Rng::new(12);
+    for &(rows, n, k) in &[(3usize, 50usize, 60usize), (2, 1000, 100), (2, 3000, 2000)] {
+        let mut scores = nasty_rows(&mut rng, rows, n);
+        // Mostly −inf rows (PLAID: few candidates), NaN kept out of the −inf test.
+        for (i, s) in scores.iter_mut().enumerate() {
+            if s.is_nan() || i % 3 != 0 {
+                *s = f32::NEG_INFINITY;
+            }
+        }
+        let mut want = topk_cpu(&scores, n, k).unwrap();
+        want.mark_neg_inf_empty();
+        let ke = want.k;
+        for unsorted in [false, true] {
+            if !unsorted && ke > kt::MAX_K {
+                continue;
+            }
+            let input = ctx.upload("scores", &scores).unwrap();
+            let idx = ctx.pool().get((rows * ke * 4) as u64);
+            let sc = ctx.pool().get((rows * ke * 4) as u64);
+            let mut enc = ctx.encoder("topk options");
+            let shape = kt::Shape {
+                rows,
+                n,
+                k,
+                in_stride: n,
+            };
+            let options = kt::Options {
+                unsorted,
+                neg_inf_is_empty: true,
+            };
+            kt::record_with(
+                &ctx,
+                &mut enc,
+                &input,
+                idx.buffer(),
+                sc.buffer(),
+                shape,
+                options,
+            )
+            .unwrap();
+            let mut back = ctx
+                .submit_and_read::<u32>(enc, &[(idx.buffer(), rows * ke), (sc.buffer(), rows * ke)])
+                .unwrap();
+            let got_sc: Vec<f32> = back
+                .pop()
+                .unwrap()
+                .into_iter()
+                .map(f32::from_bits)
+                .collect();
+            let got_idx = back.pop().unwrap();
+            for r in 0..rows {
+                let span = r * ke..(r + 1) * ke;
+                let mut g: Vec<(u32, u32)> = got_idx[span.clone()]
+                    .iter()
+                    .zip(&got_sc[span.clone()])
+                    .map(|(&i, s)| (i, s.to_bits()))
+                    .collect();
+                let mut w: Vec<(u32, u32)> = want.indices[span.clone()]
+                    .iter()
+                    .zip(&want.scores[span])
+                    .map(|(&i, s)| (i, s.to_bits()))
+                    .collect();
+                if unsorted {
+                    g.sort_unstable();
+                    w.sort_unstable();
+                }
+                assert_eq!(g, w, "{rows}×{n} k{k} unsorted {unsorted} row {r}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -234,7 +234,7 @@ pub(crate) fn check_attention(
     heads: usize,
 ) -> Result<usize> {
     let rows = batch.batch * batch.seq_len;
-    if qkv.rows() != rows || heads == 0 || qkv.cols() % (3 * heads) != 0 {
+    if qkv.rows() != rows || heads == 0 || !qkv.cols().is_multiple_of(3 * heads) {
         return Err(Error::shape(
             "attention",
             format!(

@@ -202,10 +202,21 @@ impl GpuContext {
         }
     }
 
+    /// The most bytes one storage binding may hold (binding and buffer limits).
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
+    /// Rows of `width` f32 (or u32) that fit one storage binding (at least 1).
+    pub fn rows_per_binding(&self, width: usize) -> usize {
+        (self.max_binding_bytes() / (width.max(1) as u64 * 4)).max(1) as usize
+    }
+
     /// Errors if a single binding of `bytes` would exceed the adapter's limits.
     pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<()> {
-        let limit =
-            (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        let limit = self.max_binding_bytes();
         if bytes > limit {
             return Err(Error::LimitExceeded {
                 what: what.to_string(),
@@ -279,6 +290,39 @@ impl GpuContext {
         pass.set_pipeline(&pipeline.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+    }
+
+    /// Records one dispatch of `spec`: its pipeline specialised with
+    /// `constants`, the storage `buffers` bound in binding order with `params`
+    /// uploaded as the uniform at the spec's [`Binding::Uniform`] slot, over
+    /// `groups` workgroups (see [`GpuContext::grid`]).
+    pub fn record_kernel<P: bytemuck::Pod>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        spec: &KernelSpec,
+        constants: &[(&str, f64)],
+        buffers: &[&wgpu::Buffer],
+        params: &P,
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let pipeline = self.pipeline(spec, constants)?;
+        let uniform = self.uniform(&format!("{} params", spec.entry), params);
+        let mut all = buffers.to_vec();
+        let at = spec
+            .bindings
+            .iter()
+            .position(|b| *b == Binding::Uniform)
+            .unwrap_or(all.len())
+            .min(all.len());
+        all.insert(at, &uniform);
+        self.dispatch(encoder, &pipeline, &all, groups);
+        Ok(())
+    }
+
+    /// `n` workgroups laid out over x and y within the adapter's per-dimension
+    /// limit ([`grid_1d`]).
+    pub fn grid(&self, n: u32) -> [u32; 3] {
+        grid_1d(n, self.limits.max_compute_workgroups_per_dimension)
     }
 
     /// A fresh command encoder.

@@ -31,6 +31,10 @@ pub const FILES: &[(&str, &str)] = &[
     ("maxsim.wgsl", include_str!("../../shaders/maxsim.wgsl")),
     ("plaid.wgsl", include_str!("../../shaders/plaid.wgsl")),
     ("topk.wgsl", include_str!("../../shaders/topk.wgsl")),
+    (
+        "survivors.wgsl",
+        include_str!("../../shaders/survivors.wgsl"),
+    ),
     ("kmeans.wgsl", include_str!("../../shaders/kmeans.wgsl")),
     (
         "residual_codec.wgsl",

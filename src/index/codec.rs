@@ -413,7 +413,22 @@ impl GpuCodec {
         out: &wgpu::Buffer,
         n: usize,
     ) -> Result<()> {
-        kernels::residual_codec::record_decompress(
+        let rows = kernels::residual_codec::Rows::Range { first: 0 };
+        self.record_decompress_rows(encoder, codes, packed, out, rows, n)
+    }
+
+    /// Records `out[v] = decompress(stored vector src(v))` for `n` rows, reading
+    /// `codes` and `packed` of a whole index in place (`rows` says which).
+    pub fn record_decompress_rows(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        codes: &wgpu::Buffer,
+        packed: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        rows: kernels::residual_codec::Rows,
+        n: usize,
+    ) -> Result<()> {
+        kernels::residual_codec::record_decompress_rows(
             &self.ctx,
             encoder,
             codes,
@@ -421,6 +436,7 @@ impl GpuCodec {
             &self.centroids,
             &self.weights,
             out,
+            rows,
             (n, self.dim, self.nbits),
         )
     }

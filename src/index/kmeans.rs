@@ -148,11 +148,7 @@ pub struct GpuAssigner<'a> {
 
 /// Rows per GPU dispatch so `rows·dim` f32 fit one storage binding.
 pub(crate) fn rows_per_binding(ctx: &GpuContext, dim: usize) -> usize {
-    let limit = ctx
-        .limits
-        .max_storage_buffer_binding_size
-        .min(ctx.limits.max_buffer_size);
-    ((limit / (dim as u64 * 4)) as usize).clamp(1, 1 << 20)
+    ctx.rows_per_binding(dim).min(1 << 20)
 }
 
 impl<'a> GpuAssigner<'a> {

@@ -48,23 +48,17 @@ pub fn record(
             format!("head_dim {head_dim} must be in 1..={MAX_HEAD_DIM}"),
         ));
     }
-    let pipeline = ctx.pipeline(
-        &SPEC,
-        &[("WG_SIZE", ROW_WG as f64), ("HEAD_DIM", head_dim as f64)],
-    )?;
-    let params = ctx.uniform(
-        "attention params",
-        &Params {
-            batch: batch as u32,
-            seq_len: seq_len as u32,
-            heads: heads as u32,
-            head_dim: head_dim as u32,
-            scale: 1.0 / (head_dim as f32).sqrt(),
-            _pad0: 0,
-            _pad1: 0,
-            _pad2: 0,
-        },
-    );
+    let constants = [("WG_SIZE", ROW_WG as f64), ("HEAD_DIM", head_dim as f64)];
+    let params = Params {
+        batch: batch as u32,
+        seq_len: seq_len as u32,
+        heads: heads as u32,
+        head_dim: head_dim as u32,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
+    };
     let pairs = (batch * heads) as u32;
     let max = ctx.limits.max_compute_workgroups_per_dimension;
     if pairs > max {
@@ -75,6 +69,6 @@ pub fn record(
         });
     }
     let groups = [(seq_len as u32).div_ceil(ROW_WG), pairs, 1];
-    ctx.dispatch(encoder, &pipeline, &[qkv, key_lens, out, &params], groups);
-    Ok(())
+    let buffers = [qkv, key_lens, out];
+    ctx.record_kernel(encoder, &SPEC, &constants, &buffers, &params, groups)
 }

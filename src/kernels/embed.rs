@@ -2,7 +2,7 @@
 
 use super::ROW_WG;
 use crate::error::Result;
-use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+use crate::gpu::{Binding, GpuContext, KernelSpec};
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -50,32 +50,29 @@ pub fn record(
     (rows, seq_len, hidden): (usize, usize, usize),
     eps: f32,
 ) -> Result<()> {
-    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", ROW_WG as f64)])?;
-    let params = ctx.uniform(
-        "embed params",
-        &Params {
-            rows: rows as u32,
-            seq_len: seq_len as u32,
-            hidden: hidden as u32,
-            eps,
-        },
-    );
-    let groups = grid_1d(rows as u32, ctx.limits.max_compute_workgroups_per_dimension);
-    ctx.dispatch(
+    let params = Params {
+        rows: rows as u32,
+        seq_len: seq_len as u32,
+        hidden: hidden as u32,
+        eps,
+    };
+    let buffers = [
+        ids,
+        type_ids,
+        tables.word,
+        tables.position,
+        tables.token_type,
+        tables.gamma,
+        tables.beta,
+        out,
+    ];
+    let wg = [("WG_SIZE", ROW_WG as f64)];
+    ctx.record_kernel(
         encoder,
-        &pipeline,
-        &[
-            ids,
-            type_ids,
-            tables.word,
-            tables.position,
-            tables.token_type,
-            tables.gamma,
-            tables.beta,
-            out,
-            &params,
-        ],
-        groups,
-    );
-    Ok(())
+        &SPEC,
+        &wg,
+        &buffers,
+        &params,
+        ctx.grid(rows as u32),
+    )
 }

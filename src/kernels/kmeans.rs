@@ -2,7 +2,7 @@
 //! `codes[i] = argmax_c x[i]·centroids[c]` (ties → lower c), with the best score.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+use crate::gpu::{Binding, GpuContext, KernelSpec};
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -50,25 +50,14 @@ pub fn record_assign(
     if n == 0 {
         return Ok(());
     }
-    let pipeline = ctx.pipeline(&ASSIGN, &[("WG_V", WG.0 as f64), ("WG_C", WG.1 as f64)])?;
-    let params = ctx.uniform(
-        "kmeans params",
-        &Params {
-            n: n as u32,
-            k: k as u32,
-            dim: dim as u32,
-            _pad: 0,
-        },
-    );
-    let groups = grid_1d(
-        (n as u32).div_ceil(4 * WG.0),
-        ctx.limits.max_compute_workgroups_per_dimension,
-    );
-    ctx.dispatch(
-        encoder,
-        &pipeline,
-        &[x, centroids, codes, scores, &params],
-        groups,
-    );
-    Ok(())
+    let params = Params {
+        n: n as u32,
+        k: k as u32,
+        dim: dim as u32,
+        _pad: 0,
+    };
+    let wg = [("WG_V", WG.0 as f64), ("WG_C", WG.1 as f64)];
+    let groups = ctx.grid((n as u32).div_ceil(4 * WG.0));
+    let buffers = [x, centroids, codes, scores];
+    ctx.record_kernel(encoder, &ASSIGN, &wg, &buffers, &params, groups)
 }

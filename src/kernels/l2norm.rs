@@ -2,7 +2,7 @@
 
 use super::ROW_WG;
 use crate::error::Result;
-use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+use crate::gpu::{Binding, GpuContext, KernelSpec};
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -27,20 +27,13 @@ pub fn record(
     out: &wgpu::Buffer,
     (rows, cols): (usize, usize),
 ) -> Result<()> {
-    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", ROW_WG as f64)])?;
-    let params = ctx.uniform(
-        "l2norm params",
-        &Params {
-            rows: rows as u32,
-            cols: cols as u32,
-            _pad0: 0,
-            _pad1: 0,
-        },
-    );
-    let groups = grid_1d(
-        (rows as u32).div_ceil(ROW_WG),
-        ctx.limits.max_compute_workgroups_per_dimension,
-    );
-    ctx.dispatch(encoder, &pipeline, &[x, out, &params], groups);
-    Ok(())
+    let params = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        _pad0: 0,
+        _pad1: 0,
+    };
+    let groups = ctx.grid((rows as u32).div_ceil(ROW_WG));
+    let wg = [("WG_SIZE", ROW_WG as f64)];
+    ctx.record_kernel(encoder, &SPEC, &wg, &[x, out], &params, groups)
 }

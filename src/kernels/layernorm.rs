@@ -2,7 +2,7 @@
 
 use super::ROW_WG;
 use crate::error::Result;
-use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+use crate::gpu::{Binding, GpuContext, KernelSpec};
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -39,22 +39,20 @@ pub fn record(
     (rows, hidden): (usize, usize),
     eps: f32,
 ) -> Result<()> {
-    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", ROW_WG as f64)])?;
-    let params = ctx.uniform(
-        "layernorm params",
-        &Params {
-            rows: rows as u32,
-            hidden: hidden as u32,
-            eps,
-            _pad: 0,
-        },
-    );
-    let groups = grid_1d(rows as u32, ctx.limits.max_compute_workgroups_per_dimension);
-    ctx.dispatch(
+    let params = Params {
+        rows: rows as u32,
+        hidden: hidden as u32,
+        eps,
+        _pad: 0,
+    };
+    let wg = [("WG_SIZE", ROW_WG as f64)];
+    let buffers = [x, residual, gamma, beta, out];
+    ctx.record_kernel(
         encoder,
-        &pipeline,
-        &[x, residual, gamma, beta, out, &params],
-        groups,
-    );
-    Ok(())
+        &SPEC,
+        &wg,
+        &buffers,
+        &params,
+        ctx.grid(rows as u32),
+    )
 }

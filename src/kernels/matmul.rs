@@ -47,36 +47,25 @@ pub fn record(
     (m, n, k): (usize, usize, usize),
     act: Activation,
 ) -> Result<()> {
-    let pipeline = ctx.pipeline(
-        &SPEC,
-        &[
-            ("WG_X", WG.0 as f64),
-            ("WG_Y", WG.1 as f64),
-            (
-                "ACTIVATION",
-                if act == Activation::Gelu { 1.0 } else { 0.0 },
-            ),
-        ],
-    )?;
-    let params = ctx.uniform(
-        "matmul params",
-        &Params {
-            m: m as u32,
-            n: n as u32,
-            k: k as u32,
-            has_bias: bias.is_some() as u32,
-        },
-    );
+    let constants = [
+        ("WG_X", WG.0 as f64),
+        ("WG_Y", WG.1 as f64),
+        (
+            "ACTIVATION",
+            if act == Activation::Gelu { 1.0 } else { 0.0 },
+        ),
+    ];
+    let params = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        has_bias: bias.is_some() as u32,
+    };
     let groups = [
         (n as u32).div_ceil(4 * WG.0),
         (m as u32).div_ceil(4 * WG.1),
         1,
     ];
-    ctx.dispatch(
-        encoder,
-        &pipeline,
-        &[x, w, bias.unwrap_or(w), y, &params],
-        groups,
-    );
-    Ok(())
+    let buffers = [x, w, bias.unwrap_or(w), y];
+    ctx.record_kernel(encoder, &SPEC, &constants, &buffers, &params, groups)
 }

@@ -15,7 +15,7 @@
 //! other dims with zeros on upload. Buffers hold f32 rows back to back.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+use crate::gpu::{Binding, GpuContext, KernelSpec};
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -93,6 +93,31 @@ fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::shape(op, format!("{what} = {v} exceeds u32")))
 }
 
+/// Checks the shapes and builds the kernel's `Params` (every count it holds
+/// must fit u32).
+fn params(
+    num_queries: usize,
+    qlen: usize,
+    dim: usize,
+    num_docs: usize,
+    mode: u32,
+    out_stride: usize,
+    out_offset: usize,
+) -> Result<Params> {
+    let op = "maxsim";
+    check(op, num_queries, qlen, dim)?;
+    Ok(Params {
+        num_docs: u32_of(op, "num_docs", num_docs)?,
+        qlen: u32_of(op, "qlen", qlen)?,
+        dim: u32_of(op, "dim", dim)?,
+        num_queries: u32_of(op, "num_queries", num_queries)?,
+        mode,
+        out_stride: u32_of(op, "out_stride", out_stride)?,
+        out_offset: u32_of(op, "out_offset", out_offset)?,
+        _pad: 0,
+    })
+}
+
 fn dispatch(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
@@ -107,13 +132,9 @@ fn dispatch(
              TOKENS 1, 2 or 4"
         )));
     }
-    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", wg as f64), ("TOKENS", tokens as f64)])?;
-    let params = ctx.uniform("maxsim params", &params);
-    let pairs = u32_of("maxsim", "scored pairs", pairs)?;
-    let groups = grid_1d(pairs, ctx.limits.max_compute_workgroups_per_dimension);
-    let [q, d, o, w, s] = buffers;
-    ctx.dispatch(encoder, &pipeline, &[q, d, o, w, s, &params], groups);
-    Ok(())
+    let constants = [("WG_SIZE", wg as f64), ("TOKENS", tokens as f64)];
+    let groups = ctx.grid(u32_of("maxsim", "scored pairs", pairs)?);
+    ctx.record_kernel(encoder, &SPEC, &constants, &buffers, &params, groups)
 }
 
 /// Records `scores[q · out_stride + out_offset + d] = Σ_i max_{j ∈ doc d} q_i · d_j`
@@ -149,7 +170,16 @@ pub fn record_all_pairs_tuned(
     shape: AllPairs,
     tuning: (u32, u32),
 ) -> Result<()> {
-    check("maxsim", shape.num_queries, shape.qlen, shape.dim)?;
+    let (q, s) = (shape.num_queries, shape.qlen);
+    let params = params(
+        q,
+        s,
+        shape.dim,
+        shape.num_docs,
+        0,
+        shape.out_stride,
+        shape.out_offset,
+    )?;
     if shape.out_offset + shape.num_docs > shape.out_stride {
         return Err(Error::shape(
             "maxsim",
@@ -164,17 +194,6 @@ pub fn record_all_pairs_tuned(
     if shape.num_docs == 0 {
         return Ok(());
     }
-    let op = "maxsim";
-    let params = Params {
-        num_docs: u32_of(op, "num_docs", shape.num_docs)?,
-        qlen: u32_of(op, "qlen", shape.qlen)?,
-        dim: shape.dim as u32,
-        num_queries: u32_of(op, "num_queries", shape.num_queries)?,
-        mode: 0,
-        out_stride: u32_of(op, "out_stride", shape.out_stride)?,
-        out_offset: u32_of(op, "out_offset", shape.out_offset)?,
-        _pad: 0,
-    };
     // The owner binding is unused in this mode; bind the offsets in its place.
     dispatch(
         ctx,
@@ -212,21 +231,11 @@ pub fn record_assigned(
     scores: &wgpu::Buffer,
     shape: Assigned,
 ) -> Result<()> {
-    check("maxsim", shape.num_queries, shape.qlen, shape.dim)?;
+    let (q, s) = (shape.num_queries, shape.qlen);
+    let params = params(q, s, shape.dim, shape.num_docs, 1, 0, shape.out_offset)?;
     if shape.num_docs == 0 {
         return Ok(());
     }
-    let op = "maxsim";
-    let params = Params {
-        num_docs: u32_of(op, "num_docs", shape.num_docs)?,
-        qlen: u32_of(op, "qlen", shape.qlen)?,
-        dim: shape.dim as u32,
-        num_queries: u32_of(op, "num_queries", shape.num_queries)?,
-        mode: 1,
-        out_stride: 0,
-        out_offset: u32_of(op, "out_offset", shape.out_offset)?,
-        _pad: 0,
-    };
     dispatch(
         ctx,
         encoder,

@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod maxsim;
 pub mod plaid;
 pub mod residual_codec;
+pub mod survivors;
 pub mod topk;
 
 use crate::gpu::KernelSpec;
@@ -33,6 +34,10 @@ pub const ALL: &[KernelSpec] = &[
     plaid::APPROX_ALL,
     plaid::APPROX_LIST,
     topk::SPEC,
+    survivors::FILL,
+    survivors::OFFSETS,
+    survivors::MAP_ROWS,
+    survivors::SCATTER,
 ];
 
 /// Size in bytes of each kernel's `Params` struct, by shader file: checked
@@ -51,6 +56,7 @@ pub const PARAMS_SIZES: &[(&str, usize)] = &[
     ("maxsim.wgsl", std::mem::size_of::<maxsim::Params>()),
     ("plaid.wgsl", std::mem::size_of::<plaid::Params>()),
     ("topk.wgsl", std::mem::size_of::<topk::Params>()),
+    ("survivors.wgsl", std::mem::size_of::<survivors::Params>()),
 ];
 
 /// Workgroup size of the row-wise kernels.

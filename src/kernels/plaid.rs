@@ -3,7 +3,7 @@
 
 use super::ROW_WG;
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+use crate::gpu::{Binding, GpuContext, KernelSpec};
 
 /// Most centroids probed per query token by `select_cells`.
 pub const MAX_NCELLS: usize = 16;
@@ -19,7 +19,8 @@ pub struct Params {
     pub num_docs: u32,
     pub list_len: u32,
     pub threshold: f32,
-    pub _pad0: u32,
+    /// `approx_list`: 1 = write `approx[q·N + d]` instead of `approx[q, r]`.
+    pub scatter: u32,
     pub _pad1: u32,
 }
 
@@ -121,34 +122,30 @@ pub fn record(
         Stage::ApproxAll => (APPROX_ALL, 1, params.num_queries * params.num_docs, false),
         Stage::ApproxList => (APPROX_LIST, 1, params.num_queries * params.list_len, false),
     };
-    let pipeline = ctx.pipeline(
-        &spec,
-        &[("WG_SIZE", ROW_WG as f64), ("NCELLS", ncells as f64)],
-    )?;
-    let uniform = ctx.uniform("plaid params", &params);
     let workgroups = if per_workgroup {
         items
     } else {
         items.div_ceil(ROW_WG)
     };
-    let groups = grid_1d(workgroups, ctx.limits.max_compute_workgroups_per_dimension);
-    ctx.dispatch(
+    let constants = [("WG_SIZE", ROW_WG as f64), ("NCELLS", ncells as f64)];
+    let buffers = [
+        b.scores,
+        b.codes,
+        b.doc_offsets,
+        b.ivf,
+        b.ivf_offsets,
+        b.doc_list,
+        b.cells,
+        b.keep,
+        b.candidates,
+        b.approx,
+    ];
+    ctx.record_kernel(
         encoder,
-        &pipeline,
-        &[
-            b.scores,
-            b.codes,
-            b.doc_offsets,
-            b.ivf,
-            b.ivf_offsets,
-            b.doc_list,
-            b.cells,
-            b.keep,
-            b.candidates,
-            b.approx,
-            &uniform,
-        ],
-        groups,
-    );
-    Ok(())
+        &spec,
+        &constants,
+        &buffers,
+        &params,
+        ctx.grid(workgroups),
+    )
 }

@@ -3,7 +3,7 @@
 //! follow MaxSim in the same submit.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, GpuContext, KernelSpec};
+use crate::gpu::{Binding, GpuContext, KernelSpec};
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -13,7 +13,8 @@ pub struct Params {
     pub k: u32,
     pub in_stride: u32,
     pub sort_size: u32,
-    pub _pad0: u32,
+    /// Bits: [`UNSORTED`], [`NEG_INF_IS_EMPTY`].
+    pub flags: u32,
     pub _pad1: u32,
     pub _pad2: u32,
 }
@@ -28,6 +29,22 @@ pub const SPEC: KernelSpec = KernelSpec {
         Binding::Uniform,
     ],
 };
+
+/// `Params::flags`: write the selection unsorted (any k ≤ n).
+pub const UNSORTED: u32 = 1;
+/// `Params::flags`: an entry scoring −inf is padding: its index is written as `u32::MAX`.
+pub const NEG_INF_IS_EMPTY: u32 = 2;
+
+/// How a top-k dispatch writes its results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The k selected in no particular order, straight from the selection:
+    /// any k ≤ n (not bounded by [`MAX_K`]), e.g. for a set of survivors.
+    pub unsorted: bool,
+    /// Entries scoring −inf are padding: their index is written as `u32::MAX`
+    /// (CPU twin: [`crate::search::topk::TopK::mark_neg_inf_empty`]).
+    pub neg_inf_is_empty: bool,
+}
 
 /// Invocations per row.
 pub const WG: u32 = 256;
@@ -66,11 +83,32 @@ pub fn record(
     out_scores: &wgpu::Buffer,
     shape: Shape,
 ) -> Result<()> {
+    record_with(
+        ctx,
+        encoder,
+        scores,
+        out_idx,
+        out_scores,
+        shape,
+        Options::default(),
+    )
+}
+
+/// [`record`] with output [`Options`].
+pub fn record_with(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    scores: &wgpu::Buffer,
+    out_idx: &wgpu::Buffer,
+    out_scores: &wgpu::Buffer,
+    shape: Shape,
+    options: Options,
+) -> Result<()> {
     let k = shape.k_eff();
     if shape.k == 0 {
         return Err(Error::Input("top-k: k must be at least 1".into()));
     }
-    if k > MAX_K {
+    if k > MAX_K && !options.unsorted {
         return Err(Error::LimitExceeded {
             what: format!("top-k on the GPU with k = {k} (sort slots)"),
             needed: k as u64,
@@ -88,13 +126,19 @@ pub fn record(
     }
     let too_big = |what: &str, v: usize| Error::shape("topk", format!("{what} = {v} exceeds u32"));
     let u = |what: &str, v: usize| u32::try_from(v).map_err(|_| too_big(what, v));
+    let flags = if options.unsorted { UNSORTED } else { 0 }
+        | if options.neg_inf_is_empty {
+            NEG_INF_IS_EMPTY
+        } else {
+            0
+        };
     let params = Params {
         rows: u("rows", shape.rows)?,
         n: u("n", shape.n)?,
-        k: k as u32,
+        k: u("k", k)?,
         in_stride: u("in_stride", shape.in_stride)?,
-        sort_size: (k as u32).next_power_of_two(),
-        _pad0: 0,
+        sort_size: (k as u32).next_power_of_two().min(MAX_K as u32),
+        flags,
         _pad1: 0,
         _pad2: 0,
     };
@@ -103,17 +147,8 @@ pub fn record(
         "rows × in_stride",
         shape.rows.saturating_mul(shape.in_stride),
     )?;
-    let pipeline = ctx.pipeline(&SPEC, &[("WG_SIZE", WG as f64)])?;
-    let params = ctx.uniform("topk params", &params);
-    let groups = grid_1d(
-        shape.rows as u32,
-        ctx.limits.max_compute_workgroups_per_dimension,
-    );
-    ctx.dispatch(
-        encoder,
-        &pipeline,
-        &[scores, out_idx, out_scores, &params],
-        groups,
-    );
-    Ok(())
+    let groups = ctx.grid(shape.rows as u32);
+    let buffers = [scores, out_idx, out_scores];
+    let wg = [("WG_SIZE", WG as f64)];
+    ctx.record_kernel(encoder, &SPEC, &wg, &buffers, &params, groups)
 }

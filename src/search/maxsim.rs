@@ -491,10 +491,7 @@ fn pad_rows(rows: &[f32], dim: usize) -> std::borrow::Cow<'_, [f32]> {
 
 /// Bytes one document slice may occupy on the GPU.
 fn slice_limit(ctx: &GpuContext) -> u64 {
-    ctx.limits
-        .max_storage_buffer_binding_size
-        .min(ctx.limits.max_buffer_size)
-        .min(128 << 20)
+    ctx.max_binding_bytes().min(128 << 20)
 }
 
 /// Uploads the corpus slice by slice (each slice the most consecutive

@@ -3,6 +3,7 @@
 pub mod maxsim;
 pub mod plaid;
 pub mod searcher;
+pub mod survivors;
 pub mod topk;
 
 pub use maxsim::{exhaustive_search, maxsim_matrix, maxsim_scores, DocOffset, ScoreRequest};

@@ -1,12 +1,14 @@
 //! Searching an [`Index`]: PLAID's candidate stages, then exact MaxSim on the
 //! decompressed residuals of the surviving documents, then top-k.
-//! On `Compute::Gpu` every stage runs as WGSL kernels; on `Compute::Cpu` as
+//! On `Compute::Gpu` every stage runs as WGSL kernels, a query batch recorded
+//! into one command encoder and submitted once; on `Compute::Cpu` as
 //! their native twins.
 
 use rayon::prelude::*;
 
 use super::maxsim;
 use super::plaid::{self, CodesView, PlaidParams};
+use super::survivors;
 use crate::backend::Compute;
 use crate::error::{Error, Result};
 use std::sync::Arc;
@@ -61,7 +63,12 @@ struct GpuIndex {
     doc_offsets: wgpu::Buffer,
     ivf: wgpu::Buffer,
     ivf_offsets: wgpu::Buffer,
+    /// The index's codes and packed residuals (u32 words), read in place by
+    /// the decompression of PLAID's survivors.
+    residuals: wgpu::Buffer,
     codec: Arc<crate::index::GpuCodec>,
+    /// Document lengths, longest first: bounds on the vectors of m survivors.
+    lens_desc: Vec<u32>,
 }
 
 fn to_u32(what: &str, v: &[u64]) -> Result<Vec<u32>> {
@@ -93,7 +100,13 @@ impl<'a> Searcher<'a> {
                     "ivf offsets",
                     &to_u32("inverted list", index.ivf_offsets())?,
                 )?,
+                residuals: ctx.upload("residuals", index.residuals())?,
                 codec: index.gpu_codec(ctx)?,
+                lens_desc: {
+                    let mut l = index.doclens().to_vec();
+                    l.sort_unstable_by(|a, b| b.cmp(a));
+                    l
+                },
             }),
         };
         Ok(Self {
@@ -125,7 +138,7 @@ impl<'a> Searcher<'a> {
         options: &SearchOptions,
     ) -> Result<Vec<Vec<Hit>>> {
         let dim = self.index.dim();
-        if qlen == 0 || queries.len() % (qlen * dim) != 0 {
+        if qlen == 0 || !queries.len().is_multiple_of(qlen * dim) {
             return Err(Error::shape(
                 "search",
                 format!(
@@ -137,23 +150,16 @@ impl<'a> Searcher<'a> {
         if options.k == 0 {
             return Err(Error::Input("k must be at least 1".into()));
         }
+        if let Some(g) = &self.gpu {
+            return self.search_gpu(g, queries, qlen, options);
+        }
         let nq = queries.len() / (qlen * dim);
         let sets: Vec<Vec<u32>> = if options.exhaustive {
             let all: Vec<u32> = (0..self.index.num_docs() as u32).collect();
             vec![all; nq]
-        } else if let Some(g) = &self.gpu {
-            self.rerank_sets_gpu(g, queries, qlen, &options.params())?
         } else {
             self.rerank_sets(queries, qlen, &options.params())?
         };
-        if let Some(g) = &self.gpu {
-            let scores = self.maxsim_gpu(g, queries, qlen, &sets)?;
-            return Ok(sets
-                .iter()
-                .zip(&scores)
-                .map(|(set, sc)| self.top_k(set, sc, options.k))
-                .collect());
-        }
         let mut out = Vec::with_capacity(nq);
         for (qi, set) in sets.iter().enumerate() {
             let q = &queries[qi * qlen * dim..(qi + 1) * qlen * dim];
@@ -191,62 +197,213 @@ impl<'a> Searcher<'a> {
             .collect())
     }
 
-    /// PLAID stages 1–4 on the GPU: one submit for centroid scores, cells,
-    /// pruning, candidates and the pruned interaction; the best `ndocs` per query
-    /// are picked from the read-back scores (one float per document) and a second
-    /// submit runs the full interaction on them.
-    fn rerank_sets_gpu(
+    /// The whole search on the GPU, recorded into one command encoder and
+    /// submitted once; only the final top-k (ids and scores) is read back.
+    ///
+    /// PLAID: centroid scores → cells → candidates → pruned interaction `A`
+    /// (`[Q, N]`, −inf for non-candidates) → top `min(ndocs, N)` (unsorted,
+    /// −inf slots empty) → full interaction scattered back into `A` (reset to
+    /// −inf) → top `min(ndocs / 4, ·)` survivors → their rows laid out on the
+    /// device (`survivors.wgsl`), decompressed from the resident residuals,
+    /// exact MaxSim → scattered into `A` again → top-k. Exhaustive: every
+    /// document decompressed in slices, all-pairs MaxSim into `A` → top-k.
+    /// Scores in `[Q, N]` make every top-k break ties by document id, as the
+    /// CPU path does.
+    fn search_gpu(
         &self,
         g: &GpuIndex,
         queries: &[f32],
         qlen: usize,
-        params: &PlaidParams,
-    ) -> Result<Vec<Vec<u32>>> {
-        use crate::kernels::plaid::{self as k, Stage};
+        options: &SearchOptions,
+    ) -> Result<Vec<Vec<Hit>>> {
+        use crate::kernels::topk;
         let ctx = &g.ctx;
         let dim = self.index.dim();
         let nq = queries.len() / (qlen * dim);
-        let (kc, n) = (self.index.num_centroids(), self.index.num_docs());
+        let n = self.index.num_docs();
+        if nq == 0 || n == 0 {
+            return Ok(vec![Vec::new(); nq]);
+        }
+        ctx.check_binding_size("query × document scores", (nq * n * 4) as u64)?;
         let q = ctx.upload("queries", queries)?;
+        let dense = ctx.pool().get((nq * n * 4) as u64);
+        let mut enc = ctx.encoder("search");
+        if options.exhaustive {
+            self.record_exhaustive(g, &mut enc, &q, qlen, nq, dense.buffer())?;
+        } else {
+            let (list, list_len) =
+                self.record_plaid(g, &mut enc, &q, qlen, nq, dense.buffer(), &options.params())?;
+            self.record_rerank(g, &mut enc, &q, qlen, nq, &list, list_len, dense.buffer())?;
+        }
+        let k = options.k.min(n);
+        let idx = ctx.pool().get((nq * k * 4) as u64);
+        let sc = ctx.pool().get((nq * k * 4) as u64);
+        let unsorted = k > topk::MAX_K;
+        topk::record_with(
+            ctx,
+            &mut enc,
+            dense.buffer(),
+            idx.buffer(),
+            sc.buffer(),
+            topk::Shape {
+                rows: nq,
+                n,
+                k,
+                in_stride: n,
+            },
+            topk::Options {
+                unsorted,
+                neg_inf_is_empty: true,
+            },
+        )?;
+        let mut back =
+            ctx.submit_and_read::<u32>(enc, &[(idx.buffer(), nq * k), (sc.buffer(), nq * k)])?;
+        let scores = back.pop().unwrap_or_default();
+        let ids = back.pop().unwrap_or_default();
+        Ok(ids
+            .chunks(k)
+            .zip(scores.chunks(k))
+            .map(|(ids, scores)| {
+                let mut row: Vec<(u32, f32)> = ids
+                    .iter()
+                    .zip(scores)
+                    .filter(|(&d, _)| (d as usize) < n)
+                    .map(|(&d, &s)| (d, f32::from_bits(s)))
+                    .collect();
+                if unsorted {
+                    row.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                }
+                row.into_iter()
+                    .map(|(doc, score)| Hit {
+                        doc,
+                        id: self.index.doc_ids()[doc as usize].clone(),
+                        score,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Exact MaxSim of every query against every document into `dense`
+    /// (`[Q, N]`): documents decompressed slice by slice, each slice's
+    /// vectors within one storage binding.
+    fn record_exhaustive(
+        &self,
+        g: &GpuIndex,
+        enc: &mut wgpu::CommandEncoder,
+        q: &wgpu::Buffer,
+        qlen: usize,
+        nq: usize,
+        dense: &wgpu::Buffer,
+    ) -> Result<()> {
+        let ctx = &g.ctx;
+        let dim = self.index.dim();
+        let n = self.index.num_docs();
+        let offs = self.index.doc_offsets();
+        let budget = ctx.rows_per_binding(dim);
+        let longest = self.index.doclens().iter().copied().max().unwrap_or(0) as usize;
+        let rows = longest.max(budget.min(self.index.num_vectors())).max(1);
+        ctx.check_binding_size("decompressed document vectors", (rows * dim * 4) as u64)?;
+        let vectors = ctx.pool().get((rows * dim * 4) as u64);
+        let mut d0 = 0;
+        while d0 < n {
+            let mut d1 = d0 + 1;
+            while d1 < n && (offs[d1 + 1] - offs[d0]) as usize <= budget {
+                d1 += 1;
+            }
+            let base = offs[d0];
+            let rel: Vec<u32> = offs[d0..=d1].iter().map(|&o| (o - base) as u32).collect();
+            let rel = ctx.upload("slice offsets", &rel)?;
+            g.codec.record_decompress_rows(
+                enc,
+                &g.codes,
+                &g.residuals,
+                vectors.buffer(),
+                crate::kernels::residual_codec::Rows::Range {
+                    first: base as usize,
+                },
+                (offs[d1] - base) as usize,
+            )?;
+            crate::kernels::maxsim::record_all_pairs(
+                ctx,
+                enc,
+                q,
+                vectors.buffer(),
+                &rel,
+                dense,
+                crate::kernels::maxsim::AllPairs {
+                    num_queries: nq,
+                    qlen,
+                    dim,
+                    num_docs: d1 - d0,
+                    out_stride: n,
+                    out_offset: d0,
+                },
+            )?;
+            d0 = d1;
+        }
+        Ok(())
+    }
+
+    /// PLAID stages 1–4: returns the survivor list (`[Q, list_len]` document
+    /// ids, `u32::MAX` = empty) and `list_len`. Uses `dense` as scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn record_plaid(
+        &self,
+        g: &GpuIndex,
+        enc: &mut wgpu::CommandEncoder,
+        q: &wgpu::Buffer,
+        qlen: usize,
+        nq: usize,
+        dense: &wgpu::Buffer,
+        params: &PlaidParams,
+    ) -> Result<(crate::gpu::PooledBuffer, usize)> {
+        use crate::kernels::plaid::{self as k, Stage};
+        use crate::kernels::{survivors, topk};
+        let ctx = &g.ctx;
+        let dim = self.index.dim();
+        let (kc, n) = (self.index.num_centroids(), self.index.num_docs());
         let pool = ctx.pool();
+        ctx.check_binding_size("centroid scores", (kc * nq * qlen * 4) as u64)?;
         let scores = pool.get((kc * nq * qlen * 4) as u64);
         let cells = pool.get((nq * kc * 4) as u64);
         let keep = pool.get((nq * kc * 4) as u64);
         let cand = pool.get((nq * n * 4) as u64);
-        let approx = pool.get((nq * n * 4) as u64);
-        ctx.check_binding_size("centroid scores", (kc * nq * qlen * 4) as u64)?;
-        ctx.check_binding_size("candidate flags", (nq * n * 4) as u64)?;
-        let dummy = ctx.upload("no list", &[u32::MAX])?;
+        // Stage 3 keeps min(ndocs, N) documents, stage 4 a quarter of them.
+        let k1 = params.ndocs.max(1).min(n);
+        let k2 = (params.ndocs / 4).max(1).min(k1);
+        let l1 = pool.get((nq * k1 * 4) as u64);
+        let l2 = pool.get((nq * k2 * 4) as u64);
+        let l_scores = pool.get((nq * k1 * 4) as u64);
         let bufs = k::Buffers {
             scores: scores.buffer(),
             codes: &g.codes,
             doc_offsets: &g.doc_offsets,
             ivf: &g.ivf,
             ivf_offsets: &g.ivf_offsets,
-            doc_list: &dummy,
+            doc_list: l1.buffer(),
             cells: cells.buffer(),
             keep: keep.buffer(),
             candidates: cand.buffer(),
-            approx: approx.buffer(),
+            approx: dense,
         };
         let p = k::Params {
             num_queries: nq as u32,
             qlen: qlen as u32,
             num_centroids: kc as u32,
             num_docs: n as u32,
-            list_len: 0,
+            list_len: k1 as u32,
             threshold: params.centroid_score_threshold,
-            _pad0: 0,
+            scatter: 1,
             _pad1: 0,
         };
-        let mut enc = ctx.encoder("plaid candidates");
         // S[c, q·L + i] = centroid_c · q_i: the encoder's matmul with the
         // centroids as the left operand.
         crate::kernels::matmul::record(
             ctx,
-            &mut enc,
+            enc,
             &g.centroids,
-            &q,
+            q,
             None,
             scores.buffer(),
             (kc, nq * qlen, dim),
@@ -263,7 +420,7 @@ impl<'a> Searcher<'a> {
             enc.clear_buffer(cells.buffer(), 0, None);
             k::record(
                 ctx,
-                &mut enc,
+                enc,
                 Stage::SelectCells {
                     ncells: params.ncells.max(1),
                 },
@@ -271,152 +428,159 @@ impl<'a> Searcher<'a> {
                 p,
             )?;
         }
-        k::record(ctx, &mut enc, Stage::KeepCentroids, &bufs, p)?;
-        k::record(ctx, &mut enc, Stage::MarkCandidates, &bufs, p)?;
-        k::record(ctx, &mut enc, Stage::ApproxAll, &bufs, p)?;
-        // Scores and candidate flags come back together (scores as raw bits).
-        let mut back =
-            ctx.submit_and_read::<u32>(enc, &[(approx.buffer(), nq * n), (cand.buffer(), nq * n)])?;
-        let is_candidate = back.pop().unwrap_or_default();
-        let pruned: Vec<f32> = back
-            .pop()
-            .unwrap_or_default()
-            .into_iter()
-            .map(f32::from_bits)
-            .collect();
-
-        // Best `ndocs` candidates per query.
-        let ndocs = params.ndocs.max(1);
-        let all: Vec<u32> = (0..n as u32).collect();
-        let mut lists = Vec::with_capacity(nq);
-        for (row, flags) in pruned
-            .chunks(n.max(1))
-            .zip(is_candidate.chunks(n.max(1)))
-            .take(nq)
-        {
-            // Candidates none of whose codes survives pruning stay in (scored lowest), as on the CPU.
-            let cands: Vec<u32> = all
-                .iter()
-                .copied()
-                .filter(|&d| flags[d as usize] != 0)
-                .collect();
-            let sc: Vec<f32> = cands.iter().map(|&d| row[d as usize]).collect();
-            lists.push(plaid::best(&cands, &sc, ndocs));
-        }
-        let list_len = lists.iter().map(Vec::len).max().unwrap_or(0);
-        if list_len == 0 {
-            return Ok(vec![Vec::new(); nq]);
-        }
-        let mut flat = vec![u32::MAX; nq * list_len];
-        for (qi, l) in lists.iter().enumerate() {
-            flat[qi * list_len..][..l.len()].copy_from_slice(l);
-        }
-        let doc_list = ctx.upload("ndocs lists", &flat)?;
-        let bufs = k::Buffers {
-            doc_list: &doc_list,
-            ..bufs
+        k::record(ctx, enc, Stage::KeepCentroids, &bufs, p)?;
+        k::record(ctx, enc, Stage::MarkCandidates, &bufs, p)?;
+        k::record(ctx, enc, Stage::ApproxAll, &bufs, p)?;
+        let select = |enc: &mut wgpu::CommandEncoder, out: &wgpu::Buffer, k: usize| {
+            topk::record_with(
+                ctx,
+                enc,
+                dense,
+                out,
+                l_scores.buffer(),
+                topk::Shape {
+                    rows: nq,
+                    n,
+                    k,
+                    in_stride: n,
+                },
+                topk::Options {
+                    unsorted: true,
+                    neg_inf_is_empty: true,
+                },
+            )
         };
-        let p = k::Params {
-            list_len: list_len as u32,
-            ..p
+        let sv = survivors::Params {
+            num_queries: nq as u32,
+            num_docs: n as u32,
+            ..Default::default()
         };
-        let mut enc = ctx.encoder("plaid full interaction");
-        k::record(ctx, &mut enc, Stage::ApproxList, &bufs, p)?;
-        let full = ctx
-            .submit_and_read::<f32>(enc, &[(approx.buffer(), nq * list_len)])?
-            .remove(0);
-        Ok(lists
-            .iter()
-            .enumerate()
-            .map(|(qi, l)| {
-                let sc = &full[qi * list_len..][..l.len()];
-                let mut keep = plaid::best(l, sc, (params.ndocs / 4).max(1));
-                keep.sort_unstable();
-                keep
-            })
-            .collect())
+        let fill = |enc: &mut wgpu::CommandEncoder| {
+            survivors::record(
+                ctx,
+                enc,
+                survivors::Stage::Fill,
+                &survivors::Buffers {
+                    list: &g.doc_offsets,
+                    doc_offsets: &g.doc_offsets,
+                    exact: &g.doc_offsets,
+                    offsets: cells.buffer(),
+                    rows: keep.buffer(),
+                    dense,
+                },
+                sv,
+            )
+        };
+        // Stage 3: the best min(ndocs, N) candidates by the pruned interaction.
+        select(enc, l1.buffer(), k1)?;
+        // Stage 4: their full interaction, scattered into a −inf matrix.
+        fill(enc)?;
+        k::record(ctx, enc, Stage::ApproxList, &bufs, p)?;
+        select(enc, l2.buffer(), k2)?;
+        fill(enc)?;
+        Ok((l2, k2))
     }
 
-    /// Decompression and exact MaxSim of every query's documents: one submit per
-    /// group of documents whose decompressed vectors fit one storage binding
-    /// (usually one group per batch).
-    fn maxsim_gpu(
+    /// Decompression and exact MaxSim of the survivors `list`
+    /// (`[Q, list_len]`), scattered into `dense` (already −inf). The entries
+    /// are split into groups whose vectors (an upper bound known on the host:
+    /// [`survivors::plan_groups`]) fit one storage binding.
+    #[allow(clippy::too_many_arguments)]
+    fn record_rerank(
         &self,
         g: &GpuIndex,
-        queries: &[f32],
+        enc: &mut wgpu::CommandEncoder,
+        q: &wgpu::Buffer,
         qlen: usize,
-        sets: &[Vec<u32>],
-    ) -> Result<Vec<Vec<f32>>> {
+        nq: usize,
+        list: &crate::gpu::PooledBuffer,
+        list_len: usize,
+        dense: &wgpu::Buffer,
+    ) -> Result<()> {
+        use crate::kernels::survivors as k;
         let ctx = &g.ctx;
         let dim = self.index.dim();
-        let nq = sets.len();
-        let limit =
-            (ctx.limits.max_storage_buffer_binding_size as u64).min(ctx.limits.max_buffer_size);
-        let budget = (limit / (dim as u64 * 4)).max(1) as usize; // vectors per group
-                                                                 // (query, document) pairs in order, split into groups under the budget.
-        let pairs: Vec<(u32, u32)> = sets
-            .iter()
-            .enumerate()
-            .flat_map(|(qi, set)| set.iter().map(move |&d| (qi as u32, d)))
-            .collect();
-        let q = ctx.upload("queries", queries)?;
-        let mut flat = Vec::with_capacity(pairs.len());
-        let mut at = 0;
-        while at < pairs.len() {
-            let (mut codes, mut packed, mut offsets, mut owner) =
-                (Vec::new(), Vec::new(), vec![0u32], Vec::new());
-            while at < pairs.len() {
-                let (qi, d) = pairs[at];
-                let len = self.index.doc_codes(d as usize).len();
-                if !owner.is_empty() && codes.len() + len > budget {
-                    break;
-                }
-                codes.extend_from_slice(self.index.doc_codes(d as usize));
-                packed.extend_from_slice(self.index.doc_residuals(d as usize));
-                offsets.push(codes.len() as u32);
-                owner.push(qi);
-                at += 1;
-            }
-            ctx.check_binding_size(
-                "decompressed document vectors",
-                (codes.len() * dim * 4) as u64,
-            )?;
-            let codes_b = ctx.upload("candidate codes", &codes)?;
-            let packed_b = ctx.upload("candidate residuals", &packed)?;
-            let offsets_b = ctx.upload("candidate offsets", &offsets)?;
-            let owner_b = ctx.upload("candidate owners", &owner)?;
-            let vectors = ctx.pool().get((codes.len().max(1) * dim * 4) as u64);
-            let scores = ctx.pool().get((owner.len() * 4) as u64);
-            let mut enc = ctx.encoder("decompress + maxsim");
-            g.codec.record_decompress(
-                &mut enc,
-                &codes_b,
-                &packed_b,
+        let n = self.index.num_docs();
+        let pool = ctx.pool();
+        let groups = survivors::plan_groups(nq, list_len, &g.lens_desc, ctx.rows_per_binding(dim))?;
+        let max_rows = groups.iter().map(|gr| gr.rows).max().unwrap_or(0).max(1);
+        ctx.check_binding_size("decompressed survivor vectors", (max_rows * dim * 4) as u64)?;
+        let vectors = pool.get((max_rows * dim * 4) as u64);
+        let exact = pool.get((nq * list_len * 4) as u64);
+        // Stand-ins for the bindings an entry does not use.
+        let (unused_r, unused_w) = (pool.get(16), pool.get(16));
+        let p = k::Params {
+            num_queries: nq as u32,
+            num_docs: n as u32,
+            list_len: list_len as u32,
+            ..Default::default()
+        };
+        for gr in &groups {
+            let offsets = pool.get(((gr.count + 1) * 4) as u64);
+            let rows = pool.get((gr.rows.max(1) * 4) as u64);
+            let bufs = k::Buffers {
+                list: list.buffer(),
+                doc_offsets: &g.doc_offsets,
+                exact: unused_r.buffer(),
+                offsets: offsets.buffer(),
+                rows: rows.buffer(),
+                dense,
+            };
+            let p = k::Params {
+                first: gr.first as u32,
+                count: gr.count as u32,
+                rows: gr.rows as u32,
+                ..p
+            };
+            k::record(ctx, enc, k::Stage::Offsets, &bufs, p)?;
+            k::record(ctx, enc, k::Stage::MapRows, &bufs, p)?;
+            g.codec.record_decompress_rows(
+                enc,
+                &g.codes,
+                &g.residuals,
                 vectors.buffer(),
-                codes.len(),
+                crate::kernels::residual_codec::Rows::Gather(rows.buffer()),
+                gr.rows,
             )?;
-            crate::kernels::maxsim::record(
+            let owner: Vec<u32> = (gr.first..gr.first + gr.count)
+                .map(|e| (e / list_len) as u32)
+                .collect();
+            let owner = ctx.upload("survivor owners", &owner)?;
+            crate::kernels::maxsim::record_assigned(
                 ctx,
-                &mut enc,
-                &q,
+                enc,
+                q,
                 vectors.buffer(),
-                &offsets_b,
-                &owner_b,
-                scores.buffer(),
-                (owner.len(), nq, qlen, dim),
+                offsets.buffer(),
+                &owner,
+                exact.buffer(),
+                crate::kernels::maxsim::Assigned {
+                    num_queries: nq,
+                    qlen,
+                    dim,
+                    num_docs: gr.count,
+                    out_offset: gr.first,
+                },
             )?;
-            flat.extend(
-                ctx.submit_and_read::<f32>(enc, &[(scores.buffer(), owner.len())])?
-                    .remove(0),
-            );
         }
-        let mut out = Vec::with_capacity(nq);
-        let mut at = 0;
-        for set in sets {
-            out.push(flat[at..at + set.len()].to_vec());
-            at += set.len();
-        }
-        Ok(out)
+        k::record(
+            ctx,
+            enc,
+            k::Stage::Scatter,
+            &k::Buffers {
+                list: list.buffer(),
+                doc_offsets: &g.doc_offsets,
+                exact: exact.buffer(),
+                offsets: unused_w.buffer(),
+                rows: vectors.buffer(),
+                dense,
+            },
+            k::Params {
+                first: 0,
+                count: (nq * list_len) as u32,
+                ..p
+            },
+        )
     }
 
     fn top_k(&self, docs: &[u32], scores: &[f32], k: usize) -> Vec<Hit> {

@@ -56,6 +56,17 @@ impl TopK {
         (&self.indices[span.clone()], &self.scores[span])
     }
 
+    /// CPU twin of the kernel's `neg_inf_is_empty` option
+    /// ([`kernels::topk::Options`]): entries scoring −inf become padding,
+    /// index `u32::MAX`.
+    pub fn mark_neg_inf_empty(&mut self) {
+        for (i, &s) in self.indices.iter_mut().zip(&self.scores) {
+            if s == f32::NEG_INFINITY {
+                *i = u32::MAX;
+            }
+        }
+    }
+
     /// Every row in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u32], &[f32])> + '_ {
         (0..self.rows).map(|r| self.row(r))
@@ -198,11 +209,7 @@ pub fn topk(compute: &Compute, scores: &[f32], n: usize, k: usize) -> Result<Top
 /// reads back only the results.
 fn topk_gpu(ctx: &GpuContext, scores: &[f32], rows: usize, n: usize, k: usize) -> Result<TopK> {
     let ke = k.min(n);
-    let limit = ctx
-        .limits
-        .max_storage_buffer_binding_size
-        .min(ctx.limits.max_buffer_size);
-    let rows_per_group = ((limit / 4) as usize / n).max(1);
+    let rows_per_group = ctx.rows_per_binding(n);
     let mut indices = Vec::with_capacity(rows * ke);
     let mut out = Vec::with_capacity(rows * ke);
     for group in scores.chunks(rows_per_group * n) {

@@ -56,10 +56,13 @@ pub fn assert_close(what: &str, a: &[f32], b: &[f32], atol: f32, rtol: f32) {
     let mut bad = 0usize;
     for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
         let d = (x - y).abs();
-        if !(d <= atol + rtol * y.abs()) {
+        // Written so that NaN counts as out of tolerance (and as the worst).
+        let within = d <= atol + rtol * y.abs();
+        if !within {
             bad += 1;
         }
-        if !(d <= worst.1) {
+        let no_worse = d <= worst.1;
+        if !no_worse {
             worst = (i, d, y);
         }
     }
