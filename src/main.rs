@@ -1,6 +1,6 @@
 //! The `colwgpu` command line: the CLI only; everything it does is in the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -522,7 +522,7 @@ struct Session {
     compute: colwgpu::backend::Compute,
 }
 
-fn open_session(index: &PathBuf, model: &PathBuf, device: &DeviceArgs) -> Result<Session> {
+fn open_session(index: &Path, model: &Path, device: &DeviceArgs) -> Result<Session> {
     let index_ = colwgpu::index::Index::open(index)
         .with_context(|| format!("opening index {}", index.display()))?;
     let encoder = Encoder::open(model, device.choice()?, &device.options())

@@ -576,7 +576,7 @@ fn store_round_trip() {
     // 16·√n → a power of two (n ≈ 3000 → 512), at most the sample.
     assert_eq!(meta.num_centroids, kmeans::num_centroids_for(n).min(n));
     assert_eq!(meta.packed_bytes_per_vector, 12); // 80 bits → 3 words
-    assert_eq!(meta.bytes_per_vector, 16);
+    assert_eq!(meta.bytes_per_vector, 14, "12 packed + a u16 code");
     assert_eq!(idx.doc_ids(), &ids[..]);
     let lens: Vec<u32> = docs.iter().map(|d| (d.len() / dim) as u32).collect();
     assert_eq!(idx.doclens(), &lens[..]);
@@ -620,7 +620,7 @@ fn store_round_trip() {
     // Deterministic: the same build again gives identical files.
     let dir2 = tmp.path().join("idx2");
     build(&dir2, &ids, &docs, dim, &options(Compute::Cpu));
-    for f in index::store::DATA_FILES {
+    for f in index::store::data_files(meta.num_centroids, meta.num_docs) {
         assert_eq!(
             std::fs::read(dir.join(f)).unwrap(),
             std::fs::read(dir2.join(f)).unwrap(),
@@ -693,7 +693,7 @@ fn failed_builds_leave_the_existing_index_untouched() {
     build(&dir, &ids, &docs, dim, &opts);
     let before = std::fs::read(dir.join("metadata.json")).unwrap();
     let snapshot = |p: &Path| -> Vec<Vec<u8>> {
-        index::store::DATA_FILES
+        index::store::data_files(1, 1)
             .iter()
             .map(|f| std::fs::read(p.join(f)).unwrap())
             .collect()
@@ -767,7 +767,7 @@ fn failed_builds_leave_the_existing_index_untouched() {
     // directory that is not an index is never replaced.
     let stale = tmp.path().join("idx.tmp-999999999");
     std::fs::create_dir(&stale).unwrap();
-    std::fs::write(stale.join("codes.u32"), b"junk").unwrap();
+    std::fs::write(stale.join("codes.u16"), b"junk").unwrap();
     build(&dir, &ids, &docs, dim, &opts);
     assert!(!stale.exists());
     let precious = tmp.path().join("precious");
@@ -809,9 +809,9 @@ fn corrupt_indexes_are_refused_naming_the_file() {
     let tmp = tmpdir();
     // Truncated files: size check names the file.
     for f in [
-        "codes.u32",
+        "codes.u16",
         "residuals.bin",
-        "ivf.u32",
+        "ivf.u16",
         "doc_ids.json",
         "centroids.f32",
     ] {
@@ -828,7 +828,7 @@ fn corrupt_indexes_are_refused_naming_the_file() {
         assert!(e.contains(f) && e.contains("bytes"), "truncated {f}: {e}");
     }
     // One flipped byte: checksum names the file; without verification it opens.
-    for f in ["residuals.bin", "codes.u32", "bucket_weights.f32"] {
+    for f in ["residuals.bin", "codes.u16", "bucket_weights.f32"] {
         let dir = small_index(tmp.path(), &format!("flip-{f}"));
         let p = dir.join(f);
         let mut bytes = std::fs::read(&p).unwrap();
@@ -837,7 +837,7 @@ fn corrupt_indexes_are_refused_naming_the_file() {
         std::fs::write(&p, &bytes).unwrap();
         let e = open_err(&dir);
         assert!(e.contains(f) && e.contains("checksum"), "flipped {f}: {e}");
-        if f != "codes.u32" {
+        if f != "codes.u16" {
             Index::open_with(
                 &dir,
                 &OpenOptions {
@@ -849,9 +849,9 @@ fn corrupt_indexes_are_refused_naming_the_file() {
     }
     // Without checksums, structural checks still stop out-of-range codes.
     let dir = small_index(tmp.path(), "badcode");
-    let p = dir.join("codes.u32");
+    let p = dir.join("codes.u16");
     let mut bytes = std::fs::read(&p).unwrap();
-    bytes[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    bytes[2..4].copy_from_slice(&u16::MAX.to_le_bytes());
     std::fs::write(&p, &bytes).unwrap();
     let e = Index::open_with(
         &dir,
@@ -861,14 +861,14 @@ fn corrupt_indexes_are_refused_naming_the_file() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("codes.u32") && e.contains("not below"), "{e}");
+    assert!(e.contains("codes.u16") && e.contains("not below"), "{e}");
     // Wrong format version, missing file, missing metadata, garbage metadata.
     let dir = small_index(tmp.path(), "version");
     let p = dir.join("metadata.json");
     let text = std::fs::read_to_string(&p).unwrap();
     std::fs::write(
         &p,
-        text.replace("\"format_version\": 1", "\"format_version\": 99"),
+        text.replace("\"format_version\": 2", "\"format_version\": 99"),
     )
     .unwrap();
     let e = open_err(&dir);
@@ -883,7 +883,7 @@ fn corrupt_indexes_are_refused_naming_the_file() {
     meta["num_vectors"] = serde_json::json!(meta["num_vectors"].as_u64().unwrap() + 1);
     std::fs::write(&p, serde_json::to_vec(&meta).unwrap()).unwrap();
     let e = open_err(&dir);
-    assert!(e.contains("codes.u32") && e.contains("expected"), "{e}");
+    assert!(e.contains("codes.u16") && e.contains("expected"), "{e}");
     meta["num_vectors"] = serde_json::json!(u64::MAX);
     std::fs::write(&p, serde_json::to_vec(&meta).unwrap()).unwrap();
     assert!(open_err(&dir).contains("invalid"), "absurd counts");
@@ -938,7 +938,10 @@ fn real_model_build_and_model_check() {
     assert_eq!(idx.doclens(), &lens[..]);
     assert_eq!(lens[5], 3);
     let m = &summary.metadata;
-    assert_eq!(m.bytes_per_vector, 36, "dim 128 at 2 bits: 32 bytes + code");
+    assert_eq!(
+        m.bytes_per_vector, 34,
+        "dim 128 at 2 bits: 32 bytes + a u16 code"
+    );
     eprintln!(
         "real model, {} docs, {} vectors, {} centroids: codec mean cosine {:.4}, k-means {:.4}",
         m.num_docs,
@@ -994,4 +997,61 @@ fn real_model_build_and_model_check() {
     let e = index::build_index(&mut enc, &model, &docs, &out, &opts, &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("duplicate document id"), "{e}");
     assert!(Index::open(&out).is_ok());
+}
+
+/// Codes and inverted lists are u16 on disk while every value fits and u32
+/// beyond: 66,000 one-vector documents with 65,537 centroids need both wide,
+/// and the loaded arrays must describe the same assignment either way.
+#[test]
+fn codes_and_inverted_lists_widen_past_65536() {
+    let tmp = tmpdir();
+    let mut rng = Rng::new(7);
+    let (dim, n) = (8, 66_000);
+    let x = clustered(&mut rng, n, dim, 20_000, 0.3);
+    let docs: Vec<Vec<f32>> = x.chunks(dim).map(|v| v.to_vec()).collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+    for (centroids, code_file, code_bytes) in [(1024, "codes.u16", 2), (65_537, "codes.u32", 4)] {
+        let dir = tmp.path().join(format!("wide-{centroids}"));
+        let opts = IndexOptions {
+            num_centroids: Some(centroids),
+            kmeans_iters: 1,
+            chunk_docs: 8192,
+            ..options(Compute::Cpu)
+        };
+        build(&dir, &ids, &docs, dim, &opts);
+        assert!(dir.join(code_file).is_file(), "{code_file}");
+        assert!(
+            dir.join("ivf.u32").is_file(),
+            "66,000 documents need u32 lists"
+        );
+        let idx = Index::open(&dir).unwrap();
+        let meta = idx.metadata();
+        assert_eq!(meta.num_centroids, centroids);
+        assert_eq!(
+            meta.bytes_per_vector,
+            meta.packed_bytes_per_vector + code_bytes
+        );
+        assert_eq!(
+            std::fs::metadata(dir.join(code_file)).unwrap().len(),
+            (n * code_bytes) as u64
+        );
+        // Each document is in the inverted list of its (only) vector's centroid,
+        // and the lists hold nothing else.
+        let codes = idx.codes();
+        assert_eq!(codes.len(), n);
+        for d in (0..n).step_by(97) {
+            let c = codes[d] as usize;
+            assert!(c < centroids);
+            assert!(
+                idx.ivf_list(c).binary_search(&(d as u32)).is_ok(),
+                "doc {d}"
+            );
+        }
+        assert_eq!(idx.ivf().len(), n);
+        // The codes still decode close to the vectors (the assignment is real).
+        let (v, _) = idx.decompress_docs(&Compute::Cpu, &[0, 1, 65_999]).unwrap();
+        for (a, b) in v.chunks(dim).zip([&docs[0], &docs[1], &docs[65_999]]) {
+            assert!(dot(a, b) > 0.9, "cosine {}", dot(a, b));
+        }
+    }
 }

@@ -532,9 +532,9 @@ pub fn build_index_with(
     tmp.write_file(store::CENTROIDS, &codec.centroids, &mut files)?;
     tmp.write_file(store::BUCKET_CUTOFFS, &codec.bucket_cutoffs, &mut files)?;
     tmp.write_file(store::BUCKET_WEIGHTS, &codec.bucket_weights, &mut files)?;
-    tmp.write_file(store::CODES, &codes, &mut files)?;
+    tmp.write_indices(store::codes_file(k), &codes, &mut files)?;
     tmp.write_file(store::DOCLENS, &doclens, &mut files)?;
-    tmp.write_file(store::IVF, &ivf, &mut files)?;
+    tmp.write_indices(store::ivf_file(num_docs), &ivf, &mut files)?;
     tmp.write_file(store::IVF_OFFSETS, &ivf_offsets, &mut files)?;
     {
         let json = serde_json::to_vec(doc_ids).map_err(|e| Error::IndexFormat {

@@ -190,9 +190,10 @@ impl ResidualCodec {
         4 * self.words_per_vector()
     }
 
-    /// Bytes one stored vector costs: packed residual + its u32 code.
+    /// Bytes one stored vector costs: packed residual + its code (u16 up to
+    /// 65,536 centroids, else u32; see [`super::store::index_width`]).
     pub fn bytes_per_vector(&self) -> usize {
-        self.packed_bytes_per_vector() + 4
+        self.packed_bytes_per_vector() + super::store::index_width(self.num_centroids())
     }
 
     fn check_vectors(&self, what: &str, x: &[f32]) -> Result<usize> {

@@ -13,6 +13,11 @@
 //!   default), and the invariants search relies on (codes below the centroid
 //!   count, offsets ascending, document indices in range), naming the file at
 //!   fault. Large arrays are memory-mapped, not read.
+//! * **Widths.** Centroid codes and inverted-list entries are stored as u16
+//!   when every value fits (at most 65,536 centroids, resp. documents), else as
+//!   u32; the file name says which (`codes.u16` / `codes.u32`, `ivf.u16` /
+//!   `ivf.u32`). u32 files are memory-mapped; u16 files are widened to u32 in
+//!   memory at load (2 extra bytes per vector in RAM, none on disk).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -27,32 +32,63 @@ use crate::backend::Compute;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 
-/// The format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this build writes and reads (2: u16 codes / inverted lists where
+/// they fit).
+pub const FORMAT_VERSION: u32 = 2;
 
 pub const METADATA: &str = "metadata.json";
 pub const CENTROIDS: &str = "centroids.f32";
 pub const BUCKET_CUTOFFS: &str = "bucket_cutoffs.f32";
 pub const BUCKET_WEIGHTS: &str = "bucket_weights.f32";
-pub const CODES: &str = "codes.u32";
 pub const RESIDUALS: &str = "residuals.bin";
 pub const DOCLENS: &str = "doclens.u32";
-pub const IVF: &str = "ivf.u32";
 pub const IVF_OFFSETS: &str = "ivf_offsets.u64";
 pub const DOC_IDS: &str = "doc_ids.json";
 
-/// Every data file of an index (all but `metadata.json`).
-pub const DATA_FILES: &[&str] = &[
-    CENTROIDS,
-    BUCKET_CUTOFFS,
-    BUCKET_WEIGHTS,
-    CODES,
-    RESIDUALS,
-    DOCLENS,
-    IVF,
-    IVF_OFFSETS,
-    DOC_IDS,
-];
+/// Largest count whose indices (0 … count − 1) are stored as u16.
+const U16_COUNT: usize = 1 << 16;
+
+/// Bytes per stored index for values below `count`: 2 (u16) or 4 (u32).
+pub fn index_width(count: usize) -> usize {
+    if count <= U16_COUNT {
+        2
+    } else {
+        4
+    }
+}
+
+/// The codes file of an index with `num_centroids` centroids.
+pub fn codes_file(num_centroids: usize) -> &'static str {
+    if index_width(num_centroids) == 2 {
+        "codes.u16"
+    } else {
+        "codes.u32"
+    }
+}
+
+/// The inverted-lists file of an index with `num_docs` documents.
+pub fn ivf_file(num_docs: usize) -> &'static str {
+    if index_width(num_docs) == 2 {
+        "ivf.u16"
+    } else {
+        "ivf.u32"
+    }
+}
+
+/// Every data file of an index with these counts (all but `metadata.json`).
+pub fn data_files(num_centroids: usize, num_docs: usize) -> [&'static str; 9] {
+    [
+        CENTROIDS,
+        BUCKET_CUTOFFS,
+        BUCKET_WEIGHTS,
+        codes_file(num_centroids),
+        RESIDUALS,
+        DOCLENS,
+        ivf_file(num_docs),
+        IVF_OFFSETS,
+        DOC_IDS,
+    ]
+}
 
 /// The model an index was built with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,7 +214,7 @@ pub struct Metadata {
     pub num_centroids: usize,
     /// `4·ceil(dim·nbits / 32)`: bytes of one vector in `residuals.bin`.
     pub packed_bytes_per_vector: usize,
-    /// Packed residual + 4-byte code.
+    /// Packed residual + code (2 bytes up to 65,536 centroids, else 4).
     pub bytes_per_vector: usize,
     pub settings: Settings,
     pub stats: Stats,
@@ -382,6 +418,35 @@ impl TempIndexDir {
         w.finish(files)
     }
 
+    /// Writes indices (values below 2^16 when `name` ends in `.u16`, as
+    /// [`codes_file`] / [`ivf_file`] choose) at the width its name says.
+    pub(crate) fn write_indices(
+        &self,
+        name: &'static str,
+        data: &[u32],
+        files: &mut BTreeMap<String, FileEntry>,
+    ) -> Result<()> {
+        if !name.ends_with(".u16") {
+            return self.write_file(name, data, files);
+        }
+        let mut w = self.file(name)?;
+        for chunk in data.chunks(1 << 16) {
+            let narrow = chunk
+                .iter()
+                .map(|&v| {
+                    u16::try_from(v).map_err(|_| {
+                        bad(
+                            &self.tmp.join(name),
+                            format!("value {v} does not fit the u16 file"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<u16>>>()?;
+            w.write_pod(&narrow)?;
+        }
+        w.finish(files)
+    }
+
     /// Writes `metadata.json`, fsyncs, and moves the index into place.
     pub(crate) fn commit(mut self, metadata: &Metadata) -> Result<()> {
         let path = self.tmp.join(METADATA);
@@ -467,6 +532,31 @@ impl<T: bytemuck::Pod> Array<T> {
     }
 }
 
+/// A u32 array from a u32 file (memory-mapped) or a u16 file (widened at load).
+enum Indices {
+    Mapped(Array<u32>),
+    Widened(Vec<u32>),
+}
+
+impl Indices {
+    /// The array in the file `name` (`.u16` or `.u32`), whose size is checked.
+    fn from_file(name: &str, bytes: Bytes) -> Self {
+        if name.ends_with(".u16") {
+            let narrow: &[u16] = bytemuck::try_cast_slice(bytes.as_bytes()).unwrap_or(&[]);
+            Indices::Widened(narrow.iter().map(|&v| v as u32).collect())
+        } else {
+            Indices::Mapped(array(bytes))
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Indices::Mapped(a) => a.as_slice(),
+            Indices::Widened(v) => v,
+        }
+    }
+}
+
 /// Options for [`Index::open_with`].
 #[derive(Debug, Clone, Copy)]
 pub struct OpenOptions {
@@ -487,11 +577,11 @@ pub struct Index {
     dir: PathBuf,
     metadata: Metadata,
     codec: ResidualCodec,
-    codes: Array<u32>,
+    codes: Indices,
     residuals: Array<u32>,
     doclens: Vec<u32>,
     doc_offsets: Vec<u64>,
-    ivf: Array<u32>,
+    ivf: Indices,
     ivf_offsets: Array<u64>,
     doc_ids: Vec<String>,
     gpu_codec: Mutex<Option<Arc<GpuCodec>>>,
@@ -595,6 +685,9 @@ impl Index {
         let buckets = 1u64 << meta.nbits;
         let k = meta.num_centroids as u64;
         let n = meta.num_vectors as u64;
+        let codes_name = codes_file(meta.num_centroids);
+        let ivf_name = ivf_file(meta.num_docs);
+        let code_bytes = index_width(meta.num_centroids) as u64;
         // Sizes every file must have, where the metadata determines them.
         let expected: BTreeMap<&str, (Option<u64>, String)> = [
             (
@@ -615,7 +708,10 @@ impl Index {
                 BUCKET_WEIGHTS,
                 (Some(buckets * 4), format!("{buckets} weights × 4")),
             ),
-            (CODES, (Some(n * 4), format!("{n} vectors × 4"))),
+            (
+                codes_name,
+                (Some(n * code_bytes), format!("{n} vectors × {code_bytes}")),
+            ),
             (
                 RESIDUALS,
                 (Some(n * packed as u64), format!("{n} vectors × {packed}")),
@@ -631,14 +727,14 @@ impl Index {
                 IVF_OFFSETS,
                 (Some((k + 1) * 8), format!("({k} centroids + 1) × 8")),
             ),
-            (IVF, (None, String::new())),
+            (ivf_name, (None, String::new())),
             (DOC_IDS, (None, String::new())),
         ]
         .into_iter()
         .collect();
 
         let mut maps: BTreeMap<&str, Bytes> = BTreeMap::new();
-        for &name in DATA_FILES {
+        for name in data_files(meta.num_centroids, meta.num_docs) {
             let path = dir.join(name);
             let entry = meta
                 .files
@@ -697,18 +793,22 @@ impl Index {
         let weights = f32s(&take(BUCKET_WEIGHTS));
         let codec = ResidualCodec::new(meta.dim, meta.nbits, centroids, cutoffs, weights)
             .map_err(|e| bad(&dir.join(CENTROIDS), format!("invalid codec: {e}")))?;
-        let codes: Array<u32> = array(take(CODES));
+        let codes = Indices::from_file(codes_name, take(codes_name));
         let residuals: Array<u32> = array(take(RESIDUALS));
         let doclens_b = take(DOCLENS);
         let doclens: Vec<u32> = bytemuck::try_cast_slice(doclens_b.as_bytes())
             .map(|s: &[u32]| s.to_vec())
             .unwrap_or_default();
-        let ivf_path = dir.join(IVF);
-        let ivf_b = take(IVF);
-        if ivf_b.as_bytes().len() % 4 != 0 {
-            return Err(bad(&ivf_path, "size is not a multiple of 4"));
+        let ivf_path = dir.join(ivf_name);
+        let ivf_b = take(ivf_name);
+        let ivf_width = index_width(meta.num_docs);
+        if !ivf_b.as_bytes().len().is_multiple_of(ivf_width) {
+            return Err(bad(
+                &ivf_path,
+                format!("size is not a multiple of {ivf_width}"),
+            ));
         }
-        let ivf: Array<u32> = array(ivf_b);
+        let ivf = Indices::from_file(ivf_name, ivf_b);
         let ivf_offsets: Array<u64> = array(take(IVF_OFFSETS));
         let ids_path = dir.join(DOC_IDS);
         let doc_ids: Vec<String> = serde_json::from_slice(take(DOC_IDS).as_bytes())
@@ -736,7 +836,7 @@ impl Index {
         }
         if let Some(i) = codes.as_slice().iter().position(|&c| c as u64 >= k) {
             return Err(bad(
-                &dir.join(CODES),
+                &dir.join(codes_name),
                 format!(
                     "code {} of vector {i} is not below the {k} centroids",
                     codes.as_slice()[i]
@@ -751,7 +851,7 @@ impl Index {
         {
             return Err(bad(
                 &dir.join(IVF_OFFSETS),
-                format!("offsets must ascend from 0 to the {ivf_len} entries of {IVF}"),
+                format!("offsets must ascend from 0 to the {ivf_len} entries of {ivf_name}"),
             ));
         }
         if let Some(i) = ivf
@@ -811,7 +911,8 @@ impl Index {
     pub fn centroids(&self) -> &[f32] {
         &self.codec.centroids
     }
-    /// Centroid id of every vector, documents back to back (memory-mapped).
+    /// Centroid id of every vector, documents back to back (memory-mapped, or
+    /// widened from u16 at load).
     pub fn codes(&self) -> &[u32] {
         self.codes.as_slice()
     }
@@ -833,7 +934,7 @@ impl Index {
         &self.doc_offsets
     }
     /// Document indices per centroid, back to back; each list ascending and
-    /// without repeats (memory-mapped).
+    /// without repeats (memory-mapped, or widened from u16 at load).
     pub fn ivf(&self) -> &[u32] {
         self.ivf.as_slice()
     }
