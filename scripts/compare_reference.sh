@@ -75,7 +75,10 @@ shutil.copy(f"{src}/queries.jsonl", f"{dst}/queries.jsonl")
 PY
 
 # 2. One checkpoint for both: the stanford layout, which colbert-ai loads and colwgpu reads.
-python3 -c "import safetensors" 2>/dev/null && CONVERT_PY=python3 || CONVERT_PY="$PY"
+CONVERT_PY=python3
+python3 -c "import safetensors.numpy" 2>/dev/null || CONVERT_PY="$PY"
+"$CONVERT_PY" -c "import safetensors.numpy" 2>/dev/null || {
+  echo "converting the checkpoint needs python with numpy + safetensors (e.g. COLBERT_PY=.venv-colbert/bin/python)" >&2; exit 1; }
 "$CONVERT_PY" scripts/reference/to_stanford_layout.py "$MODEL_SRC" "$OUT/model" >/dev/null
 
 # 3. colwgpu: build, then search at k = 10 and 100.
