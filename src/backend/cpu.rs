@@ -94,6 +94,12 @@ pub fn matmul_transposed(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize
     gemm_x_wt(x, w, y, m, n, k, false, gemm_parallelism(m, n, k));
 }
 
+/// [`matmul_transposed`] on the calling thread: for callers that already run
+/// as one of many rayon tasks.
+pub fn matmul_transposed_serial(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
+    gemm_x_wt(x, w, y, m, n, k, false, gemm::Parallelism::None);
+}
+
 /// gemm on the whole rayon pool when the product is worth sharing.
 fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let threads = rayon::current_num_threads();
@@ -117,9 +123,10 @@ fn gemm_x_wt(
     accumulate: bool,
     par: gemm::Parallelism,
 ) {
-    debug_assert_eq!(x.len(), m * k);
-    debug_assert_eq!(w.len(), n * k);
-    debug_assert_eq!(y.len(), m * n);
+    // Real checks, not debug ones: the unsafe gemm call below relies on them.
+    assert_eq!(x.len(), m * k, "gemm: x is not m × k");
+    assert_eq!(w.len(), n * k, "gemm: w is not n × k");
+    assert_eq!(y.len(), m * n, "gemm: y is not m × n");
     if m == 0 || n == 0 {
         return;
     }

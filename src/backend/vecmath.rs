@@ -72,7 +72,7 @@ fn sum_lanes(xs: &[f32]) -> f32 {
 
 /// The maximum of `xs` (−∞ when empty) over [`LANES`] accumulators.
 #[inline(always)]
-fn max_lanes(xs: &[f32]) -> f32 {
+pub(crate) fn max_lanes(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = xs.chunks_exact(LANES);
     let tail = chunks.remainder();

@@ -105,7 +105,8 @@ pub fn assign_cpu_blocked(
             for (j, cblock) in centroids.chunks(cols * dim).enumerate() {
                 let kc = cblock.len() / dim;
                 let scores = &mut scores[..m * kc];
-                crate::backend::cpu::matmul_transposed(xb, cblock, scores, m, kc, dim);
+                // Serial: the tasks themselves already share the rayon pool.
+                crate::backend::cpu::matmul_transposed_serial(xb, cblock, scores, m, kc, dim);
                 for (i, row) in scores.chunks_exact(kc).enumerate() {
                     let max = row_max(row);
                     if max > sb[i] {
@@ -120,21 +121,9 @@ pub fn assign_cpu_blocked(
     (codes, best)
 }
 
-/// `max(f32::MIN, row…)` ignoring NaN, with eight lanes so it vectorises.
+/// `max(f32::MIN, row…)` ignoring NaN.
 fn row_max(row: &[f32]) -> f32 {
-    let mut lanes = [f32::MIN; 8];
-    let chunks = row.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (l, &s) in lanes.iter_mut().zip(c) {
-            *l = if s > *l { s } else { *l };
-        }
-    }
-    let mut m = f32::MIN;
-    for &s in lanes.iter().chain(rest) {
-        m = if s > m { s } else { m };
-    }
-    m
+    crate::backend::vecmath::max_lanes(row).max(f32::MIN)
 }
 
 /// Vectors resident on the GPU (split into bindings under the adapter's limit)

@@ -245,34 +245,3 @@ pub fn record_assigned(
         tuning(ctx.is_software(), shape.qlen),
     )
 }
-
-/// [`record_assigned`] with `out_offset = 0`: `scores[r]` for document r
-/// against query `owner[r]`.
-#[allow(clippy::too_many_arguments)]
-pub fn record(
-    ctx: &GpuContext,
-    encoder: &mut wgpu::CommandEncoder,
-    queries: &wgpu::Buffer,
-    docs: &wgpu::Buffer,
-    doc_offsets: &wgpu::Buffer,
-    owner: &wgpu::Buffer,
-    scores: &wgpu::Buffer,
-    (num_docs, num_queries, qlen, dim): (usize, usize, usize, usize),
-) -> Result<()> {
-    record_assigned(
-        ctx,
-        encoder,
-        queries,
-        docs,
-        doc_offsets,
-        owner,
-        scores,
-        Assigned {
-            num_queries,
-            qlen,
-            dim,
-            num_docs,
-            out_offset: 0,
-        },
-    )
-}
