@@ -4,14 +4,18 @@
 //! kernels; kernels never call models.
 
 pub mod attention;
+pub mod attention_gqa;
+pub mod elementwise;
 pub mod embed;
 pub mod kmeans;
 pub mod l2norm;
 pub mod layernorm;
 pub mod matmul;
 pub mod maxsim;
+pub mod norm;
 pub mod plaid;
 pub mod residual_codec;
+pub mod rotary;
 pub mod survivors;
 pub mod topk;
 
@@ -38,6 +42,15 @@ pub const ALL: &[KernelSpec] = &[
     survivors::OFFSETS,
     survivors::MAP_ROWS,
     survivors::SCATTER,
+    // Vision-language ops (Qwen2-VL).
+    norm::LAYER_NORM,
+    norm::RMS_NORM,
+    elementwise::ADD,
+    elementwise::QUICK_GELU,
+    elementwise::GELU,
+    elementwise::SWIGLU,
+    rotary::SPEC,
+    attention_gqa::SPEC,
 ];
 
 /// Size in bytes of each kernel's `Params` struct, by shader file: checked
@@ -57,6 +70,16 @@ pub const PARAMS_SIZES: &[(&str, usize)] = &[
     ("plaid.wgsl", std::mem::size_of::<plaid::Params>()),
     ("topk.wgsl", std::mem::size_of::<topk::Params>()),
     ("survivors.wgsl", std::mem::size_of::<survivors::Params>()),
+    ("norm.wgsl", std::mem::size_of::<norm::Params>()),
+    (
+        "elementwise.wgsl",
+        std::mem::size_of::<elementwise::Params>(),
+    ),
+    ("rotary.wgsl", std::mem::size_of::<rotary::Params>()),
+    (
+        "attention_gqa.wgsl",
+        std::mem::size_of::<attention_gqa::Params>(),
+    ),
 ];
 
 /// Workgroup size of the row-wise kernels.
