@@ -20,5 +20,6 @@ pub mod kernels;
 pub mod model;
 pub mod search;
 pub mod text;
+pub mod vision;
 
 pub use error::{Error, Result};

@@ -74,6 +74,7 @@ Checked against the installed sources (colpali-engine 0.3.18, transformers 5.24.
     final RMSNorm = last_hidden_state.
 """
 import argparse
+import copy
 import json
 import os
 from importlib.metadata import version
@@ -200,8 +201,9 @@ def main():
     )
     model = ColQwen2(config).eval()
     seeded_init(model)
-    model.to(torch.bfloat16).save_pretrained(model_dir, safe_serialization=True)
-    model.to(torch.float32)
+    # Save a bf16 copy: converting the model itself would also round its RoPE
+    # inv_freq buffers to bf16 (a 3e-4 shift of the outputs, measured).
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(model_dir, safe_serialization=True)
     processor.save_pretrained(model_dir)
 
     img_dir = os.path.join(args.out, "images")
