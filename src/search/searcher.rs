@@ -242,9 +242,11 @@ impl<'a> Searcher<'a> {
         topk::record_with(
             ctx,
             &mut enc,
-            dense.buffer(),
-            idx.buffer(),
-            sc.buffer(),
+            &topk::Buffers {
+                scores: dense.buffer(),
+                out_idx: idx.buffer(),
+                out_scores: sc.buffer(),
+            },
             topk::Shape {
                 rows: nq,
                 n,
@@ -319,7 +321,7 @@ impl<'a> Searcher<'a> {
                 &g.codes,
                 &g.residuals,
                 vectors.buffer(),
-                crate::kernels::residual_codec::Rows::Range {
+                crate::index::codec::Rows::Range {
                     first: base as usize,
                 },
                 (offs[d1] - base) as usize,
@@ -327,10 +329,13 @@ impl<'a> Searcher<'a> {
             crate::kernels::maxsim::record_all_pairs(
                 ctx,
                 enc,
-                q,
-                vectors.buffer(),
-                &rel,
-                dense,
+                &crate::kernels::maxsim::Buffers {
+                    queries: q,
+                    docs: vectors.buffer(),
+                    doc_offsets: &rel,
+                    owner: None,
+                    scores: dense,
+                },
                 crate::kernels::maxsim::AllPairs {
                     num_queries: nq,
                     qlen,
@@ -402,10 +407,12 @@ impl<'a> Searcher<'a> {
         crate::kernels::matmul::record(
             ctx,
             enc,
-            &g.centroids,
-            q,
-            None,
-            scores.buffer(),
+            &crate::kernels::matmul::Buffers {
+                x: &g.centroids,
+                w: q,
+                bias: None,
+                y: scores.buffer(),
+            },
             (kc, nq * qlen, dim),
             crate::kernels::matmul::Activation::Identity,
         )?;
@@ -435,9 +442,11 @@ impl<'a> Searcher<'a> {
             topk::record_with(
                 ctx,
                 enc,
-                dense,
-                out,
-                l_scores.buffer(),
+                &topk::Buffers {
+                    scores: dense,
+                    out_idx: out,
+                    out_scores: l_scores.buffer(),
+                },
                 topk::Shape {
                     rows: nq,
                     n,
@@ -539,7 +548,7 @@ impl<'a> Searcher<'a> {
                 &g.codes,
                 &g.residuals,
                 vectors.buffer(),
-                crate::kernels::residual_codec::Rows::Gather(rows.buffer()),
+                crate::index::codec::Rows::Gather(rows.buffer()),
                 gr.rows,
             )?;
             let owner: Vec<u32> = (gr.first..gr.first + gr.count)
@@ -549,11 +558,13 @@ impl<'a> Searcher<'a> {
             crate::kernels::maxsim::record_assigned(
                 ctx,
                 enc,
-                q,
-                vectors.buffer(),
-                offsets.buffer(),
-                &owner,
-                exact.buffer(),
+                &crate::kernels::maxsim::Buffers {
+                    queries: q,
+                    docs: vectors.buffer(),
+                    doc_offsets: offsets.buffer(),
+                    owner: Some(&owner),
+                    scores: exact.buffer(),
+                },
                 crate::kernels::maxsim::Assigned {
                     num_queries: nq,
                     qlen,
