@@ -32,14 +32,16 @@ pub const SPEC: KernelSpec = KernelSpec {
     ],
 };
 
-/// The buffers bound (in binding order).
-pub struct Buffers<'a> {
-    /// `[rows, (q_heads + 2·kv_heads)·head_dim]`: Q, then K, then V.
-    pub qkv: &'a wgpu::Buffer,
-    /// `[rows, 2]` u32: the half-open key span of each query row.
-    pub spans: &'a wgpu::Buffer,
-    /// `[rows, q_heads·head_dim]`.
-    pub out: &'a wgpu::Buffer,
+super::kernel_buffers! {
+    /// What `attention_gqa.wgsl` binds.
+    pub struct Buffers<'a> {
+        /// `[rows, (q_heads + 2·kv_heads)·head_dim]`: Q, then K, then V.
+        qkv: &'a wgpu::Buffer,
+        /// `[rows, 2]` u32: the half-open key span of each query row.
+        spans: &'a wgpu::Buffer,
+        /// `[rows, q_heads·head_dim]`.
+        out: &'a wgpu::Buffer,
+    }
 }
 
 /// Records the attention of `rows` query rows.
@@ -75,6 +77,5 @@ pub fn record(
     };
     let constants = [("WG_SIZE", ROW_WG as f64), ("HEAD_DIM", head_dim as f64)];
     let groups = [(rows as u32).div_ceil(ROW_WG).max(1), q_heads as u32, 1];
-    let buffers = [b.qkv, b.spans, b.out];
-    ctx.record_kernel(encoder, &SPEC, &constants, &buffers, &params, groups)
+    ctx.record_kernel(encoder, &SPEC, &constants, &b.in_order(), &params, groups)
 }

@@ -46,12 +46,16 @@ pub enum Op {
     SwiGlu,
 }
 
-/// The buffers bound (in binding order); `b` is read by [`Op::Add`] only
-/// (bind `a` again otherwise).
-pub struct Buffers<'a> {
-    pub a: &'a wgpu::Buffer,
-    pub b: &'a wgpu::Buffer,
-    pub out: &'a wgpu::Buffer,
+super::kernel_buffers! {
+    /// What `elementwise.wgsl` binds.
+    pub struct Buffers<'a> {
+        /// `[rows, cols]` (`[rows, 2·cols]` for [`Op::SwiGlu`]).
+        a: &'a wgpu::Buffer,
+        /// `[rows, cols]`; read by [`Op::Add`] only.
+        b: Option<&'a wgpu::Buffer>,
+        /// `[rows, cols]`.
+        out: &'a wgpu::Buffer,
+    }
 }
 
 /// Records `op` producing `out` of `[rows, cols]`.
@@ -76,12 +80,11 @@ pub fn record(
     };
     let n = (rows * cols) as u32;
     let wg = [("WG_SIZE", ROW_WG as f64)];
-    let buffers = [b.a, b.b, b.out];
     ctx.record_kernel(
         encoder,
         &spec,
         &wg,
-        &buffers,
+        &b.in_order(),
         &params,
         ctx.grid(n.div_ceil(ROW_WG)),
     )

@@ -38,16 +38,22 @@ pub const RMS_NORM: KernelSpec = KernelSpec {
 pub enum Norm {
     /// `(x − μ) / √(σ² + eps) · gamma + beta`.
     Layer,
-    /// `x / √(mean(x²) + eps) · gamma` (`beta` unused: bind `gamma` again).
+    /// `x / √(mean(x²) + eps) · gamma` (`beta` unused).
     Rms,
 }
 
-/// The buffers bound (in binding order).
-pub struct Buffers<'a> {
-    pub x: &'a wgpu::Buffer,
-    pub gamma: &'a wgpu::Buffer,
-    pub beta: &'a wgpu::Buffer,
-    pub out: &'a wgpu::Buffer,
+super::kernel_buffers! {
+    /// What `norm.wgsl` binds.
+    pub struct Buffers<'a> {
+        /// `[rows, hidden]`.
+        x: &'a wgpu::Buffer,
+        /// `[hidden]`.
+        gamma: &'a wgpu::Buffer,
+        /// `[hidden]`; read by [`Norm::Layer`] only.
+        beta: Option<&'a wgpu::Buffer>,
+        /// `[rows, hidden]`.
+        out: &'a wgpu::Buffer,
+    }
 }
 
 /// Records the normalisation of `rows` rows of `hidden` values.
@@ -70,12 +76,11 @@ pub fn record(
         Norm::Rms => RMS_NORM,
     };
     let wg = [("WG_SIZE", ROW_WG as f64)];
-    let buffers = [b.x, b.gamma, b.beta, b.out];
     ctx.record_kernel(
         encoder,
         &spec,
         &wg,
-        &buffers,
+        &b.in_order(),
         &params,
         ctx.grid(rows as u32),
     )

@@ -25,12 +25,16 @@ pub const SPEC: KernelSpec = KernelSpec {
     ],
 };
 
-/// The buffers bound (in binding order).
-pub struct Buffers<'a> {
-    pub x: &'a wgpu::Buffer,
-    /// `[rows, head_dim]`: cos of the row's angles, then their sin.
-    pub table: &'a wgpu::Buffer,
-    pub out: &'a wgpu::Buffer,
+super::kernel_buffers! {
+    /// What `rotary.wgsl` binds.
+    pub struct Buffers<'a> {
+        /// `[rows, cols]`.
+        x: &'a wgpu::Buffer,
+        /// `[rows, head_dim]`: cos of the row's angles, then their sin.
+        table: &'a wgpu::Buffer,
+        /// `[rows, cols]`.
+        out: &'a wgpu::Buffer,
+    }
 }
 
 /// Records the rotation of heads `0..heads` of every row of `x` `[rows, cols]`.
@@ -54,12 +58,11 @@ pub fn record(
     };
     let n = (rows * cols) as u32;
     let wg = [("WG_SIZE", ROW_WG as f64)];
-    let buffers = [b.x, b.table, b.out];
     ctx.record_kernel(
         encoder,
         &SPEC,
         &wg,
-        &buffers,
+        &b.in_order(),
         &params,
         ctx.grid(n.div_ceil(ROW_WG)),
     )

@@ -11,6 +11,7 @@ use super::plaid::{self, CodesView, PlaidParams};
 use super::survivors;
 use crate::backend::Compute;
 use crate::error::{Error, Result};
+use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::gpu::GpuContext;
@@ -47,9 +48,11 @@ impl SearchOptions {
     }
 }
 
-/// A searcher over one open index.
-pub struct Searcher<'a> {
-    index: &'a Index,
+/// A searcher over one open index, held by reference (`Searcher<&Index>`) or
+/// shared (`Searcher<Arc<Index>>`, which is `'static` and can live beside the
+/// index in a long-lived handle).
+pub struct Searcher<I: Deref<Target = Index> + Sync = Arc<Index>> {
+    index: I,
     compute: Compute,
     /// The index arrays the GPU stages read, uploaded once.
     gpu: Option<GpuIndex>,
@@ -83,10 +86,10 @@ fn to_u32(what: &str, v: &[u64]) -> Result<Vec<u32>> {
         .collect()
 }
 
-impl<'a> Searcher<'a> {
+impl<I: Deref<Target = Index> + Sync> Searcher<I> {
     /// A searcher; on `Compute::Gpu` this uploads the index's centroids, codes
     /// and inverted lists once.
-    pub fn new(index: &'a Index, compute: Compute) -> Result<Self> {
+    pub fn new(index: I, compute: Compute) -> Result<Self> {
         let gpu = match &compute {
             Compute::Cpu => None,
             Compute::Gpu(ctx) => Some(GpuIndex {
@@ -117,7 +120,12 @@ impl<'a> Searcher<'a> {
     }
 
     pub fn index(&self) -> &Index {
-        self.index
+        &self.index
+    }
+
+    /// Where the search kernels run.
+    pub fn compute(&self) -> &Compute {
+        &self.compute
     }
 
     fn view(&self) -> CodesView<'_> {
@@ -242,9 +250,11 @@ impl<'a> Searcher<'a> {
         topk::record_with(
             ctx,
             &mut enc,
-            dense.buffer(),
-            idx.buffer(),
-            sc.buffer(),
+            &topk::Buffers {
+                scores: dense.buffer(),
+                out_idx: idx.buffer(),
+                out_scores: sc.buffer(),
+            },
             topk::Shape {
                 rows: nq,
                 n,
@@ -319,7 +329,7 @@ impl<'a> Searcher<'a> {
                 &g.codes,
                 &g.residuals,
                 vectors.buffer(),
-                crate::kernels::residual_codec::Rows::Range {
+                crate::index::codec::Rows::Range {
                     first: base as usize,
                 },
                 (offs[d1] - base) as usize,
@@ -327,10 +337,13 @@ impl<'a> Searcher<'a> {
             crate::kernels::maxsim::record_all_pairs(
                 ctx,
                 enc,
-                q,
-                vectors.buffer(),
-                &rel,
-                dense,
+                &crate::kernels::maxsim::Buffers {
+                    queries: q,
+                    docs: vectors.buffer(),
+                    doc_offsets: &rel,
+                    owner: None,
+                    scores: dense,
+                },
                 crate::kernels::maxsim::AllPairs {
                     num_queries: nq,
                     qlen,
@@ -402,10 +415,12 @@ impl<'a> Searcher<'a> {
         crate::kernels::matmul::record(
             ctx,
             enc,
-            &g.centroids,
-            q,
-            None,
-            scores.buffer(),
+            &crate::kernels::matmul::Buffers {
+                x: &g.centroids,
+                w: q,
+                bias: None,
+                y: scores.buffer(),
+            },
             (kc, nq * qlen, dim),
             crate::kernels::matmul::Activation::Identity,
         )?;
@@ -435,9 +450,11 @@ impl<'a> Searcher<'a> {
             topk::record_with(
                 ctx,
                 enc,
-                dense,
-                out,
-                l_scores.buffer(),
+                &topk::Buffers {
+                    scores: dense,
+                    out_idx: out,
+                    out_scores: l_scores.buffer(),
+                },
                 topk::Shape {
                     rows: nq,
                     n,
@@ -539,7 +556,7 @@ impl<'a> Searcher<'a> {
                 &g.codes,
                 &g.residuals,
                 vectors.buffer(),
-                crate::kernels::residual_codec::Rows::Gather(rows.buffer()),
+                crate::index::codec::Rows::Gather(rows.buffer()),
                 gr.rows,
             )?;
             let owner: Vec<u32> = (gr.first..gr.first + gr.count)
@@ -549,11 +566,13 @@ impl<'a> Searcher<'a> {
             crate::kernels::maxsim::record_assigned(
                 ctx,
                 enc,
-                q,
-                vectors.buffer(),
-                offsets.buffer(),
-                &owner,
-                exact.buffer(),
+                &crate::kernels::maxsim::Buffers {
+                    queries: q,
+                    docs: vectors.buffer(),
+                    doc_offsets: offsets.buffer(),
+                    owner: Some(&owner),
+                    scores: exact.buffer(),
+                },
                 crate::kernels::maxsim::Assigned {
                     num_queries: nq,
                     qlen,
