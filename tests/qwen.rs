@@ -705,3 +705,206 @@ fn patches_of_a_large_image_follow_the_pixel_budget() {
         p.grid
     );
 }
+
+// ---------------------------------------------------------------- layouts and adapters
+
+/// The fixture model's tensors as f32, by name.
+fn fixture_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(fixture_dir().join("model/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            assert_eq!(v.dtype(), safetensors::Dtype::BF16);
+            let data = v
+                .data()
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect();
+            (name, v.shape().to_vec(), data)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn write_f32_safetensors(path: &std::path::Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// Copies the fixture model's side files (config, tokenizer, processor) into `dir`.
+fn copy_side_files(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["config.json", "tokenizer.json", "processor_config.json"] {
+        std::fs::copy(fixture_dir().join("model").join(f), dir.join(f)).unwrap();
+    }
+}
+
+/// Encodes page 0 and the first query with the checkpoint in `dir`.
+fn encode_one(ckpt: ColQwen2Checkpoint) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+    let mut enc = ColQwen2Encoder::new(ckpt, CpuBackend::new()).unwrap();
+    let d = enc.encode_images(&[image(0)]).unwrap().remove(0);
+    let q = enc
+        .encode_queries(&[fixture_queries()[0].as_str()])
+        .unwrap()
+        .remove(0);
+    (d.vectors, q.vectors, q.ids)
+}
+
+#[test]
+fn lora_adapter_merges_as_w_plus_scaled_b_a() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(95);
+    let (r, alpha) = (2usize, 6.0f32);
+    // (adapter module name in colpali-engine's layout, fixture tensor name)
+    let targets = [
+        (
+            "base_model.model.model.layers.0.self_attn.q_proj",
+            "language_model.layers.0.self_attn.q_proj.weight",
+        ),
+        (
+            "base_model.model.model.layers.1.mlp.down_proj",
+            "language_model.layers.1.mlp.down_proj.weight",
+        ),
+        (
+            "base_model.model.visual.blocks.1.mlp.fc1",
+            "visual.blocks.1.mlp.fc1.weight",
+        ),
+        (
+            "base_model.model.custom_text_proj",
+            "custom_text_proj.weight",
+        ),
+    ];
+    let mut tensors = fixture_tensors();
+    let mut adapter = Vec::new();
+    for (module, target) in targets {
+        let t = tensors.iter_mut().find(|t| t.0 == target).unwrap();
+        let (out, inp) = (t.1[0], t.1[1]);
+        let a = rng.vec(r * inp, 0.3);
+        let b = rng.vec(out * r, 0.3);
+        for o in 0..out {
+            for i in 0..inp {
+                let ba: f64 = (0..r)
+                    .map(|k| b[o * r + k] as f64 * a[k * inp + i] as f64)
+                    .sum();
+                t.2[o * inp + i] += (alpha as f64 / r as f64 * ba) as f32;
+            }
+        }
+        adapter.push((format!("{module}.lora_A.weight"), vec![r, inp], a));
+        adapter.push((format!("{module}.lora_B.weight"), vec![out, r], b));
+    }
+    // The merged checkpoint, written out in f32.
+    let merged = tmp.path().join("merged");
+    copy_side_files(&merged);
+    write_f32_safetensors(&merged.join("model.safetensors"), &tensors);
+    // The adapter, its base found beside it by the last component of its name.
+    let base = tmp.path().join("tiny-colqwen2-base");
+    copy_side_files(&base);
+    std::fs::copy(
+        fixture_dir().join("model/model.safetensors"),
+        base.join("model.safetensors"),
+    )
+    .unwrap();
+    let dir = tmp.path().join("adapter");
+    std::fs::create_dir(&dir).unwrap();
+    write_f32_safetensors(&dir.join("adapter_model.safetensors"), &adapter);
+    let config = serde_json::json!({
+        "base_model_name_or_path": "someone/tiny-colqwen2-base",
+        "peft_type": "LORA", "r": r, "lora_alpha": alpha,
+    });
+    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+    let via_adapter = encode_one(ColQwen2Checkpoint::load(&dir).unwrap());
+    let via_merged = encode_one(ColQwen2Checkpoint::load(&merged).unwrap());
+    let base_only = encode_one(ColQwen2Checkpoint::load(&base).unwrap());
+    assert_close(
+        "adapter vs merged (page)",
+        &via_adapter.0,
+        &via_merged.0,
+        2e-6,
+        0.0,
+    );
+    assert_close(
+        "adapter vs merged (query)",
+        &via_adapter.1,
+        &via_merged.1,
+        2e-6,
+        0.0,
+    );
+    assert!(
+        max_abs_diff(&via_adapter.0, &base_only.0) > 1e-2,
+        "the adapter changed nothing"
+    );
+    // The base given explicitly works too; a missing base is a clear error.
+    let explicit = ColQwen2Checkpoint::load_with_base(&dir, Some(&base)).unwrap();
+    assert_eq!(
+        explicit.adapter.as_ref().map(|a| a.1.clone()),
+        Some(base.clone())
+    );
+    std::fs::rename(&base, tmp.path().join("elsewhere")).unwrap();
+    let err = match ColQwen2Checkpoint::load(&dir) {
+        Ok(_) => panic!("an adapter without its base loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("--base") && err.contains("tiny-colqwen2-base"),
+        "{err}"
+    );
+}
+
+#[test]
+fn transformers_colqwen2_layout_gives_the_same_vectors() {
+    // transformers' ColQwen2ForRetrieval: `vlm.visual.*`, `vlm.language_model.*`,
+    // `embedding_proj_layer.*`, the Qwen2-VL config under `vlm_config`; its
+    // processor writes queries as "Query: " + text + <|endoftext|> × 10 + "\n".
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hf");
+    copy_side_files(&dir);
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir().join("model/config.json")).unwrap(),
+    )
+    .unwrap();
+    let wrapped =
+        serde_json::json!({"model_type": "colqwen2", "embedding_dim": 128, "vlm_config": cfg});
+    std::fs::write(dir.join("config.json"), wrapped.to_string()).unwrap();
+    let renamed: Vec<_> = fixture_tensors()
+        .into_iter()
+        .map(|(n, s, d)| {
+            let n = if let Some(rest) = n.strip_prefix("custom_text_proj") {
+                format!("embedding_proj_layer{rest}")
+            } else {
+                format!("vlm.{n}")
+            };
+            (n, s, d)
+        })
+        .collect();
+    write_f32_safetensors(&dir.join("model.safetensors"), &renamed);
+    let hf = encode_one(ColQwen2Checkpoint::load(&dir).unwrap());
+    let ours = encode_one(checkpoint());
+    assert_eq!(hf.0, ours.0, "page vectors");
+    let enc = ColQwen2Encoder::new(checkpoint(), CpuBackend::new()).unwrap();
+    let q = &fixture_queries()[0];
+    // colpali-engine's ids of "Query: " + text, then the extra "\n" token.
+    let want = enc.query_ids(&format!("Query: {q}")).unwrap();
+    assert_eq!(
+        &hf.2[..want.len()],
+        &want[..],
+        "queries start with 'Query: '"
+    );
+    assert_eq!(hf.2.len(), want.len() + 1, "and end with a newline token");
+}

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::backend::{Activation, Backend, HostMatrix};
 use crate::error::{Error, Result};
 use crate::model::colbert::TokenVectors;
+use crate::model::lora::LoraAdapter;
 use crate::model::qwen2_vl::{
     mrope_positions, text_forward, vision_forward, Prefixes, Qwen2VlConfig, Qwen2VlWeights,
     TensorSet,
@@ -35,22 +36,68 @@ pub struct ColQwen2Checkpoint {
     pub weights: Qwen2VlWeights<HostMatrix>,
     pub proj_w: HostMatrix,
     pub proj_b: HostMatrix,
+    /// Put before every query (transformers' ColQwen2 processor: `Query: `;
+    /// colpali-engine: nothing).
+    pub query_prefix: String,
+    /// Put after the `<|endoftext|>` × 10 of every query (transformers: `\n`).
+    pub query_suffix: String,
+    /// The adapter merged in, if `dir` held one: (adapter dir, base dir).
+    pub adapter: Option<(PathBuf, PathBuf)>,
 }
 
 impl ColQwen2Checkpoint {
     /// Loads a checkpoint directory (`config.json`, `model.safetensors` or shards,
-    /// `tokenizer.json`, the image processor's settings).
+    /// `tokenizer.json`, the image processor's settings), or a PEFT LoRA adapter
+    /// directory (`adapter_config.json`, `adapter_model.safetensors`) merged
+    /// into its base model (found as [`LoraAdapter::base_dir`] says).
     pub fn load(dir: &Path) -> Result<Self> {
-        let config = Qwen2VlConfig::load(&dir.join("config.json"))?;
-        let image = ImageProcessorConfig::load(dir)?;
-        let set = TensorSet::open(dir)?;
+        Self::load_with_base(dir, None)
+    }
+
+    /// [`ColQwen2Checkpoint::load`] with the base model of an adapter given.
+    pub fn load_with_base(dir: &Path, base: Option<&Path>) -> Result<Self> {
+        let adapter = if LoraAdapter::is_adapter(dir) {
+            Some(LoraAdapter::load(dir)?)
+        } else {
+            None
+        };
+        let weights_dir = match &adapter {
+            Some(a) => a.base_dir(base)?,
+            None => dir.to_path_buf(),
+        };
+        // Tokenizer and processor files from the adapter when it has them, else the base.
+        let pick = |name: &str| {
+            let own = dir.join(name);
+            if own.is_file() {
+                own
+            } else {
+                weights_dir.join(name)
+            }
+        };
+        let config_path = pick("config.json");
+        let config = Qwen2VlConfig::load(&config_path)?;
+        let transformers_layout = std::fs::read_to_string(&config_path)
+            .map(|t| t.contains("\"vlm_config\""))
+            .unwrap_or(false);
+        let image_dir = if dir.join("preprocessor_config.json").is_file()
+            || dir.join("processor_config.json").is_file()
+        {
+            dir
+        } else {
+            weights_dir.as_path()
+        };
+        let image = ImageProcessorConfig::load(image_dir)?;
+        let set = TensorSet::open(&weights_dir)?;
         let prefixes = Prefixes::find(&set)?;
-        let weights = Qwen2VlWeights::load(&set, &prefixes, &config, None)?;
+        let merge = |name: &str, m: &mut HostMatrix| match &adapter {
+            Some(a) => a.apply(name, m),
+            None => Ok(()),
+        };
+        let weights = Qwen2VlWeights::load(&set, &prefixes, &config, Some(&merge))?;
         let t = &config.text;
-        let embed_tokens = set.matrix(
-            &format!("{}embed_tokens.weight", prefixes.text),
-            &[t.vocab_size, t.hidden_size],
-        )?;
+        let embed_name = format!("{}embed_tokens.weight", prefixes.text);
+        let mut embed_tokens = set.matrix(&embed_name, &[t.vocab_size, t.hidden_size])?;
+        merge(&embed_name, &mut embed_tokens)?;
         let head = ["custom_text_proj.weight", "embedding_proj_layer.weight"]
             .iter()
             .find_map(|k| {
@@ -75,10 +122,17 @@ impl ColQwen2Checkpoint {
                     ),
                 });
             }
-            set.matrix(&name, &shape)?
+            let mut m = set.matrix(&name, &shape)?;
+            merge(&name, &mut m)?;
+            m
         };
-        let proj_b = set.matrix(&format!("{head}.bias"), &[proj_w.rows])?;
-        let tok_path = dir.join("tokenizer.json");
+        let bias_name = format!("{head}.bias");
+        let mut proj_b = set.matrix(&bias_name, &[proj_w.rows])?;
+        merge(&bias_name, &mut proj_b)?;
+        if let Some(a) = &adapter {
+            a.check_all_used()?;
+        }
+        let tok_path = pick("tokenizer.json");
         let terr = |message: String| Error::Tokenizer {
             path: tok_path.clone(),
             message,
@@ -99,6 +153,11 @@ impl ColQwen2Checkpoint {
                 return Err(terr(format!("no '{tok}' token: not a Qwen2 tokenizer")));
             }
         }
+        let (query_prefix, query_suffix) = if transformers_layout {
+            ("Query: ".to_string(), "\n".to_string())
+        } else {
+            (String::new(), String::new())
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
@@ -108,6 +167,9 @@ impl ColQwen2Checkpoint {
             weights,
             proj_w,
             proj_b,
+            query_prefix,
+            query_suffix,
+            adapter: adapter.map(|_| (dir.to_path_buf(), weights_dir)),
         })
     }
 }
@@ -125,6 +187,8 @@ pub struct ColQwen2Encoder<B: Backend> {
     dim: usize,
     pad_id: u32,
     image_token: u32,
+    query_prefix: String,
+    query_suffix: String,
     /// Most texts or images per forward pass.
     pub batch_size: usize,
 }
@@ -150,6 +214,8 @@ impl<B: Backend> ColQwen2Encoder<B> {
             proj_w,
             proj_b,
             pad_id,
+            query_prefix: ckpt.query_prefix,
+            query_suffix: ckpt.query_suffix,
             batch_size: 8,
         })
     }
@@ -185,11 +251,14 @@ impl<B: Backend> ColQwen2Encoder<B> {
         Ok(enc.get_ids().to_vec())
     }
 
-    /// A query's token ids: the text + `<|endoftext|>` × 10.
+    /// A query's token ids: the text + `<|endoftext|>` × 10 (with the
+    /// checkpoint's query prefix and suffix around them).
     pub fn query_ids(&self, text: &str) -> Result<Vec<u32>> {
         self.tokenize(&format!(
-            "{text}{}",
-            QUERY_AUGMENTATION.repeat(QUERY_AUGMENTATION_COUNT)
+            "{}{text}{}{}",
+            self.query_prefix,
+            QUERY_AUGMENTATION.repeat(QUERY_AUGMENTATION_COUNT),
+            self.query_suffix
         ))
     }
 

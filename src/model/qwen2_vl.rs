@@ -90,6 +90,8 @@ impl Qwen2VlConfig {
     }
 
     fn from_json(json: &Value) -> std::result::Result<Self, String> {
+        // transformers' ColQwen2ForRetrieval nests the Qwen2-VL config in `vlm_config`.
+        let json = json.get("vlm_config").unwrap_or(json);
         let t = json.get("text_config").unwrap_or(json);
         let v = json
             .get("vision_config")
