@@ -908,3 +908,54 @@ fn transformers_colqwen2_layout_gives_the_same_vectors() {
     );
     assert_eq!(hf.2.len(), want.len() + 1, "and end with a newline token");
 }
+
+#[test]
+fn an_index_of_the_ten_pages_ranks_as_exhaustive_maxsim_over_the_reference() {
+    // The tiny ColQwen2 encodes the 10 pages (each alone) and the 2 queries; the
+    // compressed index built from those vectors must rank the pages for each query
+    // exactly as exhaustive MaxSim over colpali-engine's own vectors does.
+    let fx = Fixture::load();
+    let mut enc = ColQwen2Encoder::new(checkpoint(), CpuBackend::new()).unwrap();
+    enc.batch_size = 1;
+    let images: Vec<_> = (0..10).map(image).collect();
+    let pages = enc.encode_images(&images).unwrap();
+    let queries = fixture_queries();
+    let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+    let qs = enc.encode_queries(&refs).unwrap();
+    let ids: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    let blocks: Vec<Vec<f32>> = pages.iter().map(|p| p.vectors.clone()).collect();
+    let set = colwgpu::VectorSet::from_blocks(Some(ids), enc.dim(), &blocks).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let options = colwgpu::IndexOptions {
+        nbits: 4,
+        ..Default::default()
+    };
+    let index = colwgpu::Index::build_from_vectors(
+        tmp.path().join("pages.index"),
+        &set,
+        None,
+        &options,
+        colwgpu::Device::Cpu,
+    )
+    .unwrap();
+    let q_blocks: Vec<&[f32]> = qs.iter().map(|q| q.vectors.as_slice()).collect();
+    let hits = index
+        .search_vectors(&q_blocks, &colwgpu::SearchOptions::new(10))
+        .unwrap();
+    let (_, all) = fx.f32("all_doc_vectors");
+    let (_, offsets) = fx.i64("all_doc_offsets");
+    let ref_q = fx.unpadded_vectors("query_vectors", "query_attention_mask");
+    let dim = enc.dim();
+    for (qi, h) in hits.iter().enumerate() {
+        let scores: Vec<f64> = (0..10)
+            .map(|j| {
+                let (a, b) = (offsets[j] as usize * dim, offsets[j + 1] as usize * dim);
+                maxsim(&ref_q[qi], &all[a..b], dim)
+            })
+            .collect();
+        let mut want: Vec<usize> = (0..10).collect();
+        want.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let got: Vec<usize> = h.iter().map(|x| x.id.parse().unwrap()).collect();
+        assert_eq!(got, want, "query {qi}");
+    }
+}

@@ -734,6 +734,10 @@ impl Backend for CpuBackend {
         self.pool.push(x.data);
     }
 
+    fn weight_owned(&self, _label: &str, m: HostMatrix) -> Result<HostMatrix> {
+        Ok(m)
+    }
+
     fn upload_tensor(&mut self, m: &HostMatrix) -> Result<HostMatrix> {
         Ok(m.clone())
     }

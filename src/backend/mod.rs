@@ -235,6 +235,13 @@ pub trait Backend {
 
     // Vision-language ops (Qwen2-VL and ColQwen2).
 
+    /// Uploads a parameter matrix the caller no longer needs (the CPU
+    /// backend keeps it without a copy: a full-size vision-language model is
+    /// gigabytes).
+    fn weight_owned(&self, label: &str, m: HostMatrix) -> Result<Self::Weight> {
+        self.weight(label, &m)
+    }
+
     /// Uploads activations computed on the host (token embeddings gathered on
     /// the host, pixel patches, rotary tables).
     fn upload_tensor(&mut self, m: &HostMatrix) -> Result<Self::Tensor>;

@@ -195,15 +195,16 @@ pub struct ColQwen2Encoder<B: Backend> {
 
 impl<B: Backend> ColQwen2Encoder<B> {
     pub fn new(ckpt: ColQwen2Checkpoint, backend: B) -> Result<Self> {
-        let weights = ckpt.weights.upload(&backend)?;
-        let proj_w = backend.weight("custom_text_proj weight", &ckpt.proj_w)?;
-        let proj_b = backend.weight("custom_text_proj bias", &ckpt.proj_b)?;
+        let weights = ckpt.weights.into_backend(&backend)?;
+        let dim = ckpt.proj_w.rows;
+        let proj_w = backend.weight_owned("custom_text_proj weight", ckpt.proj_w)?;
+        let proj_b = backend.weight_owned("custom_text_proj bias", ckpt.proj_b)?;
         let pad_id = ckpt
             .tokenizer
             .token_to_id(QUERY_AUGMENTATION)
             .unwrap_or_default();
         Ok(Self {
-            dim: ckpt.proj_w.rows,
+            dim,
             image_token: ckpt.config.image_token_id,
             backend,
             config: ckpt.config,

@@ -457,6 +457,57 @@ impl Qwen2VlWeights<HostMatrix> {
         })
     }
 
+    /// Moves every parameter to `backend` (no host copy kept on the CPU backend).
+    pub fn into_backend<B: Backend>(self, b: &B) -> Result<Qwen2VlWeights<B::Weight>> {
+        let blocks = self
+            .blocks
+            .into_iter()
+            .map(|x| {
+                Ok(VisionBlock {
+                    norm1_g: b.weight_owned("vision norm1 weight", x.norm1_g)?,
+                    norm1_b: b.weight_owned("vision norm1 bias", x.norm1_b)?,
+                    qkv_w: b.weight_owned("vision qkv weight", x.qkv_w)?,
+                    qkv_b: b.weight_owned("vision qkv bias", x.qkv_b)?,
+                    proj_w: b.weight_owned("vision proj weight", x.proj_w)?,
+                    proj_b: b.weight_owned("vision proj bias", x.proj_b)?,
+                    norm2_g: b.weight_owned("vision norm2 weight", x.norm2_g)?,
+                    norm2_b: b.weight_owned("vision norm2 bias", x.norm2_b)?,
+                    fc1_w: b.weight_owned("vision fc1 weight", x.fc1_w)?,
+                    fc1_b: b.weight_owned("vision fc1 bias", x.fc1_b)?,
+                    fc2_w: b.weight_owned("vision fc2 weight", x.fc2_w)?,
+                    fc2_b: b.weight_owned("vision fc2 bias", x.fc2_b)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|l| {
+                Ok(TextLayer {
+                    input_norm: b.weight_owned("input norm", l.input_norm)?,
+                    qkv_w: b.weight_owned("qkv weight", l.qkv_w)?,
+                    qkv_b: b.weight_owned("qkv bias", l.qkv_b)?,
+                    o_w: b.weight_owned("o_proj weight", l.o_w)?,
+                    post_norm: b.weight_owned("post-attention norm", l.post_norm)?,
+                    gate_up_w: b.weight_owned("gate|up weight", l.gate_up_w)?,
+                    down_w: b.weight_owned("down weight", l.down_w)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Qwen2VlWeights {
+            patch_embed: b.weight_owned("patch embedding", self.patch_embed)?,
+            blocks,
+            merger_ln_g: b.weight_owned("merger norm weight", self.merger_ln_g)?,
+            merger_ln_b: b.weight_owned("merger norm bias", self.merger_ln_b)?,
+            merger_fc1_w: b.weight_owned("merger fc1 weight", self.merger_fc1_w)?,
+            merger_fc1_b: b.weight_owned("merger fc1 bias", self.merger_fc1_b)?,
+            merger_fc2_w: b.weight_owned("merger fc2 weight", self.merger_fc2_w)?,
+            merger_fc2_b: b.weight_owned("merger fc2 bias", self.merger_fc2_b)?,
+            layers,
+            final_norm: b.weight_owned("final norm", self.final_norm)?,
+        })
+    }
+
     /// Uploads every parameter to `backend`.
     pub fn upload<B: Backend>(&self, b: &B) -> Result<Qwen2VlWeights<B::Weight>> {
         let blocks = self
