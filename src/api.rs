@@ -18,12 +18,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::Compute;
 use crate::error::{Error, Result};
-use crate::index::{self as store, ModelInfo};
+use crate::index as store;
 use crate::model::Encoder;
 use crate::search::{maxsim_scores, ScoreRequest, Searcher};
 
 pub use crate::gpu::GpuOptions;
-pub use crate::index::{BuildSummary, Progress, Stage};
+pub use crate::index::{
+    BuildSummary, FileEntry, Metadata, ModelInfo, Progress, Settings, Stage, Stats,
+};
 pub use crate::io::{Record as Document, VectorSet};
 pub use crate::model::{DeviceChoice as Device, TokenVectors};
 pub use crate::search::{Hit, PlaidParams, SearchOptions};
