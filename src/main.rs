@@ -67,11 +67,11 @@ enum Command {
         /// Output file (.safetensors): vectors, offsets, token_ids, ids in metadata
         #[arg(long)]
         out: PathBuf,
-        /// Encode only the first N texts
-        #[arg(long)]
+        /// Encode only the first N texts (at least 1)
+        #[arg(long, value_parser = at_least_1)]
         limit: Option<usize>,
-        /// Texts per forward pass
-        #[arg(long, default_value_t = 32)]
+        /// Texts per forward pass (at least 1)
+        #[arg(long, default_value_t = 32, value_parser = at_least_1)]
         batch_size: usize,
         /// Print the summary as one JSON line on stdout
         #[arg(long)]
@@ -88,6 +88,42 @@ enum Command {
     Search(SearchArgs),
     /// Search every judged query of a BEIR qrels file and report nDCG@10, Recall@10/100, MRR@10
     Eval(EvalArgs),
+}
+
+/// A count that must be at least 1 (the message states the range).
+fn at_least_1(s: &str) -> std::result::Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number (expected 1 or more)"))?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
+/// Residual bits per dimension: 1, 2 or 4.
+fn nbits(s: &str) -> std::result::Result<usize, String> {
+    match s.trim() {
+        "1" => Ok(1),
+        "2" => Ok(2),
+        "4" => Ok(4),
+        _ => Err(format!("'{s}' is not one of 1, 2, 4 (residual bits per dimension)")),
+    }
+}
+
+/// PLAID's centroid score threshold: a number from -inf to 1, not NaN.
+fn threshold(s: &str) -> std::result::Result<f32, String> {
+    let t: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number (expected -inf to 1)"))?;
+    if t.is_nan() || t > 1.0 {
+        return Err(format!(
+            "{t} is out of range: expected a number from -inf to 1 (scores of unit vectors lie in [-1, 1])"
+        ));
+    }
+    Ok(t)
 }
 
 fn main() {
@@ -221,7 +257,13 @@ fn encode(
         (None, Some(d)) => (d, false),
         _ => bail!("give exactly one of --queries or --docs"),
     };
-    let mut records = colwgpu::io::read_records(&input)?;
+    // The output is checked before any work: a regular file or new path, not an input.
+    colwgpu::io::output::check_file_target(&out, &[&input, &model])?;
+    let mut records = if is_query {
+        colwgpu::io::read_queries(&input)?
+    } else {
+        colwgpu::io::read_records(&input)?
+    };
     if let Some(n) = limit {
         records.truncate(n);
     }
@@ -230,7 +272,7 @@ fn encode(
     }
     let mut encoder = Encoder::open(&model, device.choice()?, &device.options())
         .with_context(|| format!("loading model {}", model.display()))?;
-    encoder.set_batch_size(batch_size);
+    encoder.set_batch_size(batch_size)?;
     encoder.warm_up().context("warming up the encoder")?;
     if profile && !encoder.enable_profiling() {
         bail!("--profile is not supported on this backend");
@@ -281,6 +323,7 @@ fn encode(
             ("kind", kind.to_string()),
             ("model", model.display().to_string()),
         ],
+        &[&input, &model],
     )?;
     let vectors: usize = encoded.iter().map(|e| e.len()).sum();
     let split = encoder.profile();
@@ -330,20 +373,23 @@ struct IndexArgs {
     #[arg(long)]
     index: PathBuf,
     /// Residual bits per dimension: 1, 2 or 4
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = nbits)]
     nbits: usize,
-    /// Centroid count (default: ColBERTv2's 2^floor(log2(16·√vectors)))
-    #[arg(long)]
+    /// Centroid count, at least 1 (default: ColBERTv2's 2^floor(log2(16·√vectors)))
+    #[arg(long, value_parser = at_least_1)]
     centroids: Option<usize>,
-    /// k-means iterations (ColBERTv2's default; 10 costs 2.5x the k-means time for +0.001 codec cosine)
-    #[arg(long, default_value_t = 4)]
+    /// k-means iterations, at least 1 (ColBERTv2's default; 10 costs 2.5x the k-means time for +0.001 codec cosine)
+    #[arg(long, default_value_t = 4, value_parser = at_least_1)]
     kmeans_iters: usize,
-    /// Index only the first N documents
-    #[arg(long)]
+    /// Index only the first N documents (at least 1)
+    #[arg(long, value_parser = at_least_1)]
     limit: Option<usize>,
-    /// Texts per forward pass
-    #[arg(long, default_value_t = 32)]
+    /// Texts per forward pass (at least 1)
+    #[arg(long, default_value_t = 32, value_parser = at_least_1)]
     batch_size: usize,
+    /// If another process is writing this index, wait for it instead of failing
+    #[arg(long)]
+    wait: bool,
     /// Print the summary as one JSON line on stdout
     #[arg(long)]
     json: bool,
@@ -353,6 +399,8 @@ struct IndexArgs {
 
 fn build_index(a: IndexArgs) -> Result<()> {
     use colwgpu::index::{IndexOptions, ModelInfo, Stage};
+    // The index replaces a directory: never one holding an input.
+    colwgpu::io::output::check_not_input(&a.index, &[&a.corpus, &a.model])?;
     let mut docs = colwgpu::io::read_records(&a.corpus)?;
     if let Some(n) = a.limit {
         docs.truncate(n);
@@ -361,7 +409,7 @@ fn build_index(a: IndexArgs) -> Result<()> {
     let options = a.device.options();
     let mut encoder = Encoder::open(&a.model, choice, &options)
         .with_context(|| format!("loading model {}", a.model.display()))?;
-    encoder.set_batch_size(a.batch_size);
+    encoder.set_batch_size(a.batch_size)?;
     let compute = match &encoder {
         Encoder::Gpu(e) => colwgpu::backend::Compute::Gpu(e.backend().context().clone()),
         Encoder::Cpu(_) => colwgpu::backend::Compute::Cpu,
@@ -372,6 +420,7 @@ fn build_index(a: IndexArgs) -> Result<()> {
         num_centroids: a.centroids,
         kmeans_iters: a.kmeans_iters,
         compute,
+        wait_for_lock: a.wait,
         ..Default::default()
     };
     let bar = indicatif::ProgressBar::new(0);
@@ -427,23 +476,23 @@ fn build_index(a: IndexArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 struct SearchKnobs {
-    /// Results per query
-    #[arg(short, long, default_value_t = 10)]
+    /// Results per query (at least 1)
+    #[arg(short, long, default_value_t = 10, value_parser = at_least_1)]
     k: usize,
-    /// PLAID: centroids probed per query token (default by k, as the PLAID authors)
-    #[arg(long)]
+    /// PLAID: centroids probed per query token, at least 1 (default by k, as the PLAID authors)
+    #[arg(long, value_parser = at_least_1)]
     ncells: Option<usize>,
-    /// PLAID: centroid pruning threshold (default by k)
-    #[arg(long)]
+    /// PLAID: centroid pruning threshold, -inf to 1 (default by k)
+    #[arg(long, value_parser = threshold, allow_hyphen_values = true)]
     centroid_score_threshold: Option<f32>,
-    /// PLAID: documents kept after pruning; a quarter are reranked exactly (default by k)
-    #[arg(long)]
+    /// PLAID: documents kept after pruning, at least 1; a quarter are reranked exactly (default by k)
+    #[arg(long, value_parser = at_least_1)]
     ndocs: Option<usize>,
     /// Exact MaxSim against every document instead of PLAID
     #[arg(long)]
     exhaustive: bool,
-    /// Queries encoded and searched per batch
-    #[arg(long, default_value_t = 32)]
+    /// Queries encoded and searched per batch (at least 1)
+    #[arg(long, default_value_t = 32, value_parser = at_least_1)]
     batch_size: usize,
 }
 
@@ -559,6 +608,7 @@ fn run_queries(
     let dim = s.encoder.dim();
     let (mut encode_s, mut search_s) = (0.0, 0.0);
     let mut hits = Vec::with_capacity(texts.len());
+    options.validate(s.index.num_docs())?;
     for batch in texts.chunks(knobs.batch_size.max(1)) {
         let t = Instant::now();
         let encoded = s.encoder.encode_queries(batch)?;
@@ -582,11 +632,14 @@ fn run_queries(
 
 fn search(a: SearchArgs) -> Result<()> {
     let records = match (&a.query, &a.queries) {
-        (Some(q), _) => vec![colwgpu::io::Record {
-            id: "query".into(),
-            text: q.clone(),
-        }],
-        (None, Some(path)) => colwgpu::io::read_records(path)?,
+        (Some(q), _) => {
+            colwgpu::io::check_query_text(q, "--query")?;
+            vec![colwgpu::io::Record {
+                id: "query".into(),
+                text: q.clone(),
+            }]
+        }
+        (None, Some(path)) => colwgpu::io::read_queries(path)?,
         (None, None) => bail!("give --query TEXT or --queries FILE"),
     };
     let mut s = open_session(&a.index, &a.model, &a.device)?;
@@ -629,8 +682,14 @@ fn search(a: SearchArgs) -> Result<()> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
+    if let Some(run) = &a.run {
+        colwgpu::io::output::check_file_target(
+            run,
+            &[&a.queries, &a.qrels, &a.index, &a.model],
+        )?;
+    }
     let qrels = colwgpu::eval::read_qrels(&a.qrels)?;
-    let all = colwgpu::io::read_records(&a.queries)?;
+    let all = colwgpu::io::read_queries(&a.queries)?;
     let records: Vec<_> = all
         .into_iter()
         .filter(|r| qrels.contains_key(&r.id))
@@ -663,7 +722,12 @@ fn eval(a: EvalArgs) -> Result<()> {
                 out.push_str(&format!("{}\t{}\t{}\t{}\n", r.id, x.id, i + 1, x.score));
             }
         }
-        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+        colwgpu::io::output::write_file(
+            path,
+            &[&a.queries, &a.qrels, &a.index, &a.model],
+            out.as_bytes(),
+        )
+        .with_context(|| format!("writing the run file {}", path.display()))?;
     }
     let (m, n) = colwgpu::eval::evaluate(&runs, &qrels);
     let qps = records.len() as f64 / search_s.max(1e-9);

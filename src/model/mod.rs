@@ -44,8 +44,13 @@ impl FromStr for DeviceChoice {
     }
 }
 
-/// Resolves `choice` to a GPU context (for `gpu`, or `auto` with a hardware GPU)
-/// or `None` (the CPU backend).
+fn adapter_requested(options: &GpuOptions) -> bool {
+    options.adapter_name.is_some() || std::env::var_os("COLWGPU_ADAPTER").is_some()
+}
+
+/// Resolves `choice` to a GPU context (for `gpu`, for `auto` with a hardware GPU,
+/// and for `auto` with an adapter named in `options` or `COLWGPU_ADAPTER`) or
+/// `None` (the CPU backend).
 pub fn resolve_device(
     choice: DeviceChoice,
     options: &GpuOptions,
@@ -53,6 +58,11 @@ pub fn resolve_device(
     match choice {
         DeviceChoice::Cpu => Ok(None),
         DeviceChoice::Gpu => Ok(Some(Arc::new(GpuContext::new(options)?))),
+        // An adapter named explicitly is used (or its absence reported), even
+        // a software one: `auto` only decides when nothing was asked for.
+        DeviceChoice::Auto if adapter_requested(options) => {
+            Ok(Some(Arc::new(GpuContext::new(options)?)))
+        }
         DeviceChoice::Auto => match GpuContext::new(options) {
             Ok(ctx) if !ctx.is_software() => Ok(Some(Arc::new(ctx))),
             _ => Ok(None),
@@ -93,7 +103,12 @@ impl Encoder {
         })
     }
 
+    /// Encodes queries; an empty or whitespace-only query is an error (it
+    /// would rank documents arbitrarily).
     pub fn encode_queries(&mut self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
+        for (i, t) in texts.iter().enumerate() {
+            crate::io::check_query_text(t, &format!("query {i} of the batch"))?;
+        }
         each!(self, e => e.encode_queries(texts))
     }
 
@@ -113,8 +128,15 @@ impl Encoder {
         each!(self, e => e.describe_backend())
     }
 
-    pub fn set_batch_size(&mut self, n: usize) {
-        each!(self, e => e.batch_size = n.max(1))
+    /// Texts per forward pass (at least 1).
+    pub fn set_batch_size(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(Error::Input(
+                "batch size must be at least 1 (texts per forward pass)".into(),
+            ));
+        }
+        each!(self, e => e.batch_size = n);
+        Ok(())
     }
 
     pub fn tokenizer(&self) -> &crate::text::ColbertTokenizer {
