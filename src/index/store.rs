@@ -342,6 +342,33 @@ fn fsync_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Errors unless `target` is free, an empty directory or a colwgpu index
+/// (what a build may replace): never a device, FIFO, file or other directory.
+fn check_replaceable(target: &Path) -> Result<()> {
+    let Ok(m) = std::fs::metadata(target) else {
+        return Ok(());
+    };
+    if let Some(kind) = crate::io::output::describe_non_regular(&m).filter(|_| !m.is_dir()) {
+        return Err(Error::Input(format!(
+            "'{}' is {kind}, not an index directory; refusing to replace it",
+            target.display()
+        )));
+    }
+    let is_index = m.is_dir() && target.join(METADATA).is_file();
+    let is_empty_dir = m.is_dir()
+        && std::fs::read_dir(target)
+            .map_err(|e| Error::io(target, e))?
+            .next()
+            .is_none();
+    if !is_index && !is_empty_dir {
+        return Err(Error::Input(format!(
+            "'{}' exists and is not a colwgpu index (no {METADATA}); refusing to replace it",
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
 impl TempIndexDir {
     /// Checks that `target` may be (re)placed by an index, tidies leftovers of
     /// dead builds there, and creates `<target>.tmp-<pid>`.
@@ -354,15 +381,9 @@ impl TempIndexDir {
                 target.display()
             )));
         }
-        if let Ok(m) = std::fs::metadata(target) {
-            if let Some(kind) = crate::io::output::describe_non_regular(&m).filter(|_| !m.is_dir())
-            {
-                return Err(Error::Input(format!(
-                    "'{}' is {kind}, not an index directory; refusing to replace it",
-                    target.display()
-                )));
-            }
-        }
+        // Checked before taking the lock (no lock file beside a wrong target)
+        // and again under it.
+        check_replaceable(target)?;
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
@@ -378,20 +399,7 @@ impl TempIndexDir {
         for (p, _) in stale_siblings(target) {
             std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
         }
-        if target.exists() {
-            let is_index = target.join(METADATA).is_file();
-            let is_empty_dir = target.is_dir()
-                && std::fs::read_dir(target)
-                    .map_err(|e| Error::io(target, e))?
-                    .next()
-                    .is_none();
-            if !is_index && !is_empty_dir {
-                return Err(Error::Input(format!(
-                    "'{}' exists and is not a colwgpu index (no {METADATA}); refusing to replace it",
-                    target.display()
-                )));
-            }
-        }
+        check_replaceable(target)?;
         let tmp = sibling(target, "tmp", std::process::id());
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
