@@ -108,7 +108,9 @@ fn nbits(s: &str) -> std::result::Result<usize, String> {
         "1" => Ok(1),
         "2" => Ok(2),
         "4" => Ok(4),
-        _ => Err(format!("'{s}' is not one of 1, 2, 4 (residual bits per dimension)")),
+        _ => Err(format!(
+            "'{s}' is not one of 1, 2, 4 (residual bits per dimension)"
+        )),
     }
 }
 
@@ -683,10 +685,7 @@ fn search(a: SearchArgs) -> Result<()> {
 
 fn eval(a: EvalArgs) -> Result<()> {
     if let Some(run) = &a.run {
-        colwgpu::io::output::check_file_target(
-            run,
-            &[&a.queries, &a.qrels, &a.index, &a.model],
-        )?;
+        colwgpu::io::output::check_file_target(run, &[&a.queries, &a.qrels, &a.index, &a.model])?;
     }
     let qrels = colwgpu::eval::read_qrels(&a.qrels)?;
     let all = colwgpu::io::read_queries(&a.queries)?;

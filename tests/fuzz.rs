@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use colwgpu::backend::Compute;
-use colwgpu::index::{build_index_with, InMemorySource, Index, IndexOptions, ModelInfo, OpenOptions};
+use colwgpu::index::{
+    build_index_with, InMemorySource, Index, IndexOptions, ModelInfo, OpenOptions,
+};
 use colwgpu::search::{SearchOptions, Searcher};
 use common::Rng;
 
@@ -362,7 +364,10 @@ fn fuzz_model_loader() {
         std::fs::write(dir.join(name), bytes).expect("write");
     }
     // The unmutated tiny model parses to the end (the tokenizer is missing).
-    let e = colwgpu::model::Checkpoint::load(&dir).err().expect("no tokenizer").to_string();
+    let e = colwgpu::model::Checkpoint::load(&dir)
+        .err()
+        .expect("no tokenizer")
+        .to_string();
     assert!(e.contains("tokenizer.json"), "seed model invalid: {e}");
     run("model", 1500, |rng| {
         let (name, pristine) = files[rng.below(files.len() as u64) as usize];
@@ -430,7 +435,9 @@ fn exercise(index: &Index) {
     let all: Vec<u32> = (0..index.num_docs() as u32).collect();
     let _ = index.decompress_docs(&Compute::Cpu, &all);
     if let Ok(s) = Searcher::new(index, Compute::Cpu) {
-        let q: Vec<f32> = (0..3 * index.dim()).map(|i| ((i % 5) as f32) * 0.2).collect();
+        let q: Vec<f32> = (0..3 * index.dim())
+            .map(|i| ((i % 5) as f32) * 0.2)
+            .collect();
         for exhaustive in [false, true] {
             let _ = s.search(
                 &q,

@@ -78,7 +78,9 @@ fn write(path: &Path, bytes: &[u8]) -> PathBuf {
 #[test]
 fn output_refuses_devices_fifos_and_directories() {
     for dev in ["/dev/null", "/dev/full"] {
-        let e = output::write_file(Path::new(dev), &[], b"x").unwrap_err().to_string();
+        let e = output::write_file(Path::new(dev), &[], b"x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(dev) && e.contains("character device"), "{e}");
         let m = std::fs::metadata(dev).expect("device");
         assert!(!m.is_file(), "{dev} was replaced by a regular file");
@@ -91,7 +93,9 @@ fn output_refuses_devices_fifos_and_directories() {
         .expect("mkfifo")
         .success();
     assert!(ok, "mkfifo failed");
-    let e = output::write_file(&fifo, &[], b"x").unwrap_err().to_string();
+    let e = output::write_file(&fifo, &[], b"x")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("FIFO"), "{e}");
     // 13. An existing directory: refused, and no temporary file is left behind.
     let d = tmp.path().join("adir");
@@ -99,7 +103,11 @@ fn output_refuses_devices_fifos_and_directories() {
     let before = listing(tmp.path());
     let e = output::write_file(&d, &[], b"x").unwrap_err().to_string();
     assert!(e.contains("directory"), "{e}");
-    assert_eq!(listing(tmp.path()), before, "leftovers after a refused write");
+    assert_eq!(
+        listing(tmp.path()),
+        before,
+        "leftovers after a refused write"
+    );
     // A symbolic link is followed: the file it names is replaced, the link kept.
     let real = write(&tmp.path().join("real.bin"), b"old");
     let link = tmp.path().join("link.bin");
@@ -117,7 +125,10 @@ fn output_refuses_devices_fifos_and_directories() {
 #[test]
 fn output_never_overwrites_an_input() {
     let tmp = tmpdir();
-    let corpus = write(&tmp.path().join("corpus.jsonl"), b"{\"_id\":\"1\",\"text\":\"a\"}\n");
+    let corpus = write(
+        &tmp.path().join("corpus.jsonl"),
+        b"{\"_id\":\"1\",\"text\":\"a\"}\n",
+    );
     let model = tmp.path().join("model");
     std::fs::create_dir(&model).expect("mkdir");
     let weights = write(&model.join("model.safetensors"), b"weights");
@@ -138,7 +149,9 @@ fn output_never_overwrites_an_input() {
     // A new file inside the model directory overwrites nothing: allowed.
     output::write_file(&model.join("new.safetensors"), &[&corpus, &model], b"x").expect("new");
     // A directory to be replaced (an index) may not contain an input.
-    let e = output::check_not_input(tmp.path(), &[&corpus]).unwrap_err().to_string();
+    let e = output::check_not_input(tmp.path(), &[&corpus])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("contains the input"), "{e}");
 }
 
@@ -152,7 +165,11 @@ fn output_permissions_follow_the_umask() {
     let ours = tmp.path().join("ours");
     output::write_file(&ours, &[], b"data").expect("write");
     let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
-    assert_eq!(mode(&ours), mode(&plain), "mode differs from File::create's");
+    assert_eq!(
+        mode(&ours),
+        mode(&plain),
+        "mode differs from File::create's"
+    );
     // Replacing keeps the umask's permissions too, and leaves nothing behind.
     output::write_file(&ours, &[], b"again").expect("rewrite");
     assert_eq!(listing(tmp.path()), vec!["ours", "plain"]);
@@ -178,11 +195,20 @@ fn reader_decides_format_by_content_and_names_lines() {
     );
     let r = colwgpu::io::read_records(&p).expect("BOM + CRLF");
     assert_eq!((r[0].id.as_str(), r[1].text.as_str()), ("1", "two"));
-    let p = write(&tmp.path().join("bom.txt"), b"\xEF\xBB\xBFfirst\r\nsecond\r\n");
+    let p = write(
+        &tmp.path().join("bom.txt"),
+        b"\xEF\xBB\xBFfirst\r\nsecond\r\n",
+    );
     let r = colwgpu::io::read_records(&p).expect("BOM plain");
-    assert_eq!((r[0].text.as_str(), r[1].text.as_str()), ("first", "second"));
+    assert_eq!(
+        (r[0].text.as_str(), r[1].text.as_str()),
+        ("first", "second")
+    );
     // 7. Invalid UTF-8: the line is named, the message not doubled.
-    let p = write(&tmp.path().join("bad.txt"), b"fine\nalso fine\nbad \xFF byte\n");
+    let p = write(
+        &tmp.path().join("bad.txt"),
+        b"fine\nalso fine\nbad \xFF byte\n",
+    );
     let e = colwgpu::io::read_records(&p).unwrap_err().to_string();
     assert!(e.contains("line 3") && e.contains("UTF-8"), "{e}");
     assert_eq!(e.matches("byte 5").count(), 1, "doubled: {e}");
@@ -223,7 +249,10 @@ fn empty_queries_are_refused() {
         b"{\"_id\": \"q1\", \"text\": \"fine\"}\n{\"_id\": \"q2\", \"text\": \"  \"}\n",
     );
     let e = colwgpu::io::read_queries(&p).unwrap_err().to_string();
-    assert!(e.contains("line 2") && e.contains("q2") && e.contains("empty"), "{e}");
+    assert!(
+        e.contains("line 2") && e.contains("q2") && e.contains("empty"),
+        "{e}"
+    );
     // Documents may be empty (they still give their marker tokens).
     assert_eq!(colwgpu::io::read_records(&p).expect("docs").len(), 2);
     assert!(colwgpu::io::check_query_text(" \t", "--query").is_err());
@@ -235,7 +264,10 @@ fn empty_queries_are_refused() {
             colwgpu::model::Encoder::open(&common::model_dir(), device, &Default::default())
                 .expect("model");
         let e = enc.encode_queries(&["ok", ""]).unwrap_err().to_string();
-        assert!(e.contains("query 1") && e.contains("empty"), "{device:?}: {e}");
+        assert!(
+            e.contains("query 1") && e.contains("empty"),
+            "{device:?}: {e}"
+        );
         assert!(enc.set_batch_size(0).is_err(), "batch size 0 accepted");
     }
 }
@@ -359,7 +391,12 @@ fn non_finite_weights_are_refused_with_the_tensor_name() {
     let tmp = tmpdir();
     let m = tmp.path().join("nan-head");
     model_copy(&m, &[]);
-    poison(&m.join("1_Dense/model.safetensors"), "linear.weight", 17, f32::NAN);
+    poison(
+        &m.join("1_Dense/model.safetensors"),
+        "linear.weight",
+        17,
+        f32::NAN,
+    );
     let m2 = tmp.path().join("inf-layer");
     model_copy(&m2, &[]);
     let st = std::fs::read(m2.join("model.safetensors")).expect("read");
@@ -450,7 +487,12 @@ fn every_byte_of_metadata_is_covered() {
             b[i] = new;
             std::fs::write(&p, &b).expect("write");
             let e = index::read_metadata(&dir);
-            assert!(e.is_err(), "byte {i} ({:?} → {:?}) not caught", good[i] as char, new as char);
+            assert!(
+                e.is_err(),
+                "byte {i} ({:?} → {:?}) not caught",
+                good[i] as char,
+                new as char
+            );
             caught += 1;
         }
     }
@@ -532,7 +574,10 @@ fn adapter_choice_is_honoured_and_explained() {
         adapter_name: Some("no-such-adapter".into()),
         ..Default::default()
     };
-    let e = colwgpu::gpu::GpuContext::new(&none).err().expect("matched nothing?").to_string();
+    let Err(e) = colwgpu::gpu::GpuContext::new(&none) else {
+        panic!("an adapter matched 'no-such-adapter'");
+    };
+    let e = e.to_string();
     let first = colwgpu::gpu::list_adapters(&GpuOptions::default()).expect("adapters")[0]
         .name
         .clone();
@@ -549,9 +594,9 @@ fn adapter_choice_is_honoured_and_explained() {
         .expect("resolve")
         .expect("auto ignored --adapter");
     assert!(ctx.describe().contains(&first), "{}", ctx.describe());
-    let e = colwgpu::model::resolve_device(colwgpu::model::DeviceChoice::Auto, &none)
-        .err()
-        .expect("auto ignored a non-matching --adapter")
-        .to_string();
+    let Err(e) = colwgpu::model::resolve_device(colwgpu::model::DeviceChoice::Auto, &none) else {
+        panic!("auto ignored a non-matching --adapter");
+    };
+    let e = e.to_string();
     assert!(e.contains("no-such-adapter"), "{e}");
 }

@@ -140,9 +140,15 @@ fn fixture() -> Fixture {
         "no-text.jsonl",
         b"{\"_id\": \"1\", \"text\": \"ok\"}\n{\"_id\": \"2\"}\n",
     );
-    w("object-id.jsonl", b"{\"_id\": {\"a\": 1}, \"text\": \"x\"}\n");
-    std::fs::hard_link(root.join("corpus.jsonl"), root.join("corpus-hardlink.jsonl"))
-        .expect("hard link");
+    w(
+        "object-id.jsonl",
+        b"{\"_id\": {\"a\": 1}, \"text\": \"x\"}\n",
+    );
+    std::fs::hard_link(
+        root.join("corpus.jsonl"),
+        root.join("corpus-hardlink.jsonl"),
+    )
+    .expect("hard link");
     std::fs::create_dir(root.join("a-directory")).expect("mkdir");
     std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling.safetensors"))
         .expect("symlink");
@@ -182,7 +188,10 @@ fn fixture() -> Fixture {
     assert_eq!(code, 0, "building the fixture index: {err}");
     let bad = f.root.join("idx-badmeta");
     std::fs::create_dir(&bad).expect("mkdir");
-    for e in std::fs::read_dir(f.root.join("idx")).expect("idx").flatten() {
+    for e in std::fs::read_dir(f.root.join("idx"))
+        .expect("idx")
+        .flatten()
+    {
         std::fs::copy(e.path(), bad.join(e.file_name())).expect("copy");
     }
     let meta = std::fs::read_to_string(bad.join("metadata.json")).expect("meta");
@@ -228,7 +237,13 @@ fn hostile_input_table() {
     };
     let search = |device: &str, extra: &[&str]| {
         let mut a = args(&[
-            "search", "--index", &f.p("idx"), "--model", &m, "--device", device,
+            "search",
+            "--index",
+            &f.p("idx"),
+            "--model",
+            &m,
+            "--device",
+            device,
         ]);
         a.extend(args(extra));
         a
@@ -258,56 +273,429 @@ fn hostile_input_table() {
     };
     let mut cases = vec![
         // -- outputs: never a device, FIFO, directory or input; nothing left behind.
-        case("out /dev/full", enc(&["--docs", &docs, "--out", "/dev/full"]), 1, &["/dev/full", "character device"]),
-        case("out /dev/null", enc(&["--docs", &docs, "--out", "/dev/null"]), 1, &["/dev/null", "character device"]),
-        case("out FIFO", enc(&["--docs", &docs, "--out", &f.p("fifo")]), 1, &["FIFO"]),
-        case("out directory", enc(&["--docs", &docs, "--out", &f.p("a-directory")]), 1, &["a-directory", "directory"]),
-        case("out = --docs", enc(&["--docs", &docs, "--out", &docs]), 1, &["corpus.jsonl", "input"]),
-        case("out = hard link of --docs", enc(&["--docs", &docs, "--out", &f.p("corpus-hardlink.jsonl")]), 1, &["input"]),
-        case("out = --queries", enc(&["--queries", &queries, "--out", &queries]), 1, &["queries.jsonl", "input"]),
-        case("out inside --model", args(&["encode", "--model", &f.p("m-copy"), "--device", "cpu", "--docs", &docs, "--out", &f.p("m-copy/config.json")]), 1, &["config.json", "input"]),
-        case("out dangling symlink", enc(&["--docs", &docs, "--out", &f.p("dangling.safetensors")]), 1, &["symbolic link"]),
-        case("out in missing dir", enc(&["--docs", &docs, "--out", &f.p("no-such-dir/out.safetensors")]), 1, &["no-such-dir", "No such file"]),
-        case("eval --run /dev/full", eval(&["--run", "/dev/full"]), 1, &["/dev/full", "character device"]),
-        case("eval --run = --queries", eval(&["--run", &queries]), 1, &["queries.jsonl", "input"]),
-        case("eval --run directory", eval(&["--run", &f.p("a-directory")]), 1, &["directory"]),
-        case("index on /dev/null", index(&["--corpus", &docs, "--index", "/dev/null"]), 1, &["/dev/null", "character device"]),
-        case("index on a file", index(&["--corpus", &docs, "--index", &f.p("corpus-named.txt")]), 1, &["not a colwgpu index"]),
-        case("index on dir holding corpus", index(&["--corpus", &docs, "--index", &root]), 1, &["contains the input"]),
-        case("index on the model", index(&["--corpus", &docs, "--index", &f.p("m-copy")]), 1, &["m-copy"]),
+        case(
+            "out /dev/full",
+            enc(&["--docs", &docs, "--out", "/dev/full"]),
+            1,
+            &["/dev/full", "character device"],
+        ),
+        case(
+            "out /dev/null",
+            enc(&["--docs", &docs, "--out", "/dev/null"]),
+            1,
+            &["/dev/null", "character device"],
+        ),
+        case(
+            "out FIFO",
+            enc(&["--docs", &docs, "--out", &f.p("fifo")]),
+            1,
+            &["FIFO"],
+        ),
+        case(
+            "out directory",
+            enc(&["--docs", &docs, "--out", &f.p("a-directory")]),
+            1,
+            &["a-directory", "directory"],
+        ),
+        case(
+            "out = --docs",
+            enc(&["--docs", &docs, "--out", &docs]),
+            1,
+            &["corpus.jsonl", "input"],
+        ),
+        case(
+            "out = hard link of --docs",
+            enc(&["--docs", &docs, "--out", &f.p("corpus-hardlink.jsonl")]),
+            1,
+            &["input"],
+        ),
+        case(
+            "out = --queries",
+            enc(&["--queries", &queries, "--out", &queries]),
+            1,
+            &["queries.jsonl", "input"],
+        ),
+        case(
+            "out inside --model",
+            args(&[
+                "encode",
+                "--model",
+                &f.p("m-copy"),
+                "--device",
+                "cpu",
+                "--docs",
+                &docs,
+                "--out",
+                &f.p("m-copy/config.json"),
+            ]),
+            1,
+            &["config.json", "input"],
+        ),
+        case(
+            "out dangling symlink",
+            enc(&["--docs", &docs, "--out", &f.p("dangling.safetensors")]),
+            1,
+            &["symbolic link"],
+        ),
+        case(
+            "out in missing dir",
+            enc(&[
+                "--docs",
+                &docs,
+                "--out",
+                &f.p("no-such-dir/out.safetensors"),
+            ]),
+            1,
+            &["no-such-dir", "No such file"],
+        ),
+        case(
+            "eval --run /dev/full",
+            eval(&["--run", "/dev/full"]),
+            1,
+            &["/dev/full", "character device"],
+        ),
+        case(
+            "eval --run = --queries",
+            eval(&["--run", &queries]),
+            1,
+            &["queries.jsonl", "input"],
+        ),
+        case(
+            "eval --run directory",
+            eval(&["--run", &f.p("a-directory")]),
+            1,
+            &["directory"],
+        ),
+        case(
+            "index on /dev/null",
+            index(&["--corpus", &docs, "--index", "/dev/null"]),
+            1,
+            &["/dev/null", "character device"],
+        ),
+        case(
+            "index on a file",
+            index(&["--corpus", &docs, "--index", &f.p("corpus-named.txt")]),
+            1,
+            &["not a colwgpu index"],
+        ),
+        case(
+            "index on dir holding corpus",
+            index(&["--corpus", &docs, "--index", &root]),
+            1,
+            &["contains the input"],
+        ),
+        case(
+            "index on the model",
+            index(&["--corpus", &docs, "--index", &f.p("m-copy")]),
+            1,
+            &["m-copy"],
+        ),
         // -- inputs.
-        case("invalid UTF-8", enc(&["--docs", &f.p("bad-utf8.txt"), "--out", &f.p("o.safetensors")]), 1, &["bad-utf8.txt", "line 3", "UTF-8"]),
-        case("blank-only file", enc(&["--docs", &f.p("blank.txt"), "--out", &f.p("o.safetensors")]), 1, &["no texts"]),
-        case("jsonl line without text", enc(&["--docs", &f.p("no-text.jsonl"), "--out", &f.p("o.safetensors")]), 1, &["line 2", "\"text\""]),
-        case("_id an object", enc(&["--docs", &f.p("object-id.jsonl"), "--out", &f.p("o.safetensors")]), 1, &["line 1", "_id"]),
-        case("missing input", enc(&["--docs", &f.p("nope.jsonl"), "--out", &f.p("o.safetensors")]), 1, &["nope.jsonl", "No such file"]),
-        case("input is a directory", enc(&["--docs", &f.p("a-directory"), "--out", &f.p("o.safetensors")]), 1, &["a-directory", "directory"]),
-        case("empty query in file", enc(&["--queries", &f.p("queries-empty.jsonl"), "--out", &f.p("o.safetensors")]), 1, &["line 2", "q2", "empty"]),
-        case("search --query empty", search("cpu", &["--query", ""]), 1, &["--query", "empty"]),
-        case("search --query blank", search("cpu", &["--query", "  \t "]), 1, &["--query", "empty"]),
-        case("search empty query file", search("cpu", &["--queries", &f.p("queries-empty.jsonl")]), 1, &["q2", "empty"]),
+        case(
+            "invalid UTF-8",
+            enc(&[
+                "--docs",
+                &f.p("bad-utf8.txt"),
+                "--out",
+                &f.p("o.safetensors"),
+            ]),
+            1,
+            &["bad-utf8.txt", "line 3", "UTF-8"],
+        ),
+        case(
+            "blank-only file",
+            enc(&["--docs", &f.p("blank.txt"), "--out", &f.p("o.safetensors")]),
+            1,
+            &["no texts"],
+        ),
+        case(
+            "jsonl line without text",
+            enc(&[
+                "--docs",
+                &f.p("no-text.jsonl"),
+                "--out",
+                &f.p("o.safetensors"),
+            ]),
+            1,
+            &["line 2", "\"text\""],
+        ),
+        case(
+            "_id an object",
+            enc(&[
+                "--docs",
+                &f.p("object-id.jsonl"),
+                "--out",
+                &f.p("o.safetensors"),
+            ]),
+            1,
+            &["line 1", "_id"],
+        ),
+        case(
+            "missing input",
+            enc(&["--docs", &f.p("nope.jsonl"), "--out", &f.p("o.safetensors")]),
+            1,
+            &["nope.jsonl", "No such file"],
+        ),
+        case(
+            "input is a directory",
+            enc(&[
+                "--docs",
+                &f.p("a-directory"),
+                "--out",
+                &f.p("o.safetensors"),
+            ]),
+            1,
+            &["a-directory", "directory"],
+        ),
+        case(
+            "empty query in file",
+            enc(&[
+                "--queries",
+                &f.p("queries-empty.jsonl"),
+                "--out",
+                &f.p("o.safetensors"),
+            ]),
+            1,
+            &["line 2", "q2", "empty"],
+        ),
+        case(
+            "search --query empty",
+            search("cpu", &["--query", ""]),
+            1,
+            &["--query", "empty"],
+        ),
+        case(
+            "search --query blank",
+            search("cpu", &["--query", "  \t "]),
+            1,
+            &["--query", "empty"],
+        ),
+        case(
+            "search empty query file",
+            search("cpu", &["--queries", &f.p("queries-empty.jsonl")]),
+            1,
+            &["q2", "empty"],
+        ),
         // -- numbers, at parse time (exit 2) with their range.
-        case("--ncells 0", search("cpu", &["--query", "cats", "--ncells", "0"]), 2, &["--ncells", "at least 1"]),
-        case("--ncells huge", search("cpu", &["--query", "cats", "--ncells", "18446744073709551616"]), 2, &["--ncells", "whole number"]),
-        case("--ndocs 0", search("cpu", &["--query", "cats", "--ndocs", "0"]), 2, &["--ndocs", "at least 1"]),
-        case("-k 0", search("cpu", &["--query", "cats", "-k", "0"]), 2, &["at least 1"]),
-        case("threshold nan", search("cpu", &["--query", "cats", "--centroid-score-threshold", "nan"]), 2, &["--centroid-score-threshold", "-inf to 1"]),
-        case("threshold 2", search("cpu", &["--query", "cats", "--centroid-score-threshold", "2"]), 2, &["-inf to 1"]),
-        case("threshold text", search("cpu", &["--query", "cats", "--centroid-score-threshold", "high"]), 2, &["not a number"]),
-        case("search --batch-size 0", search("cpu", &["--query", "cats", "--batch-size", "0"]), 2, &["--batch-size", "at least 1"]),
-        case("encode --batch-size 0", enc(&["--docs", &docs, "--out", &f.p("o.safetensors"), "--batch-size", "0"]), 2, &["--batch-size", "at least 1"]),
-        case("encode --batch-size -1", enc(&["--docs", &docs, "--out", &f.p("o.safetensors"), "--batch-size=-1"]), 2, &["--batch-size", "whole number"]),
-        case("encode --limit 0", enc(&["--docs", &docs, "--out", &f.p("o.safetensors"), "--limit", "0"]), 2, &["--limit", "at least 1"]),
-        case("index --nbits 3", index(&["--corpus", &docs, "--index", &f.p("new.index"), "--nbits", "3"]), 2, &["--nbits", "1, 2, 4"]),
-        case("index --kmeans-iters 0", index(&["--corpus", &docs, "--index", &f.p("new.index"), "--kmeans-iters", "0"]), 2, &["--kmeans-iters", "at least 1"]),
-        case("index --centroids 0", index(&["--corpus", &docs, "--index", &f.p("new.index"), "--centroids", "0"]), 2, &["--centroids", "at least 1"]),
-        case("--device bogus", args(&["encode", "--model", &m, "--docs", &docs, "--out", &f.p("o.safetensors"), "--device", "tpu"]), 1, &["tpu", "auto, cpu or gpu"]),
+        case(
+            "--ncells 0",
+            search("cpu", &["--query", "cats", "--ncells", "0"]),
+            2,
+            &["--ncells", "at least 1"],
+        ),
+        case(
+            "--ncells huge",
+            search(
+                "cpu",
+                &["--query", "cats", "--ncells", "18446744073709551616"],
+            ),
+            2,
+            &["--ncells", "whole number"],
+        ),
+        case(
+            "--ndocs 0",
+            search("cpu", &["--query", "cats", "--ndocs", "0"]),
+            2,
+            &["--ndocs", "at least 1"],
+        ),
+        case(
+            "-k 0",
+            search("cpu", &["--query", "cats", "-k", "0"]),
+            2,
+            &["at least 1"],
+        ),
+        case(
+            "threshold nan",
+            search(
+                "cpu",
+                &["--query", "cats", "--centroid-score-threshold", "nan"],
+            ),
+            2,
+            &["--centroid-score-threshold", "-inf to 1"],
+        ),
+        case(
+            "threshold 2",
+            search(
+                "cpu",
+                &["--query", "cats", "--centroid-score-threshold", "2"],
+            ),
+            2,
+            &["-inf to 1"],
+        ),
+        case(
+            "threshold text",
+            search(
+                "cpu",
+                &["--query", "cats", "--centroid-score-threshold", "high"],
+            ),
+            2,
+            &["not a number"],
+        ),
+        case(
+            "search --batch-size 0",
+            search("cpu", &["--query", "cats", "--batch-size", "0"]),
+            2,
+            &["--batch-size", "at least 1"],
+        ),
+        case(
+            "encode --batch-size 0",
+            enc(&[
+                "--docs",
+                &docs,
+                "--out",
+                &f.p("o.safetensors"),
+                "--batch-size",
+                "0",
+            ]),
+            2,
+            &["--batch-size", "at least 1"],
+        ),
+        case(
+            "encode --batch-size -1",
+            enc(&[
+                "--docs",
+                &docs,
+                "--out",
+                &f.p("o.safetensors"),
+                "--batch-size=-1",
+            ]),
+            2,
+            &["--batch-size", "whole number"],
+        ),
+        case(
+            "encode --limit 0",
+            enc(&[
+                "--docs",
+                &docs,
+                "--out",
+                &f.p("o.safetensors"),
+                "--limit",
+                "0",
+            ]),
+            2,
+            &["--limit", "at least 1"],
+        ),
+        case(
+            "index --nbits 3",
+            index(&[
+                "--corpus",
+                &docs,
+                "--index",
+                &f.p("new.index"),
+                "--nbits",
+                "3",
+            ]),
+            2,
+            &["--nbits", "1, 2, 4"],
+        ),
+        case(
+            "index --kmeans-iters 0",
+            index(&[
+                "--corpus",
+                &docs,
+                "--index",
+                &f.p("new.index"),
+                "--kmeans-iters",
+                "0",
+            ]),
+            2,
+            &["--kmeans-iters", "at least 1"],
+        ),
+        case(
+            "index --centroids 0",
+            index(&[
+                "--corpus",
+                &docs,
+                "--index",
+                &f.p("new.index"),
+                "--centroids",
+                "0",
+            ]),
+            2,
+            &["--centroids", "at least 1"],
+        ),
+        case(
+            "--device bogus",
+            args(&[
+                "encode",
+                "--model",
+                &m,
+                "--docs",
+                &docs,
+                "--out",
+                &f.p("o.safetensors"),
+                "--device",
+                "tpu",
+            ]),
+            1,
+            &["tpu", "auto, cpu or gpu"],
+        ),
         // -- the model.
-        case("model missing", args(&["encode", "--model", &f.p("no-model"), "--docs", &docs, "--out", &f.p("o.safetensors"), "--device", "cpu"]), 1, &["no-model"]),
-        case("declared head missing", args(&["encode", "--model", &f.p("m-nohead"), "--docs", &docs, "--out", &f.p("o.safetensors"), "--device", "cpu"]), 1, &["modules.json", "1_Dense", "missing"]),
+        case(
+            "model missing",
+            args(&[
+                "encode",
+                "--model",
+                &f.p("no-model"),
+                "--docs",
+                &docs,
+                "--out",
+                &f.p("o.safetensors"),
+                "--device",
+                "cpu",
+            ]),
+            1,
+            &["no-model"],
+        ),
+        case(
+            "declared head missing",
+            args(&[
+                "encode",
+                "--model",
+                &f.p("m-nohead"),
+                "--docs",
+                &docs,
+                "--out",
+                &f.p("o.safetensors"),
+                "--device",
+                "cpu",
+            ]),
+            1,
+            &["modules.json", "1_Dense", "missing"],
+        ),
         // -- the index.
-        case("metadata one byte changed", args(&["search", "--index", &f.p("idx-badmeta"), "--model", &m, "--query", "cats", "--device", "cpu"]), 1, &["metadata.json", "checksum"]),
-        case("index not there", args(&["search", "--index", &f.p("no.index"), "--model", &m, "--query", "cats", "--device", "cpu"]), 1, &["no.index", "no index"]),
+        case(
+            "metadata one byte changed",
+            args(&[
+                "search",
+                "--index",
+                &f.p("idx-badmeta"),
+                "--model",
+                &m,
+                "--query",
+                "cats",
+                "--device",
+                "cpu",
+            ]),
+            1,
+            &["metadata.json", "checksum"],
+        ),
+        case(
+            "index not there",
+            args(&[
+                "search",
+                "--index",
+                &f.p("no.index"),
+                "--model",
+                &m,
+                "--query",
+                "cats",
+                "--device",
+                "cpu",
+            ]),
+            1,
+            &["no.index", "no index"],
+        ),
     ];
     // Cases where a backend is involved, on both.
     for device in ["cpu", "gpu"] {
@@ -319,26 +707,68 @@ fn hostile_input_table() {
         ));
         cases.push(case(
             &format!("NaN in the head ({device})"),
-            args(&["encode", "--model", &f.p("m-nan"), "--docs", &docs, "--out", &f.p("o.safetensors"), "--device", device]),
+            args(&[
+                "encode",
+                "--model",
+                &f.p("m-nan"),
+                "--docs",
+                &docs,
+                "--out",
+                &f.p("o.safetensors"),
+                "--device",
+                device,
+            ]),
             1,
             &["linear.weight", "non-finite"],
         ));
         cases.push(case(
             &format!("out /dev/full ({device})"),
-            args(&["encode", "--model", &m, "--docs", &docs, "--out", "/dev/full", "--device", device]),
+            args(&[
+                "encode",
+                "--model",
+                &m,
+                "--docs",
+                &docs,
+                "--out",
+                "/dev/full",
+                "--device",
+                device,
+            ]),
             1,
             &["character device"],
         ));
     }
     cases.push(case(
         "--adapter matching nothing",
-        args(&["encode", "--model", &m, "--docs", &docs, "--out", &f.p("o.safetensors"), "--device", "gpu", "--adapter", "no-such-gpu"]),
+        args(&[
+            "encode",
+            "--model",
+            &m,
+            "--docs",
+            &docs,
+            "--out",
+            &f.p("o.safetensors"),
+            "--device",
+            "gpu",
+            "--adapter",
+            "no-such-gpu",
+        ]),
         1,
         &["no-such-gpu", "adapters found"],
     ));
     cases.push(case(
         "auto with --adapter matching nothing",
-        args(&["encode", "--model", &m, "--docs", &docs, "--out", &f.p("o.safetensors"), "--adapter", "no-such-gpu"]),
+        args(&[
+            "encode",
+            "--model",
+            &m,
+            "--docs",
+            &docs,
+            "--out",
+            &f.p("o.safetensors"),
+            "--adapter",
+            "no-such-gpu",
+        ]),
         1,
         &["no-such-gpu"],
     ));
@@ -356,7 +786,11 @@ fn hostile_input_table() {
         );
         assert_eq!(code, c.code, "{}: exit code; stderr:\n{err}", c.name);
         for e in &c.expect {
-            assert!(err.contains(e.as_str()), "{}: stderr lacks {e:?}:\n{err}", c.name);
+            assert!(
+                err.contains(e.as_str()),
+                "{}: stderr lacks {e:?}:\n{err}",
+                c.name
+            );
         }
         assert!(
             err.matches("os error").count() <= 1,
@@ -388,8 +822,17 @@ fn accepted_inputs_and_the_writer_lock() {
     let m = f.model.display().to_string();
     // jsonl named .txt: ids from the records, not line numbers.
     let out = f.p("named.safetensors");
+    let out_path = out.clone();
     let (code, _, err) = run(&args(&[
-        "encode", "--model", &m, "--docs", &f.p("corpus-named.txt"), "--out", &out, "--device", "cpu",
+        "encode",
+        "--model",
+        &m,
+        "--docs",
+        &f.p("corpus-named.txt"),
+        "--out",
+        &out,
+        "--device",
+        "cpu",
     ]));
     assert_eq!(code, 0, "{err}");
     let bytes = std::fs::read(&out).expect("output");
@@ -398,14 +841,31 @@ fn accepted_inputs_and_the_writer_lock() {
     assert_eq!(ids, r#"["d1","d2","d3","d4","d5","d6"]"#);
     // A BOM and CRLF.
     let (code, _, err) = run(&args(&[
-        "search", "--index", &f.p("idx"), "--model", &m, "--queries", &f.p("queries-bom-crlf.jsonl"), "--device", "cpu", "--json",
+        "search",
+        "--index",
+        &f.p("idx"),
+        "--model",
+        &m,
+        "--queries",
+        &f.p("queries-bom-crlf.jsonl"),
+        "--device",
+        "cpu",
+        "--json",
     ]));
     assert_eq!(code, 0, "{err}");
     // One writer per index: a second fails at once, naming the path and holder.
     let before = snapshot(&f.root.join("idx"));
     let lock = colwgpu::index::lock::IndexLock::acquire(&f.root.join("idx"), false).expect("lock");
     let (code, _, err) = run(&args(&[
-        "index", "--model", &m, "--corpus", &f.p("corpus.jsonl"), "--index", &f.p("idx"), "--device", "cpu",
+        "index",
+        "--model",
+        &m,
+        "--corpus",
+        &f.p("corpus.jsonl"),
+        "--index",
+        &f.p("idx"),
+        "--device",
+        "cpu",
     ]));
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -414,9 +874,57 @@ fn accepted_inputs_and_the_writer_lock() {
     );
     // Readers keep working meanwhile.
     let (code, _, err) = run(&args(&[
-        "search", "--index", &f.p("idx"), "--model", &m, "--query", "cats", "--device", "cpu",
+        "search",
+        "--index",
+        &f.p("idx"),
+        "--model",
+        &m,
+        "--query",
+        "cats",
+        "--device",
+        "cpu",
     ]));
     assert_eq!(code, 0, "{err}");
-    drop(lock);
+    // With --wait, a second writer waits for the first, then replaces the index.
+    let mut waiter = Command::new(BIN)
+        .args(args(&[
+            "index",
+            "--model",
+            &m,
+            "--corpus",
+            &f.p("corpus.jsonl"),
+            "--index",
+            &f.p("idx"),
+            "--device",
+            "cpu",
+            "--wait",
+            "--json",
+        ]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(
+        waiter.try_wait().expect("try_wait").is_none(),
+        "--wait did not wait for the lock"
+    );
     assert_eq!(snapshot(&f.root.join("idx")), before);
+    drop(lock);
+    let out = waiter.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(
+        snapshot(&f.root.join("idx")),
+        before,
+        "the index was not rebuilt"
+    );
+    // Outputs get the umask's permissions (a file made by File::create here).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    std::fs::File::create(f.root.join("plain")).expect("create");
+    assert_eq!(mode(Path::new(&out_path)), mode(&f.root.join("plain")));
 }

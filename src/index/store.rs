@@ -578,7 +578,8 @@ pub fn seal_metadata(json: &mut [u8]) -> Result<()> {
 
 /// `metadata.json`'s bytes: the metadata, pretty-printed, with its checksum.
 pub fn metadata_json(metadata: &Metadata) -> Result<Vec<u8>> {
-    let mut value = serde_json::to_value(metadata).map_err(|e| bad(Path::new(METADATA), e.to_string()))?;
+    let mut value =
+        serde_json::to_value(metadata).map_err(|e| bad(Path::new(METADATA), e.to_string()))?;
     if let serde_json::Value::Object(map) = &mut value {
         map.insert(METADATA_CHECKSUM.into(), CHECKSUM_PLACEHOLDER.into());
     }

@@ -78,11 +78,7 @@ fn parse_json_record(text: &str, at: &dyn Fn(String) -> Error) -> Result<Record>
     let title = match obj.remove("title") {
         Some(serde_json::Value::String(s)) => Some(s),
         None | Some(serde_json::Value::Null) => None,
-        Some(other) => {
-            return Err(at(format!(
-                "\"title\" must be a string, found {other}"
-            )))
-        }
+        Some(other) => return Err(at(format!("\"title\" must be a string, found {other}"))),
     };
     let text = match title.as_deref().map(str::trim) {
         Some(t) if !t.is_empty() => format!("{t} {body}"),
