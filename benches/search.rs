@@ -98,6 +98,7 @@ impl Corpus {
             name: "bench".into(),
             fingerprint: "crc32:0".into(),
             dim: DIM,
+            path: None,
         };
         let mut src = InMemorySource {
             dim: DIM,

@@ -1,12 +1,14 @@
-//! The `colwgpu` command line: the CLI only; everything it does is in the library.
+//! The `colwgpu` command line: argument parsing, progress bars and printing
+//! over the library's front door ([`colwgpu::Model`], [`colwgpu::Index`]);
+//! no pipeline logic of its own.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use colwgpu::gpu::{self, GpuOptions};
-use colwgpu::model::{DeviceChoice, Encoder, HeadLayout};
+use colwgpu::api::{self, GpuOptions, Progress, Stage};
+use colwgpu::{Device, Document, Hit, Index, IndexOptions, Model, ModelOptions, SearchOptions};
 
 #[derive(Parser)]
 #[command(
@@ -33,14 +35,25 @@ struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    fn choice(&self) -> Result<DeviceChoice> {
+    fn choice(&self) -> Result<Device> {
         Ok(self.device.parse()?)
     }
-    fn options(&self) -> GpuOptions {
+    fn gpu(&self) -> GpuOptions {
         GpuOptions {
             backends: self.backend.clone(),
             adapter_name: self.adapter.clone(),
         }
+    }
+    fn open_model(&self, dir: &Path, batch_size: usize) -> Result<Model> {
+        Model::open_with(
+            dir,
+            &ModelOptions {
+                device: self.choice()?,
+                gpu: self.gpu(),
+                batch_size,
+            },
+        )
+        .with_context(|| format!("loading model {}", dir.display()))
     }
 }
 
@@ -54,37 +67,10 @@ enum Command {
         device: DeviceArgs,
     },
     /// Encode queries or documents into ColBERT token vectors (safetensors output)
-    Encode {
-        /// Model directory (Hugging Face BERT + ColBERT head, PyLate or stanford layout)
-        #[arg(long)]
-        model: PathBuf,
-        /// Queries: BEIR queries.jsonl or one text per line
-        #[arg(long, conflicts_with = "docs", required_unless_present = "docs")]
-        queries: Option<PathBuf>,
-        /// Documents: BEIR corpus.jsonl or one text per line
-        #[arg(long)]
-        docs: Option<PathBuf>,
-        /// Output file (.safetensors): vectors, offsets, token_ids, ids in metadata
-        #[arg(long)]
-        out: PathBuf,
-        /// Encode only the first N texts (at least 1)
-        #[arg(long, value_parser = at_least_1)]
-        limit: Option<usize>,
-        /// Texts per forward pass (at least 1)
-        #[arg(long, default_value_t = 32, value_parser = at_least_1)]
-        batch_size: usize,
-        /// Print the summary as one JSON line on stdout
-        #[arg(long)]
-        json: bool,
-        /// Time each op family separately and print the split (GPU: each op in its own submit)
-        #[arg(long)]
-        profile: bool,
-        #[command(flatten)]
-        device: DeviceArgs,
-    },
-    /// Encode a corpus and build a compressed ColBERTv2 / PLAID index
+    Encode(EncodeArgs),
+    /// Build a compressed ColBERTv2 / PLAID index from texts (encoded now) or from token vectors
     Index(IndexArgs),
-    /// Search an index with one query or a queries file
+    /// Search an index with one query, a queries file, or precomputed query vectors
     Search(SearchArgs),
     /// Search every judged query of a BEIR qrels file and report nDCG@10, Recall@10/100, MRR@10
     Eval(EvalArgs),
@@ -132,19 +118,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { model, device } => info(model, device),
-        Command::Encode {
-            model,
-            queries,
-            docs,
-            out,
-            limit,
-            batch_size,
-            json,
-            profile,
-            device,
-        } => encode(
-            model, queries, docs, out, limit, batch_size, json, profile, device,
-        ),
+        Command::Encode(args) => encode(args),
         Command::Index(args) => build_index(args),
         Command::Search(args) => search(args),
         Command::Eval(args) => eval(args),
@@ -156,179 +130,128 @@ fn main() {
 }
 
 fn info(model: Option<PathBuf>, device: DeviceArgs) -> Result<()> {
-    let options = device.options();
-    let adapters = gpu::list_adapters(&options)?;
-    if adapters.is_empty() {
-        println!(
-            "adapters: none (install a Vulkan driver, e.g. `apt-get install mesa-vulkan-drivers`)"
-        );
-    }
-    for a in &adapters {
-        println!(
-            "adapter: {} ({:?}, {:?}, driver {} {})",
-            a.name, a.backend, a.device_type, a.driver, a.driver_info
-        );
-    }
-    match colwgpu::model::resolve_device(device.choice()?, &options) {
-        Ok(Some(ctx)) => {
-            let l = &ctx.limits;
-            println!("selected: gpu on {}", ctx.describe());
-            println!(
-                "limits: max_storage_buffer_binding_size {} MiB, max_buffer_size {} MiB, \
-                 max_compute_workgroups_per_dimension {}, max_compute_workgroup_storage_size {} KiB, \
-                 max_compute_invocations_per_workgroup {}",
-                l.max_storage_buffer_binding_size >> 20,
-                l.max_buffer_size >> 20,
-                l.max_compute_workgroups_per_dimension,
-                l.max_compute_workgroup_storage_size >> 10,
-                l.max_compute_invocations_per_workgroup
-            );
-        }
-        Ok(None) => println!(
-            "selected: cpu (native; {} threads){}",
-            rayon::current_num_threads(),
-            if adapters.iter().any(|a| !gpu::is_software(a)) {
-                ""
-            } else {
-                " — no hardware GPU adapter, so `auto` uses the native CPU backend"
-            }
-        ),
-        Err(e) => println!("selected: none: {e}"),
+    for line in api::describe_devices(device.choice()?, &device.gpu())? {
+        println!("{line}");
     }
     if let Some(dir) = model {
-        let ckpt = colwgpu::model::Checkpoint::load(&dir)
-            .with_context(|| format!("loading model {}", dir.display()))?;
-        let c = &ckpt.config;
-        let t = &ckpt.tokenizer.tokens;
-        println!(
-            "model: {} — BERT, {} layers, hidden {}, {} heads, ffn {}, vocab {}",
-            dir.display(),
-            c.num_hidden_layers,
-            c.hidden_size,
-            c.num_attention_heads,
-            c.intermediate_size,
-            c.vocab_size
-        );
-        println!(
-            "head: {}",
-            match ckpt.head {
-                HeadLayout::PyLate => format!(
-                    "ColBERT projection {}→{} (PyLate layout, 1_Dense)",
-                    c.hidden_size,
-                    ckpt.dim()
-                ),
-                HeadLayout::Stanford => format!(
-                    "ColBERT projection {}→{} (stanford layout, linear.weight)",
-                    c.hidden_size,
-                    ckpt.dim()
-                ),
-                HeadLayout::None => format!(
-                    "none: plain BERT, token vectors are the L2-normalised hidden states (dim {})",
-                    c.hidden_size
-                ),
-            }
-        );
-        println!(
-            "colbert: query length {} ([MASK] expansion {}, attended {}), document length {}, markers {} / {}, skiplist {} ids",
-            t.query_length,
-            if t.query_expansion { "on" } else { "off" },
-            if t.attend_to_expansion_tokens { "all" } else { "real tokens only" },
-            t.document_length,
-            t.query_marker,
-            t.document_marker,
-            t.skiplist.len()
-        );
+        for line in
+            api::describe_model(&dir).with_context(|| format!("loading model {}", dir.display()))?
+        {
+            println!("{line}");
+        }
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn encode(
-    model: PathBuf,
-    queries: Option<PathBuf>,
-    docs: Option<PathBuf>,
-    out: PathBuf,
-    limit: Option<usize>,
-    batch_size: usize,
-    json: bool,
-    profile: bool,
-    device: DeviceArgs,
-) -> Result<()> {
-    let (input, is_query) = match (queries, docs) {
-        (Some(q), None) => (q, true),
-        (None, Some(d)) => (d, false),
-        _ => bail!("give exactly one of --queries or --docs"),
-    };
-    // The output is checked before any work: a regular file or new path, not an input.
-    colwgpu::io::output::check_file_target(&out, &[&input, &model])?;
-    let mut records = if is_query {
-        colwgpu::io::read_queries(&input)?
-    } else {
-        colwgpu::io::read_records(&input)?
-    };
-    if let Some(n) = limit {
-        records.truncate(n);
-    }
-    if records.is_empty() {
-        bail!("{}: nothing to encode", input.display());
-    }
-    let mut encoder = Encoder::open(&model, device.choice()?, &device.options())
-        .with_context(|| format!("loading model {}", model.display()))?;
-    encoder.set_batch_size(batch_size)?;
-    encoder.warm_up().context("warming up the encoder")?;
-    if profile && !encoder.enable_profiling() {
-        bail!("--profile is not supported on this backend");
-    }
-
-    let progress = indicatif::ProgressBar::new(records.len() as u64);
-    progress.set_style(
+/// A progress bar counting texts, hidden for `--json`.
+fn text_bar(len: usize, message: &'static str, hidden: bool) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} {msg} [{bar:30}] {pos}/{len} texts ({per_sec}, eta {eta})",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    progress.set_message(if is_query { "queries" } else { "documents" });
-    if json {
-        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    bar.set_message(message);
+    if hidden {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    bar
+}
+
+/// Documents (`queries` false) or queries (empty ones refused) from `path`.
+fn read_texts(path: &Path, limit: Option<usize>, queries: bool) -> Result<Vec<Document>> {
+    let mut records = if queries {
+        colwgpu::io::read_queries(path)?
+    } else {
+        colwgpu::io::read_records(path)?
+    };
+    if let Some(n) = limit {
+        records.truncate(n);
+    }
+    if records.is_empty() {
+        bail!("{}: nothing to read", path.display());
+    }
+    Ok(records)
+}
+
+#[derive(clap::Args)]
+struct EncodeArgs {
+    /// Model directory (Hugging Face BERT + ColBERT head, PyLate or stanford layout)
+    #[arg(long)]
+    model: PathBuf,
+    /// Queries: BEIR queries.jsonl or one text per line
+    #[arg(long, conflicts_with = "docs", required_unless_present = "docs")]
+    queries: Option<PathBuf>,
+    /// Documents: BEIR corpus.jsonl or one text per line
+    #[arg(long)]
+    docs: Option<PathBuf>,
+    /// Output file (.safetensors): vectors, offsets, token_ids; ids and the model in metadata
+    #[arg(long)]
+    out: PathBuf,
+    /// Encode only the first N texts (at least 1)
+    #[arg(long, value_parser = at_least_1)]
+    limit: Option<usize>,
+    /// Texts per forward pass (at least 1)
+    #[arg(long, default_value_t = 32, value_parser = at_least_1)]
+    batch_size: usize,
+    /// Print the summary as one JSON line on stdout
+    #[arg(long)]
+    json: bool,
+    /// Time each op family separately and print the split (GPU: each op in its own submit)
+    #[arg(long)]
+    profile: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+fn encode(a: EncodeArgs) -> Result<()> {
+    let (input, is_query) = match (&a.queries, &a.docs) {
+        (Some(q), None) => (q, true),
+        (None, Some(d)) => (d, false),
+        _ => bail!("give exactly one of --queries or --docs"),
+    };
+    // The output is checked before any work: a regular file or new path, not an input.
+    let inputs: [&Path; 2] = [input, &a.model];
+    colwgpu::io::output::check_file_target(&a.out, &inputs)?;
+    let records = read_texts(input, a.limit, is_query)?;
+    let model = a.device.open_model(&a.model, a.batch_size)?;
+    model.warm_up().context("warming up the encoder")?;
+    if a.profile {
+        model.enable_profiling();
+    }
+    let kind = if is_query { "queries" } else { "documents" };
+    let progress = text_bar(records.len(), kind, a.json);
     // Big chunks keep length-sorting effective; the progress bar moves per chunk.
-    let chunk = (batch_size * 8).max(1);
+    let chunk = (a.batch_size * 8).max(1);
     let start = Instant::now();
     let mut encoded = Vec::with_capacity(records.len());
-    let mut tokens = 0usize;
-    let mut truncated = 0usize;
+    let mut counts = api::TokenCounts::default();
     for part in records.chunks(chunk) {
         let texts: Vec<&str> = part.iter().map(|r| r.text.as_str()).collect();
-        if is_query {
-            let toks = encoder.tokenizer().queries(&texts)?;
-            tokens += toks.iter().map(|t| t.ids.len()).sum::<usize>();
-            truncated += toks.iter().filter(|t| t.truncated).count();
-            encoded.extend(encoder.encode_queries(&texts)?);
+        let c = model.count_tokens(&texts, is_query)?;
+        counts.tokens += c.tokens;
+        counts.truncated += c.truncated;
+        encoded.extend(if is_query {
+            model.encode_queries(&texts)?
         } else {
-            let toks = encoder.tokenizer().documents(&texts)?;
-            tokens += toks.iter().map(|t| t.ids.len()).sum::<usize>();
-            truncated += toks.iter().filter(|t| t.truncated).count();
-            encoded.extend(encoder.encode_documents(&texts)?);
-        }
+            model.encode_documents(&texts)?
+        });
         progress.inc(part.len() as u64);
     }
     let seconds = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-    let kind = if is_query { "queries" } else { "documents" };
     colwgpu::io::write_vectors(
-        &out,
+        &a.out,
         &ids,
         &encoded,
-        encoder.dim(),
-        &[
-            ("kind", kind.to_string()),
-            ("model", model.display().to_string()),
-        ],
-        &[&input, &model],
+        model.dim(),
+        &api::vector_metadata(&model, kind),
+        &inputs,
     )?;
     let vectors: usize = encoded.iter().map(|e| e.len()).sum();
-    let split = encoder.profile();
+    let split = model.profile();
     if !split.is_empty() {
         let total: f64 = split.iter().map(|(_, _, s)| s).sum();
         eprintln!(
@@ -341,23 +264,29 @@ fn encode(
             );
         }
     }
-    let device_name = encoder.describe_backend();
-    if json {
+    let device_name = model.describe();
+    if a.json {
         println!(
             "{}",
             serde_json::json!({
-                "texts": records.len(), "tokens": tokens, "vectors": vectors, "seconds": seconds,
-                "tokens_per_s": tokens as f64 / seconds, "device": device_name, "truncated": truncated,
+                "texts": records.len(), "tokens": counts.tokens, "vectors": vectors, "seconds": seconds,
+                "tokens_per_s": counts.tokens as f64 / seconds, "device": device_name,
+                "truncated": counts.truncated,
             })
         );
     } else {
         eprintln!(
-            "encoded {} {kind}: {tokens} tokens → {vectors} vectors of dim {} in {seconds:.2} s ({:.0} tokens/s) on {device_name}{}; wrote {}",
+            "encoded {} {kind}: {} tokens → {vectors} vectors of dim {} in {seconds:.2} s ({:.0} tokens/s) on {device_name}{}; wrote {}",
             records.len(),
-            encoder.dim(),
-            tokens as f64 / seconds,
-            if truncated > 0 { format!("; {truncated} texts truncated to the length limit") } else { String::new() },
-            out.display()
+            counts.tokens,
+            model.dim(),
+            counts.tokens as f64 / seconds,
+            if counts.truncated > 0 {
+                format!("; {} texts truncated to the length limit", counts.truncated)
+            } else {
+                String::new()
+            },
+            a.out.display()
         );
     }
     Ok(())
@@ -365,12 +294,22 @@ fn encode(
 
 #[derive(clap::Args)]
 struct IndexArgs {
-    /// Model directory
+    /// Model directory (needed with --corpus; with --vectors it overrides the model the vectors record)
+    #[arg(long, required_unless_present = "vectors")]
+    model: Option<PathBuf>,
+    /// BEIR corpus.jsonl (or one text per line), encoded now
+    #[arg(long, conflicts_with = "vectors", required_unless_present = "vectors")]
+    corpus: Option<PathBuf>,
+    /// Precomputed document token vectors: the .safetensors `colwgpu encode --docs` writes,
+    /// or a .npy array ([texts, len, dim], or [rows, dim] with --offsets)
     #[arg(long)]
-    model: PathBuf,
-    /// BEIR corpus.jsonl (or one text per line)
-    #[arg(long)]
-    corpus: PathBuf,
+    vectors: Option<PathBuf>,
+    /// With a 2-D .npy --vectors: the [n + 1] row offsets (.npy)
+    #[arg(long, requires = "vectors")]
+    offsets: Option<PathBuf>,
+    /// With .npy --vectors: document ids, one per line (default 0..n-1)
+    #[arg(long, requires = "vectors")]
+    ids: Option<PathBuf>,
     /// Index directory to create (replaced atomically if it exists)
     #[arg(long)]
     index: PathBuf,
@@ -389,7 +328,7 @@ struct IndexArgs {
     /// Texts per forward pass (at least 1)
     #[arg(long, default_value_t = 32, value_parser = at_least_1)]
     batch_size: usize,
-    /// If another process is writing this index, wait for it instead of failing
+    /// If another process is writing this index, wait for it instead of failing at once
     #[arg(long)]
     wait: bool,
     /// Print the summary as one JSON line on stdout
@@ -399,61 +338,115 @@ struct IndexArgs {
     device: DeviceArgs,
 }
 
-fn build_index(a: IndexArgs) -> Result<()> {
-    use colwgpu::index::{IndexOptions, ModelInfo, Stage};
-    // The index replaces a directory: never one holding an input.
-    colwgpu::io::output::check_not_input(&a.index, &[&a.corpus, &a.model])?;
-    let mut docs = colwgpu::io::read_records(&a.corpus)?;
-    if let Some(n) = a.limit {
-        docs.truncate(n);
+/// Reads `--vectors` (+ `--offsets`, `--ids`), cut to `--limit`.
+fn read_vector_args(
+    vectors: &Path,
+    offsets: Option<&Path>,
+    ids: Option<&Path>,
+    limit: Option<usize>,
+) -> Result<colwgpu::VectorSet> {
+    let mut set = colwgpu::io::read_vectors(vectors, offsets)
+        .with_context(|| format!("reading vectors {}", vectors.display()))?;
+    if let Some(path) = ids {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let list: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if list.len() != set.len() {
+            bail!(
+                "{}: {} ids for {} vector sets in {}",
+                path.display(),
+                list.len(),
+                set.len(),
+                vectors.display()
+            );
+        }
+        set.ids = list;
     }
-    let choice = a.device.choice()?;
-    let options = a.device.options();
-    let mut encoder = Encoder::open(&a.model, choice, &options)
-        .with_context(|| format!("loading model {}", a.model.display()))?;
-    encoder.set_batch_size(a.batch_size)?;
-    let compute = match &encoder {
-        Encoder::Gpu(e) => colwgpu::backend::Compute::Gpu(e.backend().context().clone()),
-        Encoder::Cpu(_) => colwgpu::backend::Compute::Cpu,
-    };
-    let model = ModelInfo::from_dir(&a.model, encoder.dim())?;
-    let opts = IndexOptions {
+    if let Some(n) = limit {
+        if n < set.len() {
+            set = colwgpu::VectorSet::from_blocks(Some(set.ids[..n].to_vec()), set.dim, &{
+                let mut b = set.blocks();
+                b.truncate(n);
+                b
+            })?;
+        }
+    }
+    if set.is_empty() {
+        bail!("{}: no vectors", vectors.display());
+    }
+    Ok(set)
+}
+
+fn build_index(a: IndexArgs) -> Result<()> {
+    // The index replaces a directory: never one holding (or inside) an input.
+    let inputs: Vec<&Path> = [&a.corpus, &a.vectors, &a.offsets, &a.ids, &a.model]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect();
+    colwgpu::io::output::check_not_input(&a.index, &inputs)?;
+    let options = IndexOptions {
         nbits: a.nbits,
         num_centroids: a.centroids,
         kmeans_iters: a.kmeans_iters,
-        compute,
         wait_for_lock: a.wait,
-        ..Default::default()
+        ..IndexOptions::default()
     };
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>22} [{bar:30}] {pos}/{len} ({eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    if a.json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let summary =
-        colwgpu::index::build_index(&mut encoder, &model, &docs, &a.index, &opts, &mut |p| {
-            bar.set_message(match p.stage {
-                Stage::EncodeSample => "encoding k-means sample",
-                Stage::Kmeans => "k-means",
-                Stage::Compress => "encoding + compressing",
-                Stage::Write => "writing",
-            });
-            bar.set_length(p.total as u64);
-            bar.set_position(p.done as u64);
-        })
-        .with_context(|| format!("building index {}", a.index.display()))?;
-    bar.finish_and_clear();
-    let m = &summary.metadata;
+    let model = match &a.model {
+        Some(dir) => Some(a.device.open_model(dir, a.batch_size)?),
+        None => None,
+    };
+    let start = Instant::now();
+    let context = || format!("building index {}", a.index.display());
+    let index = match (&a.corpus, &a.vectors) {
+        (Some(corpus), _) => {
+            let docs = read_texts(corpus, a.limit, false)?;
+            let model = model.as_ref().context("--corpus needs --model")?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg:>22} [{bar:30}] {pos}/{len} ({eta})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            if a.json {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let (index, _) = model
+                .index_with_progress(&docs, &a.index, &options, &mut |p: Progress| {
+                    bar.set_message(match p.stage {
+                        Stage::EncodeSample => "encoding k-means sample",
+                        Stage::Kmeans => "k-means",
+                        Stage::Compress => "encoding + compressing",
+                        Stage::Write => "writing",
+                    });
+                    bar.set_length(p.total as u64);
+                    bar.set_position(p.done as u64);
+                })
+                .with_context(context)?;
+            bar.finish_and_clear();
+            index
+        }
+        (None, Some(vectors)) => {
+            let set = read_vector_args(vectors, a.offsets.as_deref(), a.ids.as_deref(), a.limit)?;
+            Index::build_from_vectors(&a.index, &set, model.as_ref(), &options, a.device.choice()?)
+                .with_context(context)?
+        }
+        (None, None) => bail!("give --corpus FILE (with --model) or --vectors FILE"),
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let m = index.metadata();
+    let bytes: u64 = m.files.values().map(|f| f.bytes).sum();
     if a.json {
         println!(
             "{}",
             serde_json::json!({
                 "docs": m.num_docs, "vectors": m.num_vectors, "centroids": m.num_centroids,
-                "nbits": m.nbits, "bytes_per_vector": m.bytes_per_vector, "index_bytes": summary.index_bytes,
-                "seconds": summary.seconds, "device": encoder.describe_backend(),
+                "nbits": m.nbits, "bytes_per_vector": m.bytes_per_vector, "index_bytes": bytes,
+                "seconds": seconds, "device": m.settings.compute,
                 "codec_mean_cosine": m.stats.codec_mean_cosine,
             })
         );
@@ -466,9 +459,9 @@ fn build_index(a: IndexArgs) -> Result<()> {
             m.num_centroids,
             m.nbits,
             m.bytes_per_vector,
-            summary.index_bytes as f64 / (1u64 << 20) as f64,
-            summary.seconds,
-            encoder.describe_backend(),
+            bytes as f64 / (1u64 << 20) as f64,
+            seconds,
+            model.as_ref().map(Model::describe).unwrap_or_else(|| m.settings.compute.clone()),
             m.stats.codec_mean_cosine,
             a.index.display()
         );
@@ -499,8 +492,8 @@ struct SearchKnobs {
 }
 
 impl SearchKnobs {
-    fn options(&self) -> colwgpu::search::SearchOptions {
-        let mut p = colwgpu::search::PlaidParams::for_k(self.k);
+    fn options(&self) -> SearchOptions {
+        let mut p = colwgpu::api::PlaidParams::for_k(self.k);
         if let Some(n) = self.ncells {
             p.ncells = n;
         }
@@ -510,7 +503,7 @@ impl SearchKnobs {
         if let Some(n) = self.ndocs {
             p.ndocs = n;
         }
-        colwgpu::search::SearchOptions {
+        SearchOptions {
             k: self.k,
             plaid: Some(p),
             exhaustive: self.exhaustive,
@@ -523,15 +516,19 @@ struct SearchArgs {
     /// Index directory
     #[arg(long)]
     index: PathBuf,
-    /// The model the index was built with
+    /// Model directory; default: the model the index was built with
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// One query
-    #[arg(long, conflicts_with = "queries", required_unless_present = "queries")]
+    #[arg(long, conflicts_with_all = ["queries", "query_vectors"], required_unless_present_any = ["queries", "query_vectors"])]
     query: Option<String>,
     /// Queries: BEIR queries.jsonl or one per line
-    #[arg(long)]
+    #[arg(long, conflicts_with = "query_vectors")]
     queries: Option<PathBuf>,
+    /// Precomputed query vectors (.safetensors from `colwgpu encode --queries`, or a
+    /// [queries, len, dim] .npy); no model is loaded
+    #[arg(long)]
+    query_vectors: Option<PathBuf>,
     /// JSON lines output: {"query_id", "query", "results": [{"rank", "doc_id", "score"}]}
     #[arg(long)]
     json: bool,
@@ -545,8 +542,9 @@ struct SearchArgs {
 struct EvalArgs {
     #[arg(long)]
     index: PathBuf,
+    /// Model directory; default: the model the index was built with
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// BEIR queries.jsonl
     #[arg(long)]
     queries: PathBuf,
@@ -565,110 +563,122 @@ struct EvalArgs {
     device: DeviceArgs,
 }
 
-/// An open index, the encoder of its model (checked to be the same model) and
-/// where the search kernels run.
-struct Session {
-    index: colwgpu::index::Index,
-    encoder: Encoder,
-    compute: colwgpu::backend::Compute,
-}
-
-fn open_session(index: &Path, model: &Path, device: &DeviceArgs) -> Result<Session> {
-    let index_ = colwgpu::index::Index::open(index)
-        .with_context(|| format!("opening index {}", index.display()))?;
-    let encoder = Encoder::open(model, device.choice()?, &device.options())
-        .with_context(|| format!("loading model {}", model.display()))?;
-    let info = colwgpu::index::ModelInfo::from_dir(model, encoder.dim())?;
-    index_.check_model(&info).with_context(|| {
+/// The index at `path` and the model to search it with: `model` if given,
+/// else the one the index records (refused if it is another model).
+fn open_for_search(
+    path: &Path,
+    model: Option<&Path>,
+    device: &DeviceArgs,
+    batch_size: usize,
+) -> Result<(Index, Model)> {
+    let index = Index::open(path).with_context(|| format!("opening index {}", path.display()))?;
+    let dir = match model {
+        Some(d) => d.to_path_buf(),
+        None => index
+            .model_dir()
+            .map(Path::to_path_buf)
+            .with_context(|| {
+                format!(
+                    "index {} does not record its model (built from vectors of an unknown model): give --model",
+                    path.display()
+                )
+            })?,
+    };
+    let model = device.open_model(&dir, batch_size)?;
+    index.check_model(&model).with_context(|| {
         format!(
             "index {} was built with another model than {}",
-            index.display(),
-            model.display()
+            path.display(),
+            dir.display()
         )
     })?;
-    let compute = match &encoder {
-        Encoder::Gpu(e) => colwgpu::backend::Compute::Gpu(e.backend().context().clone()),
-        Encoder::Cpu(_) => colwgpu::backend::Compute::Cpu,
-    };
-    Ok(Session {
-        index: index_,
-        encoder,
-        compute,
-    })
+    Ok((index, model))
 }
 
 /// Encodes and searches `texts` in batches; returns the hits per text and the
 /// seconds spent encoding and searching.
 fn run_queries(
-    s: &mut Session,
+    index: &Index,
+    model: &Model,
     texts: &[&str],
     knobs: &SearchKnobs,
     progress: &indicatif::ProgressBar,
-) -> Result<(Vec<Vec<colwgpu::search::Hit>>, f64, f64)> {
+) -> Result<(Vec<Vec<Hit>>, f64, f64)> {
     let options = knobs.options();
-    let searcher = colwgpu::search::Searcher::new(&s.index, s.compute.clone())?;
-    let dim = s.encoder.dim();
+    options.validate(index.num_docs())?;
     let (mut encode_s, mut search_s) = (0.0, 0.0);
     let mut hits = Vec::with_capacity(texts.len());
-    options.validate(s.index.num_docs())?;
     for batch in texts.chunks(knobs.batch_size.max(1)) {
         let t = Instant::now();
-        let encoded = s.encoder.encode_queries(batch)?;
+        let encoded = model.encode_queries(batch)?;
         encode_s += t.elapsed().as_secs_f64();
-        let qlen = encoded.first().map(|e| e.len()).unwrap_or(0);
-        if encoded.iter().any(|e| e.len() != qlen) {
-            bail!("queries encoded to different lengths (query expansion is off): search them one at a time");
-        }
-        let flat: Vec<f32> = encoded
-            .iter()
-            .flat_map(|e| e.vectors.iter().copied())
-            .collect();
         let t = Instant::now();
-        hits.extend(searcher.search(&flat, qlen, &options)?);
+        hits.extend(index.search_encoded(model, &encoded, &options)?);
         search_s += t.elapsed().as_secs_f64();
-        debug_assert_eq!(flat.len() % dim.max(1), 0);
         progress.inc(batch.len() as u64);
     }
     Ok((hits, encode_s, search_s))
 }
 
+fn print_hits(json: bool, single: bool, id: &str, text: &str, hits: &[Hit]) {
+    if json {
+        let results: Vec<_> = hits
+            .iter()
+            .enumerate()
+            .map(|(i, x)| serde_json::json!({"rank": i + 1, "doc_id": x.id, "score": x.score}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"query_id": id, "query": text, "results": results})
+        );
+    } else {
+        if single {
+            println!("query: {text}");
+        } else {
+            println!("query {id}: {text}");
+        }
+        for (i, x) in hits.iter().enumerate() {
+            println!("{:>4}  {:>9.4}  {}", i + 1, x.score, x.id);
+        }
+    }
+}
+
 fn search(a: SearchArgs) -> Result<()> {
+    if let Some(path) = &a.query_vectors {
+        let index = Index::open_on(&a.index, a.device.choice()?, &a.device.gpu())
+            .with_context(|| format!("opening index {}", a.index.display()))?;
+        let set = read_vector_args(path, None, None, None)?;
+        let blocks: Vec<&[f32]> = (0..set.len()).map(|i| set.get(i)).collect();
+        let t = Instant::now();
+        let hits = index.search_vectors(&blocks, &a.knobs.options())?;
+        let search_s = t.elapsed().as_secs_f64();
+        for (id, h) in set.ids.iter().zip(&hits) {
+            print_hits(a.json, false, id, "", h);
+        }
+        if !a.json {
+            eprintln!(
+                "{} query vector sets: search {search_s:.3} s on {}",
+                set.len(),
+                index.describe_device()
+            );
+        }
+        return Ok(());
+    }
     let records = match (&a.query, &a.queries) {
         (Some(q), _) => {
             colwgpu::io::check_query_text(q, "--query")?;
-            vec![colwgpu::io::Record {
-                id: "query".into(),
-                text: q.clone(),
-            }]
+            vec![Document::new("query", q.clone())]
         }
-        (None, Some(path)) => colwgpu::io::read_queries(path)?,
-        (None, None) => bail!("give --query TEXT or --queries FILE"),
+        (None, Some(path)) => read_texts(path, None, true)?,
+        (None, None) => bail!("give --query TEXT, --queries FILE or --query-vectors FILE"),
     };
-    let mut s = open_session(&a.index, &a.model, &a.device)?;
+    let (index, model) =
+        open_for_search(&a.index, a.model.as_deref(), &a.device, a.knobs.batch_size)?;
     let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
     let bar = indicatif::ProgressBar::hidden();
-    let (hits, encode_s, search_s) = run_queries(&mut s, &texts, &a.knobs, &bar)?;
+    let (hits, encode_s, search_s) = run_queries(&index, &model, &texts, &a.knobs, &bar)?;
     for (r, h) in records.iter().zip(&hits) {
-        if a.json {
-            let results: Vec<_> = h
-                .iter()
-                .enumerate()
-                .map(|(i, x)| serde_json::json!({"rank": i + 1, "doc_id": x.id, "score": x.score}))
-                .collect();
-            println!(
-                "{}",
-                serde_json::json!({"query_id": r.id, "query": r.text, "results": results})
-            );
-        } else {
-            if a.query.is_some() {
-                println!("query: {}", r.text);
-            } else {
-                println!("query {}: {}", r.id, r.text);
-            }
-            for (i, x) in h.iter().enumerate() {
-                println!("{:>4}  {:>9.4}  {}", i + 1, x.score, x.id);
-            }
-        }
+        print_hits(a.json, a.query.is_some(), &r.id, &r.text, h);
     }
     if !a.json {
         eprintln!(
@@ -677,15 +687,17 @@ fn search(a: SearchArgs) -> Result<()> {
             encode_s,
             search_s,
             records.len() as f64 / search_s.max(1e-9),
-            s.compute.describe()
+            index.describe_device()
         );
     }
     Ok(())
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
+    let mut inputs: Vec<&Path> = vec![&a.queries, &a.qrels, &a.index];
+    inputs.extend(a.model.as_deref());
     if let Some(run) = &a.run {
-        colwgpu::io::output::check_file_target(run, &[&a.queries, &a.qrels, &a.index, &a.model])?;
+        colwgpu::io::output::check_file_target(run, &inputs)?;
     }
     let qrels = colwgpu::eval::read_qrels(&a.qrels)?;
     let all = colwgpu::io::read_queries(&a.queries)?;
@@ -700,14 +712,15 @@ fn eval(a: EvalArgs) -> Result<()> {
             a.qrels.display()
         );
     }
-    let mut s = open_session(&a.index, &a.model, &a.device)?;
-    s.encoder.warm_up()?;
+    let (index, model) =
+        open_for_search(&a.index, a.model.as_deref(), &a.device, a.knobs.batch_size)?;
+    model.warm_up()?;
     let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
     let bar = indicatif::ProgressBar::new(texts.len() as u64);
     if a.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let (hits, encode_s, search_s) = run_queries(&mut s, &texts, &a.knobs, &bar)?;
+    let (hits, encode_s, search_s) = run_queries(&index, &model, &texts, &a.knobs, &bar)?;
     bar.finish_and_clear();
     let runs: std::collections::HashMap<String, Vec<String>> = records
         .iter()
@@ -721,12 +734,8 @@ fn eval(a: EvalArgs) -> Result<()> {
                 out.push_str(&format!("{}\t{}\t{}\t{}\n", r.id, x.id, i + 1, x.score));
             }
         }
-        colwgpu::io::output::write_file(
-            path,
-            &[&a.queries, &a.qrels, &a.index, &a.model],
-            out.as_bytes(),
-        )
-        .with_context(|| format!("writing the run file {}", path.display()))?;
+        colwgpu::io::output::write_file(path, &inputs, out.as_bytes())
+            .with_context(|| format!("writing the run file {}", path.display()))?;
     }
     let (m, n) = colwgpu::eval::evaluate(&runs, &qrels);
     let qps = records.len() as f64 / search_s.max(1e-9);
@@ -737,7 +746,8 @@ fn eval(a: EvalArgs) -> Result<()> {
             serde_json::json!({
                 "queries": n, "k": a.knobs.k, "ndcg@10": m.ndcg_at_10, "recall@10": m.recall_at_10,
                 "recall@100": m.recall_at_100, "mrr@10": m.mrr_at_10, "search_qps": qps,
-                "end_to_end_qps": qps_total, "device": s.compute.describe(), "exhaustive": a.knobs.exhaustive,
+                "end_to_end_qps": qps_total, "device": index.describe_device(),
+                "exhaustive": a.knobs.exhaustive,
             })
         );
     } else {
@@ -749,7 +759,7 @@ fn eval(a: EvalArgs) -> Result<()> {
             "{:.1} queries/s search, {:.1} queries/s with encoding, on {}",
             qps,
             qps_total,
-            s.compute.describe()
+            index.describe_device()
         );
     }
     Ok(())

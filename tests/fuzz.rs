@@ -415,6 +415,7 @@ fn seed_index(dir: &Path) {
         name: "fuzz".into(),
         fingerprint: "crc32:00000000".into(),
         dim: DIM,
+        path: None,
     };
     let opts = IndexOptions {
         num_centroids: Some(8),

@@ -21,6 +21,7 @@ fn model_info(dim: usize) -> ModelInfo {
         name: "synthetic".into(),
         fingerprint: "crc32:00000000".into(),
         dim,
+        path: None,
     }
 }
 

@@ -69,6 +69,7 @@ fn model() -> ModelInfo {
         name: "synthetic".into(),
         fingerprint: "crc32:00000000".into(),
         dim: DIM,
+        path: None,
     }
 }
 
@@ -539,6 +540,7 @@ fn search_rejects_bad_requests_and_caps_k() {
         name: "other".into(),
         fingerprint: "crc32:ffffffff".into(),
         dim: DIM,
+        path: None,
     };
     let e = index.check_model(&other).unwrap_err().to_string();
     assert!(e.contains("synthetic") && e.contains("other"), "{e}");

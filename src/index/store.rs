@@ -100,6 +100,11 @@ pub struct ModelInfo {
     pub fingerprint: String,
     /// Output dimension of the token vectors.
     pub dim: usize,
+    /// The model directory (absolute) the index was built with, so search can
+    /// load the model without being told; `None` for indexes built from
+    /// vectors of an unknown model.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
 }
 
 /// Files that define a model's outputs, hashed into its fingerprint when present.
@@ -148,9 +153,8 @@ impl ModelInfo {
                 ),
             ));
         }
-        let name = dir
-            .canonicalize()
-            .unwrap_or_else(|_| dir.to_path_buf())
+        let path = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| dir.display().to_string());
@@ -158,6 +162,7 @@ impl ModelInfo {
             name,
             fingerprint: format!("crc32:{:08x}", hasher.finalize()),
             dim,
+            path: Some(path),
         })
     }
 }

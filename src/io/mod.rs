@@ -10,11 +10,23 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::model::TokenVectors;
 
+pub mod vectors;
+pub use vectors::{read_vectors, VectorSet};
+
 /// One text with its id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub id: String,
     pub text: String,
+}
+
+impl Record {
+    pub fn new(id: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            text: text.into(),
+        }
+    }
 }
 
 /// What the texts of a file are for: documents may be empty (they still give

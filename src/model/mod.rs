@@ -120,6 +120,14 @@ impl Encoder {
         each!(self, e => e.dim())
     }
 
+    /// Where index and search kernels should run to share this encoder's device.
+    pub fn compute(&self) -> crate::backend::Compute {
+        match self {
+            Encoder::Gpu(e) => crate::backend::Compute::Gpu(e.backend().context().clone()),
+            Encoder::Cpu(_) => crate::backend::Compute::Cpu,
+        }
+    }
+
     pub fn head(&self) -> HeadLayout {
         each!(self, e => e.head())
     }

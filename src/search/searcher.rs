@@ -11,6 +11,7 @@ use super::plaid::{self, CodesView, PlaidParams};
 use super::survivors;
 use crate::backend::Compute;
 use crate::error::{Error, Result};
+use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::gpu::GpuContext;
@@ -73,9 +74,11 @@ impl SearchOptions {
     }
 }
 
-/// A searcher over one open index.
-pub struct Searcher<'a> {
-    index: &'a Index,
+/// A searcher over one open index, held by reference (`Searcher<&Index>`) or
+/// shared (`Searcher<Arc<Index>>`, which is `'static` and can live beside the
+/// index in a long-lived handle).
+pub struct Searcher<I: Deref<Target = Index> + Sync = Arc<Index>> {
+    index: I,
     compute: Compute,
     /// The index arrays the GPU stages read, uploaded once.
     gpu: Option<GpuIndex>,
@@ -109,10 +112,10 @@ fn to_u32(what: &str, v: &[u64]) -> Result<Vec<u32>> {
         .collect()
 }
 
-impl<'a> Searcher<'a> {
+impl<I: Deref<Target = Index> + Sync> Searcher<I> {
     /// A searcher; on `Compute::Gpu` this uploads the index's centroids, codes
     /// and inverted lists once.
-    pub fn new(index: &'a Index, compute: Compute) -> Result<Self> {
+    pub fn new(index: I, compute: Compute) -> Result<Self> {
         let gpu = match &compute {
             Compute::Cpu => None,
             Compute::Gpu(ctx) => Some(GpuIndex {
@@ -143,7 +146,12 @@ impl<'a> Searcher<'a> {
     }
 
     pub fn index(&self) -> &Index {
-        self.index
+        &self.index
+    }
+
+    /// Where the search kernels run.
+    pub fn compute(&self) -> &Compute {
+        &self.compute
     }
 
     fn view(&self) -> CodesView<'_> {
