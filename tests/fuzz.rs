@@ -219,6 +219,13 @@ thread_local! {
 
 fn remember(bytes: &[u8]) {
     LAST_INPUT.with(|l| *l.borrow_mut() = Some(bytes.to_vec()));
+    // An abort (allocation failure) cannot be caught: in long runs the input
+    // of the running case is also on disk.
+    if std::env::var_os("COLWGPU_FUZZ_SECONDS").is_some() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-crashes");
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("last-input.bin"), bytes);
+    }
 }
 
 // ------------------------------------------------------------- the reader ---
@@ -345,6 +352,44 @@ fn mutate_safetensors(rng: &mut Rng, file: &[u8]) -> Vec<u8> {
     let mut out = head;
     out.extend_from_slice(&file[8 + n..]);
     out
+}
+
+/// Found by fuzzing: `"num_hidden_layers": 4294967295` made the loader
+/// reserve 2 TB for the layers and abort (allocation failure).
+#[test]
+fn regression_huge_layer_count() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("model");
+    std::fs::create_dir_all(dir.join("1_Dense")).expect("mkdir");
+    let m = tiny_model();
+    for (name, bytes) in [
+        ("model.safetensors", &m.weights),
+        ("1_Dense/model.safetensors", &m.dense),
+        ("modules.json", &m.modules),
+    ] {
+        std::fs::write(dir.join(name), bytes).expect("write");
+    }
+    let config = String::from_utf8(m.config).expect("utf-8");
+    for (from, to, field) in [
+        (
+            "\"num_hidden_layers\": 1",
+            "\"num_hidden_layers\": 4294967295",
+            "num_hidden_layers",
+        ),
+        ("\"vocab_size\": 16", "\"vocab_size\": 0", "vocab_size"),
+        (
+            "\"layer_norm_eps\": 1e-12",
+            "\"layer_norm_eps\": -1",
+            "layer_norm_eps",
+        ),
+    ] {
+        std::fs::write(dir.join("config.json"), config.replace(from, to)).expect("write");
+        let e = colwgpu::model::Checkpoint::load(&dir)
+            .err()
+            .expect("loaded")
+            .to_string();
+        assert!(e.contains(field) && e.contains("expected"), "{e}");
+    }
 }
 
 #[test]
