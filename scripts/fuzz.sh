@@ -3,7 +3,9 @@
 # corpus/queries reader, the model loader, Index::open. Each target runs for
 # SECONDS (default 600) in turn, at low priority; a panic saves its input under
 # target/fuzz-crashes/ and fails.
-#   bash scripts/fuzz.sh [SECONDS] [SEED]
+#   bash scripts/fuzz.sh [SECONDS] [SEED]     (FUZZ_TARGETS="fuzz_reader ..." to pick)
+# An abort (e.g. a failed huge allocation) cannot be caught: the input of the
+# running case is then in target/fuzz-crashes/last-input.bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-600}"
@@ -17,7 +19,8 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "fuzz":
         print(m["executable"])')
 [ -n "$exe" ] || { echo "fuzz.sh: could not build tests/fuzz.rs" >&2; exit 1; }
-for target in fuzz_reader fuzz_model_loader fuzz_index_open; do
+targets="${FUZZ_TARGETS:-fuzz_reader fuzz_model_loader fuzz_index_open}"
+for target in $targets; do
   echo "== $target: ${secs} s, seed $seed ($(date -u +%H:%M:%S))"
   COLWGPU_FUZZ_SECONDS="$secs" COLWGPU_FUZZ_SEED="$seed" \
     nice -n 10 "$exe" --exact "$target" --nocapture --test-threads 1
