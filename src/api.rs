@@ -119,7 +119,12 @@ impl Model {
     }
 
     /// One vector per query position (`[MASK]`-expanded to the query length).
+    /// An empty or whitespace-only query is an error: it would rank documents
+    /// arbitrarily.
     pub fn encode_queries(&self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
+        for (i, t) in texts.iter().enumerate() {
+            crate::io::check_query_text(t, &format!("query {i} of the batch"))?;
+        }
         self.encoder().encode_queries(texts)
     }
 

@@ -257,20 +257,21 @@ fn empty_queries_are_refused() {
     // Documents may be empty (they still give their marker tokens).
     assert_eq!(colwgpu::io::read_records(&p).expect("docs").len(), 2);
     assert!(colwgpu::io::check_query_text(" \t", "--query").is_err());
-    for device in [
-        colwgpu::model::DeviceChoice::Cpu,
-        colwgpu::model::DeviceChoice::Gpu,
-    ] {
-        let mut enc =
-            colwgpu::model::Encoder::open(&common::model_dir(), device, &Default::default())
-                .expect("model");
-        let e = enc.encode_queries(&["ok", ""]).unwrap_err().to_string();
+    for device in [colwgpu::Device::Cpu, colwgpu::Device::Gpu] {
+        let model = colwgpu::Model::open(common::model_dir(), device).expect("model");
+        let e = model.encode_queries(&["ok", ""]).unwrap_err().to_string();
         assert!(
             e.contains("query 1") && e.contains("empty"),
             "{device:?}: {e}"
         );
-        assert!(enc.set_batch_size(0).is_err(), "batch size 0 accepted");
     }
+    // Batch size 0 is refused, not turned into 1.
+    let opts = colwgpu::ModelOptions {
+        device: colwgpu::Device::Cpu,
+        batch_size: 0,
+        ..Default::default()
+    };
+    assert!(colwgpu::Model::open_with(common::model_dir(), &opts).is_err());
 }
 
 // 3, 11. Search knobs out of range are refused on both backends (ncells 0

@@ -103,12 +103,9 @@ impl Encoder {
         })
     }
 
-    /// Encodes queries; an empty or whitespace-only query is an error (it
-    /// would rank documents arbitrarily).
+    /// Encodes queries (an empty one gives its markers and `[MASK]`s; the
+    /// front door, [`crate::Model`], refuses empty queries for search).
     pub fn encode_queries(&mut self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
-        for (i, t) in texts.iter().enumerate() {
-            crate::io::check_query_text(t, &format!("query {i} of the batch"))?;
-        }
         each!(self, e => e.encode_queries(texts))
     }
 
