@@ -182,10 +182,13 @@ fn bench_maxsim(c: &mut Criterion, gpu: Option<&Arc<GpuContext>>) {
                         kernels::maxsim::record_all_pairs(
                             ctx,
                             &mut enc,
-                            &q_buf,
-                            &d_buf,
-                            &o_buf,
-                            scores.buffer(),
+                            &kernels::maxsim::Buffers {
+                                queries: &q_buf,
+                                docs: &d_buf,
+                                doc_offsets: &o_buf,
+                                owner: None,
+                                scores: scores.buffer(),
+                            },
                             shape,
                         )
                         .unwrap();
@@ -230,9 +233,11 @@ fn bench_topk(c: &mut Criterion, gpu: Option<&Arc<GpuContext>>) {
                     kernels::topk::record(
                         ctx,
                         &mut enc,
-                        &input,
-                        idx.buffer(),
-                        best.buffer(),
+                        &kernels::topk::Buffers {
+                            scores: &input,
+                            out_idx: idx.buffer(),
+                            out_scores: best.buffer(),
+                        },
                         shape,
                     )
                     .unwrap();

@@ -59,6 +59,15 @@ pub struct Model {
     dim: usize,
 }
 
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("info", &self.info)
+            .field("compute", &self.compute.describe())
+            .finish()
+    }
+}
+
 /// Token and truncation counts of texts, as the tokenizer sees them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenCounts {

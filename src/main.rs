@@ -115,6 +115,7 @@ fn threshold(s: &str) -> std::result::Result<f32, String> {
 }
 
 fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { model, device } => info(model, device),
@@ -620,7 +621,7 @@ fn run_queries(
     Ok((hits, encode_s, search_s))
 }
 
-fn print_hits(json: bool, single: bool, id: &str, text: &str, hits: &[Hit]) {
+fn print_hits(json: bool, single: bool, id: &str, text: Option<&str>, hits: &[Hit]) {
     if json {
         let results: Vec<_> = hits
             .iter()
@@ -632,10 +633,10 @@ fn print_hits(json: bool, single: bool, id: &str, text: &str, hits: &[Hit]) {
             serde_json::json!({"query_id": id, "query": text, "results": results})
         );
     } else {
-        if single {
-            println!("query: {text}");
-        } else {
-            println!("query {id}: {text}");
+        match (single, text) {
+            (true, Some(t)) => println!("query: {t}"),
+            (_, Some(t)) => println!("query {id}: {t}"),
+            (_, None) => println!("query {id}"),
         }
         for (i, x) in hits.iter().enumerate() {
             println!("{:>4}  {:>9.4}  {}", i + 1, x.score, x.id);
@@ -653,7 +654,7 @@ fn search(a: SearchArgs) -> Result<()> {
         let hits = index.search_vectors(&blocks, &a.knobs.options())?;
         let search_s = t.elapsed().as_secs_f64();
         for (id, h) in set.ids.iter().zip(&hits) {
-            print_hits(a.json, false, id, "", h);
+            print_hits(a.json, false, id, None, h);
         }
         if !a.json {
             eprintln!(
@@ -678,7 +679,7 @@ fn search(a: SearchArgs) -> Result<()> {
     let bar = indicatif::ProgressBar::hidden();
     let (hits, encode_s, search_s) = run_queries(&index, &model, &texts, &a.knobs, &bar)?;
     for (r, h) in records.iter().zip(&hits) {
-        print_hits(a.json, a.query.is_some(), &r.id, &r.text, h);
+        print_hits(a.json, a.query.is_some(), &r.id, Some(&r.text), h);
     }
     if !a.json {
         eprintln!(

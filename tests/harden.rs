@@ -415,8 +415,8 @@ fn non_finite_weights_are_refused_with_the_tensor_name() {
         .clone();
     poison(&m2.join("model.safetensors"), &q, 1000, f32::INFINITY);
     for device in [
-        colwgpu::model::DeviceChoice::Cpu,
-        colwgpu::model::DeviceChoice::Gpu,
+        colwgpu::backend::DeviceChoice::Cpu,
+        colwgpu::backend::DeviceChoice::Gpu,
     ] {
         for (dir, tensor) in [(&m, "linear.weight"), (&m2, q.as_str())] {
             let e = colwgpu::model::Encoder::open(dir, device, &Default::default())
@@ -592,11 +592,12 @@ fn adapter_choice_is_honoured_and_explained() {
         adapter_name: Some(first.clone()),
         ..Default::default()
     };
-    let ctx = colwgpu::model::resolve_device(colwgpu::model::DeviceChoice::Auto, &named)
+    let ctx = colwgpu::backend::resolve_device(colwgpu::backend::DeviceChoice::Auto, &named)
         .expect("resolve")
         .expect("auto ignored --adapter");
     assert!(ctx.describe().contains(&first), "{}", ctx.describe());
-    let Err(e) = colwgpu::model::resolve_device(colwgpu::model::DeviceChoice::Auto, &none) else {
+    let Err(e) = colwgpu::backend::resolve_device(colwgpu::backend::DeviceChoice::Auto, &none)
+    else {
         panic!("auto ignored a non-matching --adapter");
     };
     let e = e.to_string();

@@ -916,7 +916,7 @@ fn real_model_build_and_model_check() {
     assert_eq!(model, ModelInfo::from_dir(&dir, enc.dim()).unwrap());
     assert!(model.fingerprint.starts_with("crc32:"));
     let mut docs =
-        colwgpu::io::read_records(&common::data_dir().join("scifact/corpus.jsonl")).unwrap();
+        colwgpu::io::read_records(&common::data_dir().join("scifact-1k/corpus.jsonl")).unwrap();
     docs.truncate(48);
     docs[5].text = String::new(); // allowed: [CLS] [D] [SEP] remain
     let tmp = tmpdir();

@@ -236,6 +236,47 @@ fn attention_gpu_matches_cpu() {
     }
 }
 
+/// The head-dimension limit is the WGSL kernel's, so only the gpu backend has
+/// it: the cpu backend runs a 160-wide head exactly, the gpu backend refuses it
+/// up front (`check_head_dim`, called when an encoder is built) and in the op.
+#[test]
+fn head_dim_limit_is_gpu_only() {
+    let mut rng = Rng::new(5);
+    let (batch, seq, heads, d) = (2usize, 6usize, 2usize, 160usize);
+    let qkv = mat(&mut rng, batch * seq, 3 * heads * d, 1.0);
+    let tb = TokenBatch {
+        ids: vec![0; batch * seq],
+        type_ids: vec![0; batch * seq],
+        batch,
+        seq_len: seq,
+        key_lens: vec![6, 4],
+    };
+    let mut cpu = CpuBackend::new();
+    cpu.check_head_dim(d).unwrap();
+    let got = cpu.attention(&qkv, &tb, heads).unwrap();
+    assert_close(
+        "cpu attention d160",
+        &got.data,
+        &attention_f64(&qkv, &tb, heads),
+        1e-5,
+        1e-4,
+    );
+
+    let mut g = GpuBackend::new(gpu());
+    g.check_head_dim(128).unwrap();
+    let err = g.check_head_dim(d).unwrap_err().to_string();
+    assert!(
+        err.contains("head dimension 160") && err.contains("cpu"),
+        "{err}"
+    );
+    let gq = g.upload(&qkv).unwrap();
+    let err = g
+        .attention(&gq, &tb, heads)
+        .err()
+        .expect("gpu attention must refuse d=160");
+    assert!(err.to_string().contains("head_dim 160"), "{err}");
+}
+
 fn layernorm_f64(x: &[f32], r: &[f32], g: &[f32], b: &[f32], hidden: usize, eps: f32) -> Vec<f32> {
     let mut out = Vec::with_capacity(x.len());
     for (xr, rr) in x.chunks(hidden).zip(r.chunks(hidden)) {

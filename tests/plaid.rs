@@ -294,7 +294,8 @@ fn gpu_search_split_over_small_bindings_equals_cpu_search() {
 /// their CPU twins, on a real index with empty slots in the survivor list.
 #[test]
 fn device_survivor_kernels_match_their_cpu_twins() {
-    use colwgpu::kernels::{plaid as kp, residual_codec as kr, survivors as ks};
+    use colwgpu::index::codec::Rows;
+    use colwgpu::kernels::{plaid as kp, survivors as ks};
     use colwgpu::search::{plaid, survivors};
     let (corpus, queries) = synthetic(15, 200, 3, 8);
     let tmp = tempfile::tempdir().unwrap();
@@ -366,7 +367,7 @@ fn device_survivor_kernels_match_their_cpu_twins() {
                 &codes,
                 &packed,
                 vectors.buffer(),
-                kr::Rows::Gather(rows.buffer()),
+                Rows::Gather(rows.buffer()),
                 gr.rows,
             )
             .unwrap();

@@ -159,7 +159,7 @@ fn every_maxsim_tuning_matches_the_cpu_twin() {
     // The adapter picks (WG_SIZE, TOKENS); lavapipe gets (8, ≤4). Run the
     // hardware choice (32, 1) and the others here too, with qlen 1, 31, 33
     // (partial token passes) and a wide dim (streamed register chunks).
-    use colwgpu::kernels::maxsim::{record_all_pairs_tuned, AllPairs};
+    use colwgpu::kernels::maxsim::{record_all_pairs_tuned, AllPairs, Buffers};
     let ctx = gpu();
     let mut rng = Rng::new(17);
     for &(n, nq, qlen, dim) in &[
@@ -179,6 +179,13 @@ fn every_maxsim_tuning_matches_the_cpu_twin() {
             ctx.upload("o", &off32).unwrap(),
         );
         let out = ctx.pool().get((nq * n * 4) as u64);
+        let bufs = Buffers {
+            queries: &q,
+            docs: &d,
+            doc_offsets: &o,
+            owner: None,
+            scores: out.buffer(),
+        };
         let shape = AllPairs {
             num_queries: nq,
             qlen,
@@ -189,8 +196,7 @@ fn every_maxsim_tuning_matches_the_cpu_twin() {
         };
         for tuning in [(32, 1), (64, 1), (16, 2), (8, 4), (4, 4), (1, 1)] {
             let mut enc = ctx.encoder("tuned");
-            record_all_pairs_tuned(&ctx, &mut enc, &q, &d, &o, out.buffer(), shape, tuning)
-                .unwrap();
+            record_all_pairs_tuned(&ctx, &mut enc, &bufs, shape, tuning).unwrap();
             let got = ctx
                 .submit_and_read::<f32>(enc, &[(out.buffer(), nq * n)])
                 .unwrap()
@@ -204,14 +210,8 @@ fn every_maxsim_tuning_matches_the_cpu_twin() {
             );
         }
         let mut enc = ctx.encoder("bad");
-        assert!(
-            record_all_pairs_tuned(&ctx, &mut enc, &q, &d, &o, out.buffer(), shape, (12, 1))
-                .is_err()
-        );
-        assert!(
-            record_all_pairs_tuned(&ctx, &mut enc, &q, &d, &o, out.buffer(), shape, (8, 3))
-                .is_err()
-        );
+        assert!(record_all_pairs_tuned(&ctx, &mut enc, &bufs, shape, (12, 1)).is_err());
+        assert!(record_all_pairs_tuned(&ctx, &mut enc, &bufs, shape, (8, 3)).is_err());
     }
 }
 
@@ -282,8 +282,25 @@ fn maxsim_edge_cases_and_bad_shapes() {
         out_stride: 1,
         out_offset: 0,
     };
-    let e = colwgpu::kernels::maxsim::record_all_pairs(&g, &mut enc, &b, &b, &b, &b, shape);
+    let bufs = colwgpu::kernels::maxsim::Buffers {
+        queries: &b,
+        docs: &b,
+        doc_offsets: &b,
+        owner: None,
+        scores: &b,
+    };
+    let e = colwgpu::kernels::maxsim::record_all_pairs(&g, &mut enc, &bufs, shape);
     assert!(e.unwrap_err().to_string().contains("multiple of 4"));
+    // Owner mode without an owner buffer is refused, not bound to garbage.
+    let shape = colwgpu::kernels::maxsim::Assigned {
+        num_queries: 1,
+        qlen: 1,
+        dim: 4,
+        num_docs: 1,
+        out_offset: 0,
+    };
+    let e = colwgpu::kernels::maxsim::record_assigned(&g, &mut enc, &bufs, shape);
+    assert!(e.unwrap_err().to_string().contains("owner"));
     // Owner-mode requests: an owner past the last query (both backends),
     // offsets and owners of different lengths, offsets past the rows.
     let request = |offsets: &'static [usize], owner: &'static [u32]| ScoreRequest {
@@ -404,16 +421,12 @@ fn topk_kernel_options_match_the_cpu_twin() {
                 unsorted,
                 neg_inf_is_empty: true,
             };
-            kt::record_with(
-                &ctx,
-                &mut enc,
-                &input,
-                idx.buffer(),
-                sc.buffer(),
-                shape,
-                options,
-            )
-            .unwrap();
+            let bufs = kt::Buffers {
+                scores: &input,
+                out_idx: idx.buffer(),
+                out_scores: sc.buffer(),
+            };
+            kt::record_with(&ctx, &mut enc, &bufs, shape, options).unwrap();
             let mut back = ctx
                 .submit_and_read::<u32>(enc, &[(idx.buffer(), rows * ke), (sc.buffer(), rows * ke)])
                 .unwrap();
@@ -499,11 +512,11 @@ fn exhaustive_search_breaks_exact_ties_by_document_index() {
 
 #[test]
 fn real_beir_qrels_parse() {
-    let scifact = read_qrels(&data_dir().join("scifact/qrels/test.tsv")).unwrap();
+    let scifact = read_qrels(&data_dir().join("scifact-1k/qrels/test.tsv")).unwrap();
     assert_eq!(scifact.len(), 300);
     assert_eq!(scifact.values().map(|d| d.len()).sum::<usize>(), 339);
     assert_eq!(scifact["1"]["31715818"], 1);
-    let dl19 = read_qrels(&data_dir().join("trec-dl19-passage-subset/qrels/test.tsv")).unwrap();
+    let dl19 = read_qrels(&data_dir().join("trec-dl19-qrels/qrels/test.tsv")).unwrap();
     assert_eq!(dl19.len(), 43);
     assert_eq!(dl19.values().map(|d| d.len()).sum::<usize>(), 4102);
     assert_eq!(dl19["19335"]["1729"], 2);
@@ -514,6 +527,6 @@ fn real_beir_qrels_parse() {
     for m in [Metric::Ndcg(10), Metric::Recall(10_000), Metric::Mrr(10)] {
         assert!((m.score(&ranking, judged) - 1.0).abs() < 1e-12, "{m}");
     }
-    let e = read_qrels(&data_dir().join("scifact/qrels/missing.tsv")).unwrap_err();
+    let e = read_qrels(&data_dir().join("scifact-1k/qrels/missing.tsv")).unwrap_err();
     assert!(e.to_string().contains("missing.tsv"), "{e}");
 }

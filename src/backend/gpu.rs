@@ -7,7 +7,7 @@ use super::{
     check_attention, check_batch, check_linear, check_same, Activation, Backend, EmbeddingTables,
     HostMatrix, Shaped, TokenBatch,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, PooledBuffer};
 use crate::kernels;
 
@@ -147,6 +147,20 @@ impl Backend for GpuBackend {
         format!("gpu ({})", self.ctx.describe())
     }
 
+    fn check_head_dim(&self, head_dim: usize) -> Result<()> {
+        if head_dim == 0 || head_dim > kernels::attention::MAX_HEAD_DIM {
+            return Err(Error::shape(
+                "attention",
+                format!(
+                    "head dimension {head_dim} is outside the gpu backend's 1..={} \
+                     (use --device cpu, which takes any head dimension)",
+                    kernels::attention::MAX_HEAD_DIM
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn weight(&self, label: &str, m: &HostMatrix) -> Result<GpuWeight> {
         Ok(GpuWeight {
             buffer: self.ctx.upload(label, &m.data)?,
@@ -168,21 +182,21 @@ impl Backend for GpuBackend {
         let out = self.tensor("embeddings", rows, hidden)?;
         let ids = self.ctx.upload("ids", &batch.ids)?;
         let type_ids = self.ctx.upload("type ids", &batch.type_ids)?;
-        let tables = kernels::embed::Tables {
+        let buffers = kernels::embed::Buffers {
+            ids: &ids,
+            type_ids: &type_ids,
             word: &t.word.buffer,
             position: &t.position.buffer,
             token_type: &t.token_type.buffer,
             gamma: &t.gamma.buffer,
             beta: &t.beta.buffer,
+            out: out.buffer(),
         };
         let ctx = self.ctx.clone();
         kernels::embed::record(
             &ctx,
             self.encoder(),
-            &ids,
-            &type_ids,
-            &tables,
-            out.buffer(),
+            &buffers,
             (rows, batch.seq_len, hidden),
             eps,
         )?;
@@ -204,10 +218,12 @@ impl Backend for GpuBackend {
         kernels::matmul::record(
             &ctx,
             self.encoder(),
-            x.buffer(),
-            &w.buffer,
-            bias.map(|b| &b.buffer),
-            out.buffer(),
+            &kernels::matmul::Buffers {
+                x: x.buffer(),
+                w: &w.buffer,
+                bias: bias.map(|b| &b.buffer),
+                y: out.buffer(),
+            },
             (x.rows, w.rows, x.cols),
             act,
         )?;
@@ -229,9 +245,11 @@ impl Backend for GpuBackend {
         kernels::attention::record(
             &ctx,
             self.encoder(),
-            qkv.buffer(),
-            &key_lens,
-            out.buffer(),
+            &kernels::attention::Buffers {
+                qkv: qkv.buffer(),
+                key_lens: &key_lens,
+                out: out.buffer(),
+            },
             (batch.batch, batch.seq_len, heads, d),
         )?;
         self.finish_op("attention", start)?;
@@ -253,11 +271,13 @@ impl Backend for GpuBackend {
         kernels::layernorm::record(
             &ctx,
             self.encoder(),
-            x.buffer(),
-            residual.buffer(),
-            &gamma.buffer,
-            &beta.buffer,
-            out.buffer(),
+            &kernels::layernorm::Buffers {
+                x: x.buffer(),
+                residual: residual.buffer(),
+                gamma: &gamma.buffer,
+                beta: &beta.buffer,
+                out: out.buffer(),
+            },
             (x.rows, x.cols),
             eps,
         )?;
@@ -272,8 +292,10 @@ impl Backend for GpuBackend {
         kernels::l2norm::record(
             &ctx,
             self.encoder(),
-            x.buffer(),
-            out.buffer(),
+            &kernels::l2norm::Buffers {
+                x: x.buffer(),
+                out: out.buffer(),
+            },
             (x.rows, x.cols),
         )?;
         self.finish_op("l2norm", start)?;

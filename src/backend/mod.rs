@@ -4,10 +4,12 @@
 //! adapter). `src/model/` is written once against [`Backend`].
 
 pub mod cpu;
+pub mod device;
 pub mod gpu;
 pub mod vecmath;
 
 pub use crate::kernels::matmul::Activation;
+pub use device::{resolve_device, DeviceChoice};
 pub use vecmath::gelu;
 
 use crate::error::{Error, Result};
@@ -98,6 +100,14 @@ pub trait Backend {
 
     /// One line naming the backend and its device.
     fn describe(&self) -> String;
+
+    /// Refuses a model whose attention heads this backend cannot run (the WGSL
+    /// attention kernel holds a head in private arrays of bounded size; the
+    /// CPU backend takes any head dimension).
+    fn check_head_dim(&self, head_dim: usize) -> Result<()> {
+        let _ = head_dim;
+        Ok(())
+    }
 
     /// Uploads a parameter matrix.
     fn weight(&self, label: &str, m: &HostMatrix) -> Result<Self::Weight>;
@@ -267,11 +277,8 @@ pub enum Compute {
 
 impl Compute {
     /// Resolves a device choice (`auto` = hardware GPU if present, else CPU).
-    pub fn new(
-        choice: crate::model::DeviceChoice,
-        options: &crate::gpu::GpuOptions,
-    ) -> Result<Self> {
-        Ok(match crate::model::resolve_device(choice, options)? {
+    pub fn new(choice: DeviceChoice, options: &crate::gpu::GpuOptions) -> Result<Self> {
+        Ok(match resolve_device(choice, options)? {
             Some(ctx) => Compute::Gpu(ctx),
             None => Compute::Cpu,
         })

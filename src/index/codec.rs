@@ -382,6 +382,15 @@ fn sq_norm(v: &[f32]) -> f32 {
     s
 }
 
+/// Which stored vectors [`GpuCodec::record_decompress_rows`] decompresses.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    /// Output row v ← stored vector `first + v`.
+    Range { first: usize },
+    /// Output row v ← stored vector `rows[v]` (u32; `u32::MAX` leaves row v untouched).
+    Gather(&'a wgpu::Buffer),
+}
+
 /// A codec resident on a GPU: its centroids, cutoffs and weights uploaded once.
 /// The `record_*` methods add dispatches to a caller's encoder (so search can
 /// keep a whole query batch in one submit); the others run and read back.
@@ -414,8 +423,7 @@ impl GpuCodec {
         out: &wgpu::Buffer,
         n: usize,
     ) -> Result<()> {
-        let rows = kernels::residual_codec::Rows::Range { first: 0 };
-        self.record_decompress_rows(encoder, codes, packed, out, rows, n)
+        self.record_decompress_rows(encoder, codes, packed, out, Rows::Range { first: 0 }, n)
     }
 
     /// Records `out[v] = decompress(stored vector src(v))` for `n` rows, reading
@@ -426,18 +434,25 @@ impl GpuCodec {
         codes: &wgpu::Buffer,
         packed: &wgpu::Buffer,
         out: &wgpu::Buffer,
-        rows: kernels::residual_codec::Rows,
+        rows: Rows,
         n: usize,
     ) -> Result<()> {
-        kernels::residual_codec::record_decompress_rows(
+        let (first, gather) = match rows {
+            Rows::Range { first } => (first, None),
+            Rows::Gather(b) => (0, Some(b)),
+        };
+        kernels::residual_codec::record_decompress(
             &self.ctx,
             encoder,
-            codes,
-            packed,
-            &self.centroids,
-            &self.weights,
-            out,
-            rows,
+            &kernels::residual_codec::DecompressBuffers {
+                codes,
+                packed,
+                centroids: &self.centroids,
+                weights: &self.weights,
+                out,
+                rows: gather,
+            },
+            first,
             (n, self.dim, self.nbits),
         )
     }
@@ -456,20 +471,25 @@ impl GpuCodec {
         kernels::kmeans::record_assign(
             &self.ctx,
             encoder,
-            x,
-            &self.centroids,
-            codes,
-            scores,
+            &kernels::kmeans::Buffers {
+                x,
+                centroids: &self.centroids,
+                codes,
+                scores,
+            },
             (n, self.num_centroids, self.dim),
         )?;
         kernels::residual_codec::record_compress(
             &self.ctx,
             encoder,
-            x,
-            &self.centroids,
-            codes,
-            &self.cutoffs,
-            packed,
+            &kernels::residual_codec::CompressBuffers {
+                x,
+                centroids: &self.centroids,
+                codes,
+                cutoffs: &self.cutoffs,
+                packed,
+                rows: None,
+            },
             (n, self.dim, self.nbits),
         )
     }
@@ -533,11 +553,14 @@ impl GpuCodec {
             kernels::residual_codec::record_compress(
                 ctx,
                 &mut encoder,
-                &xbuf,
-                &self.centroids,
-                &cbuf,
-                &self.cutoffs,
-                packed.buffer(),
+                &kernels::residual_codec::CompressBuffers {
+                    x: &xbuf,
+                    centroids: &self.centroids,
+                    codes: &cbuf,
+                    cutoffs: &self.cutoffs,
+                    packed: packed.buffer(),
+                    rows: None,
+                },
                 (n, dim, self.nbits),
             )?;
             outs.push((packed, n));

@@ -184,10 +184,12 @@ impl<'a> GpuAssigner<'a> {
             kernels::kmeans::record_assign(
                 ctx,
                 &mut encoder,
-                xbuf,
-                &cbuf,
-                codes.buffer(),
-                scores.buffer(),
+                &kernels::kmeans::Buffers {
+                    x: xbuf,
+                    centroids: &cbuf,
+                    codes: codes.buffer(),
+                    scores: scores.buffer(),
+                },
                 (*rows, k, dim),
             )?;
             outs.push((codes, scores, *rows));

@@ -32,14 +32,23 @@ pub const SPEC: KernelSpec = KernelSpec {
     ],
 };
 
-/// Records `ctx = attention(qkv)` for `batch` sequences of `seq_len` rows.
-#[allow(clippy::too_many_arguments)]
+super::kernel_buffers! {
+    /// What `attention.wgsl` binds.
+    pub struct Buffers<'a> {
+        /// `[batch·seq_len, 3·heads·head_dim]` fused Q, K, V.
+        qkv: &'a wgpu::Buffer,
+        /// `[batch]` u32 keys attended to per sequence.
+        key_lens: &'a wgpu::Buffer,
+        /// `[batch·seq_len, heads·head_dim]` output (the shader's `ctx`).
+        out as "ctx": &'a wgpu::Buffer,
+    }
+}
+
+/// Records `out = attention(qkv)` for `batch` sequences of `seq_len` rows.
 pub fn record(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    qkv: &wgpu::Buffer,
-    key_lens: &wgpu::Buffer,
-    out: &wgpu::Buffer,
+    b: &Buffers,
     (batch, seq_len, heads, head_dim): (usize, usize, usize, usize),
 ) -> Result<()> {
     if head_dim > MAX_HEAD_DIM || head_dim == 0 {
@@ -69,6 +78,5 @@ pub fn record(
         });
     }
     let groups = [(seq_len as u32).div_ceil(ROW_WG), pairs, 1];
-    let buffers = [qkv, key_lens, out];
-    ctx.record_kernel(encoder, &SPEC, &constants, &buffers, &params, groups)
+    ctx.record_kernel(encoder, &SPEC, &constants, &b.in_order(), &params, groups)
 }

@@ -29,24 +29,29 @@ pub const SPEC: KernelSpec = KernelSpec {
     ],
 };
 
-/// The embedding tables and their LayerNorm.
-pub struct Tables<'a> {
-    pub word: &'a wgpu::Buffer,
-    pub position: &'a wgpu::Buffer,
-    pub token_type: &'a wgpu::Buffer,
-    pub gamma: &'a wgpu::Buffer,
-    pub beta: &'a wgpu::Buffer,
+super::kernel_buffers! {
+    /// What `embed.wgsl` binds: the ids, the embedding tables and their
+    /// LayerNorm, the output.
+    pub struct Buffers<'a> {
+        /// `[rows]` u32 token ids.
+        ids: &'a wgpu::Buffer,
+        /// `[rows]` u32 token type ids.
+        type_ids: &'a wgpu::Buffer,
+        word: &'a wgpu::Buffer,
+        position as "pos": &'a wgpu::Buffer,
+        token_type: &'a wgpu::Buffer,
+        gamma: &'a wgpu::Buffer,
+        beta: &'a wgpu::Buffer,
+        /// `[rows, hidden]`.
+        out: &'a wgpu::Buffer,
+    }
 }
 
 /// Records `out[r] = LayerNorm(word[ids[r]] + pos[r % seq_len] + type[type_ids[r]])`.
-#[allow(clippy::too_many_arguments)]
 pub fn record(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    ids: &wgpu::Buffer,
-    type_ids: &wgpu::Buffer,
-    tables: &Tables,
-    out: &wgpu::Buffer,
+    b: &Buffers,
     (rows, seq_len, hidden): (usize, usize, usize),
     eps: f32,
 ) -> Result<()> {
@@ -56,22 +61,12 @@ pub fn record(
         hidden: hidden as u32,
         eps,
     };
-    let buffers = [
-        ids,
-        type_ids,
-        tables.word,
-        tables.position,
-        tables.token_type,
-        tables.gamma,
-        tables.beta,
-        out,
-    ];
     let wg = [("WG_SIZE", ROW_WG as f64)];
     ctx.record_kernel(
         encoder,
         &SPEC,
         &wg,
-        &buffers,
+        &b.in_order(),
         &params,
         ctx.grid(rows as u32),
     )

@@ -29,16 +29,26 @@ pub const ASSIGN: KernelSpec = KernelSpec {
 /// centroids (cooperating on the same vectors). 4·WG_V vectors per workgroup.
 pub const WG: (u32, u32) = (16, 4);
 
+super::kernel_buffers! {
+    /// What `kmeans.wgsl` binds.
+    pub struct Buffers<'a> {
+        /// `[n, dim]` vectors.
+        x: &'a wgpu::Buffer,
+        /// `[k, dim]`.
+        centroids: &'a wgpu::Buffer,
+        /// `[n]` u32 out: nearest centroid.
+        codes: &'a wgpu::Buffer,
+        /// `[n]` f32 out: its score.
+        scores: &'a wgpu::Buffer,
+    }
+}
+
 /// Records `codes[i], scores[i] = argmax/max_c x[i]·centroids[c]` for `n`
 /// vectors of `dim` against `k` centroids.
-#[allow(clippy::too_many_arguments)]
 pub fn record_assign(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    x: &wgpu::Buffer,
-    centroids: &wgpu::Buffer,
-    codes: &wgpu::Buffer,
-    scores: &wgpu::Buffer,
+    b: &Buffers,
     (n, k, dim): (usize, usize, usize),
 ) -> Result<()> {
     if k == 0 || dim == 0 {
@@ -58,6 +68,5 @@ pub fn record_assign(
     };
     let wg = [("WG_V", WG.0 as f64), ("WG_C", WG.1 as f64)];
     let groups = ctx.grid((n as u32).div_ceil(4 * WG.0));
-    let buffers = [x, centroids, codes, scores];
-    ctx.record_kernel(encoder, &ASSIGN, &wg, &buffers, &params, groups)
+    ctx.record_kernel(encoder, &ASSIGN, &wg, &b.in_order(), &params, groups)
 }

@@ -19,12 +19,21 @@ pub const SPEC: KernelSpec = KernelSpec {
     bindings: &[Binding::Read, Binding::ReadWrite, Binding::Uniform],
 };
 
+super::kernel_buffers! {
+    /// What `l2norm.wgsl` binds.
+    pub struct Buffers<'a> {
+        /// `[rows, cols]` in.
+        x: &'a wgpu::Buffer,
+        /// `[rows, cols]` out.
+        out: &'a wgpu::Buffer,
+    }
+}
+
 /// Records the row-wise L2 normalisation of `x` [rows, cols] into `out`.
 pub fn record(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    x: &wgpu::Buffer,
-    out: &wgpu::Buffer,
+    b: &Buffers,
     (rows, cols): (usize, usize),
 ) -> Result<()> {
     let params = Params {
@@ -35,5 +44,5 @@ pub fn record(
     };
     let groups = ctx.grid((rows as u32).div_ceil(ROW_WG));
     let wg = [("WG_SIZE", ROW_WG as f64)];
-    ctx.record_kernel(encoder, &SPEC, &wg, &[x, out], &params, groups)
+    ctx.record_kernel(encoder, &SPEC, &wg, &b.in_order(), &params, groups)
 }

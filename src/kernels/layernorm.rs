@@ -26,16 +26,27 @@ pub const SPEC: KernelSpec = KernelSpec {
     ],
 };
 
+super::kernel_buffers! {
+    /// What `layernorm.wgsl` binds.
+    pub struct Buffers<'a> {
+        /// `[rows, hidden]`.
+        x: &'a wgpu::Buffer,
+        /// `[rows, hidden]`, added to `x` before normalising.
+        residual: &'a wgpu::Buffer,
+        /// `[hidden]`.
+        gamma: &'a wgpu::Buffer,
+        /// `[hidden]`.
+        beta: &'a wgpu::Buffer,
+        /// `[rows, hidden]`.
+        out: &'a wgpu::Buffer,
+    }
+}
+
 /// Records `out[r] = LayerNorm(x[r] + residual[r]) · gamma + beta`.
-#[allow(clippy::too_many_arguments)]
 pub fn record(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    x: &wgpu::Buffer,
-    residual: &wgpu::Buffer,
-    gamma: &wgpu::Buffer,
-    beta: &wgpu::Buffer,
-    out: &wgpu::Buffer,
+    b: &Buffers,
     (rows, hidden): (usize, usize),
     eps: f32,
 ) -> Result<()> {
@@ -46,12 +57,11 @@ pub fn record(
         _pad: 0,
     };
     let wg = [("WG_SIZE", ROW_WG as f64)];
-    let buffers = [x, residual, gamma, beta, out];
     ctx.record_kernel(
         encoder,
         &SPEC,
         &wg,
-        &buffers,
+        &b.in_order(),
         &params,
         ctx.grid(rows as u32),
     )

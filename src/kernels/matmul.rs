@@ -35,15 +35,25 @@ pub enum Activation {
 /// Workgroup shape (invocations along N, along M); each invocation does 4 × 4.
 pub const WG: (u32, u32) = (8, 8);
 
+super::kernel_buffers! {
+    /// What `matmul.wgsl` binds.
+    pub struct Buffers<'a> {
+        /// `[m, k]`.
+        x: &'a wgpu::Buffer,
+        /// `[n, k]` (PyTorch's `[out, in]`).
+        w: &'a wgpu::Buffer,
+        /// `[n]`, or none.
+        bias: Option<&'a wgpu::Buffer>,
+        /// `[m, n]` out.
+        y: &'a wgpu::Buffer,
+    }
+}
+
 /// Records `y[m, n] = act(x[m, k] · w[n, k]ᵀ + bias[n])`.
-#[allow(clippy::too_many_arguments)]
 pub fn record(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    x: &wgpu::Buffer,
-    w: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    y: &wgpu::Buffer,
+    b: &Buffers,
     (m, n, k): (usize, usize, usize),
     act: Activation,
 ) -> Result<()> {
@@ -59,13 +69,12 @@ pub fn record(
         m: m as u32,
         n: n as u32,
         k: k as u32,
-        has_bias: bias.is_some() as u32,
+        has_bias: b.bias.is_some() as u32,
     };
     let groups = [
         (n as u32).div_ceil(4 * WG.0),
         (m as u32).div_ceil(4 * WG.1),
         1,
     ];
-    let buffers = [x, w, bias.unwrap_or(w), y];
-    ctx.record_kernel(encoder, &SPEC, &constants, &buffers, &params, groups)
+    ctx.record_kernel(encoder, &SPEC, &constants, &b.in_order(), &params, groups)
 }

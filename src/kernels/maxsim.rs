@@ -118,10 +118,26 @@ fn params(
     })
 }
 
+super::kernel_buffers! {
+    /// What `maxsim.wgsl` binds.
+    pub struct Buffers<'a> {
+        /// `[num_queries·qlen, dim]` query vectors (vec4-read: dim % 4 = 0).
+        queries: &'a wgpu::Buffer,
+        /// Document vectors, rows back to back.
+        docs: &'a wgpu::Buffer,
+        /// `[num_docs + 1]` u32 row offsets into `docs`.
+        doc_offsets: &'a wgpu::Buffer,
+        /// `[num_docs]` u32 query of each document ([`record_assigned`] only).
+        owner: Option<&'a wgpu::Buffer>,
+        /// f32 scores out.
+        scores: &'a wgpu::Buffer,
+    }
+}
+
 fn dispatch(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    buffers: [&wgpu::Buffer; 5],
+    b: &Buffers,
     params: Params,
     pairs: usize,
     (wg, tokens): (u32, u32),
@@ -134,39 +150,29 @@ fn dispatch(
     }
     let constants = [("WG_SIZE", wg as f64), ("TOKENS", tokens as f64)];
     let groups = ctx.grid(u32_of("maxsim", "scored pairs", pairs)?);
-    ctx.record_kernel(encoder, &SPEC, &constants, &buffers, &params, groups)
+    ctx.record_kernel(encoder, &SPEC, &constants, &b.in_order(), &params, groups)
 }
 
 /// Records `scores[q · out_stride + out_offset + d] = Σ_i max_{j ∈ doc d} q_i · d_j`
 /// for every query `q < num_queries` and document `d < num_docs`.
-/// `doc_offsets` (u32, `num_docs + 1` entries) index rows of `docs`.
-#[allow(clippy::too_many_arguments)]
+/// `doc_offsets` (u32, `num_docs + 1` entries) index rows of `docs`; `owner`
+/// is not read.
 pub fn record_all_pairs(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    queries: &wgpu::Buffer,
-    docs: &wgpu::Buffer,
-    doc_offsets: &wgpu::Buffer,
-    scores: &wgpu::Buffer,
+    b: &Buffers,
     shape: AllPairs,
 ) -> Result<()> {
     let t = tuning(ctx.is_software(), shape.qlen);
-    record_all_pairs_tuned(ctx, encoder, queries, docs, doc_offsets, scores, shape, t)
+    record_all_pairs_tuned(ctx, encoder, b, shape, t)
 }
 
 /// [`record_all_pairs`] with an explicit (`WG_SIZE`, `TOKENS`) instead of
 /// [`tuning`]'s choice for the adapter (tests, tuning experiments).
-/// Records `scores[q · out_stride + out_offset + d] = Σ_i max_{j ∈ doc d} q_i · d_j`
-/// for every query `q < num_queries` and document `d < num_docs`.
-/// `doc_offsets` (u32, `num_docs + 1` entries) index rows of `docs`.
-#[allow(clippy::too_many_arguments)]
 pub fn record_all_pairs_tuned(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    queries: &wgpu::Buffer,
-    docs: &wgpu::Buffer,
-    doc_offsets: &wgpu::Buffer,
-    scores: &wgpu::Buffer,
+    b: &Buffers,
     shape: AllPairs,
     tuning: (u32, u32),
 ) -> Result<()> {
@@ -194,11 +200,10 @@ pub fn record_all_pairs_tuned(
     if shape.num_docs == 0 {
         return Ok(());
     }
-    // The owner binding is unused in this mode; bind the offsets in its place.
     dispatch(
         ctx,
         encoder,
-        [queries, docs, doc_offsets, doc_offsets, scores],
+        b,
         params,
         shape.num_queries * shape.num_docs,
         tuning,
@@ -219,27 +224,27 @@ pub struct Assigned {
 
 /// Records `scores[out_offset + r] = Σ_i max_j q_{owner[r], i} · d_j` over the
 /// rows of document r: each document scored against the one query `owner[r]`
-/// names (owners past the last query are clamped to it).
-#[allow(clippy::too_many_arguments)]
+/// names (owners past the last query are clamped to it). `b.owner` is required.
 pub fn record_assigned(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    queries: &wgpu::Buffer,
-    docs: &wgpu::Buffer,
-    doc_offsets: &wgpu::Buffer,
-    owner: &wgpu::Buffer,
-    scores: &wgpu::Buffer,
+    b: &Buffers,
     shape: Assigned,
 ) -> Result<()> {
     let (q, s) = (shape.num_queries, shape.qlen);
     let params = params(q, s, shape.dim, shape.num_docs, 1, 0, shape.out_offset)?;
+    if b.owner.is_none() {
+        return Err(Error::Input(
+            "maxsim (assigned): the owner buffer is required".into(),
+        ));
+    }
     if shape.num_docs == 0 {
         return Ok(());
     }
     dispatch(
         ctx,
         encoder,
-        [queries, docs, doc_offsets, owner, scores],
+        b,
         params,
         shape.num_docs,
         tuning(ctx.is_software(), shape.qlen),

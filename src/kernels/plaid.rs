@@ -52,18 +52,20 @@ pub const MARK_CANDIDATES: KernelSpec = spec("mark_candidates");
 pub const APPROX_ALL: KernelSpec = spec("approx_all");
 pub const APPROX_LIST: KernelSpec = spec("approx_list");
 
-/// The buffers every PLAID entry binds (in binding order).
-pub struct Buffers<'a> {
-    pub scores: &'a wgpu::Buffer,
-    pub codes: &'a wgpu::Buffer,
-    pub doc_offsets: &'a wgpu::Buffer,
-    pub ivf: &'a wgpu::Buffer,
-    pub ivf_offsets: &'a wgpu::Buffer,
-    pub doc_list: &'a wgpu::Buffer,
-    pub cells: &'a wgpu::Buffer,
-    pub keep: &'a wgpu::Buffer,
-    pub candidates: &'a wgpu::Buffer,
-    pub approx: &'a wgpu::Buffer,
+super::kernel_buffers! {
+    /// The buffers every PLAID entry binds (in binding order).
+    pub struct Buffers<'a> {
+        scores: &'a wgpu::Buffer,
+        codes: &'a wgpu::Buffer,
+        doc_offsets: &'a wgpu::Buffer,
+        ivf: &'a wgpu::Buffer,
+        ivf_offsets: &'a wgpu::Buffer,
+        doc_list: &'a wgpu::Buffer,
+        cells: &'a wgpu::Buffer,
+        keep: &'a wgpu::Buffer,
+        candidates: &'a wgpu::Buffer,
+        approx: &'a wgpu::Buffer,
+    }
 }
 
 /// Which stage to record.
@@ -128,23 +130,11 @@ pub fn record(
         items.div_ceil(ROW_WG)
     };
     let constants = [("WG_SIZE", ROW_WG as f64), ("NCELLS", ncells as f64)];
-    let buffers = [
-        b.scores,
-        b.codes,
-        b.doc_offsets,
-        b.ivf,
-        b.ivf_offsets,
-        b.doc_list,
-        b.cells,
-        b.keep,
-        b.candidates,
-        b.approx,
-    ];
     ctx.record_kernel(
         encoder,
         &spec,
         &constants,
-        &buffers,
+        &b.in_order(),
         &params,
         ctx.grid(workgroups),
     )

@@ -70,16 +70,48 @@ fn params(n: usize, dim: usize, nbits: usize) -> Result<Params> {
     })
 }
 
+super::kernel_buffers! {
+    /// What `compress` binds.
+    pub struct CompressBuffers<'a> {
+        /// `[n, dim]` vectors.
+        x: &'a wgpu::Buffer,
+        /// `[k, dim]`.
+        centroids: &'a wgpu::Buffer,
+        /// `[n]` u32 centroid of each vector.
+        codes: &'a wgpu::Buffer,
+        /// `[2^nbits − 1]` bucket cutoffs.
+        cutoffs: &'a wgpu::Buffer,
+        /// `[n, words]` u32 out.
+        packed: &'a wgpu::Buffer,
+        /// `decompress`'s gather list: not read by `compress` (leave `None`).
+        rows: Option<&'a wgpu::Buffer>,
+    }
+}
+
+super::kernel_buffers! {
+    /// What `decompress` binds.
+    pub struct DecompressBuffers<'a> {
+        /// u32 centroid of each stored vector.
+        codes as "dcodes": &'a wgpu::Buffer,
+        /// u32 packed residuals, `words` per stored vector.
+        packed as "dpacked": &'a wgpu::Buffer,
+        /// `[k, dim]`.
+        centroids as "dcentroids": &'a wgpu::Buffer,
+        /// `[2^nbits]` bucket weights.
+        weights: &'a wgpu::Buffer,
+        /// `[n, dim]` out.
+        out: &'a wgpu::Buffer,
+        /// `[n]` u32 stored vector of each output row (`u32::MAX` leaves the
+        /// row untouched); `None`: output row v is stored vector `first + v`.
+        rows: Option<&'a wgpu::Buffer>,
+    }
+}
+
 /// Records `packed[n, words] = pack(bucketise(x − centroids[codes]))`.
-#[allow(clippy::too_many_arguments)]
 pub fn record_compress(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    x: &wgpu::Buffer,
-    centroids: &wgpu::Buffer,
-    codes: &wgpu::Buffer,
-    cutoffs: &wgpu::Buffer,
-    packed: &wgpu::Buffer,
+    b: &CompressBuffers,
     (n, dim, nbits): (usize, usize, usize),
 ) -> Result<()> {
     let p = params(n, dim, nbits)?;
@@ -88,74 +120,35 @@ pub fn record_compress(
     }
     let items = n as u64 * p.words as u64;
     let groups = ctx.grid(items.div_ceil(ROW_WG as u64) as u32);
-    // The `rows` binding (decompress only) gets `codes`.
-    let buffers = [x, centroids, codes, cutoffs, packed, codes];
     let wg = [("WG_SIZE", ROW_WG as f64)];
-    ctx.record_kernel(encoder, &COMPRESS, &wg, &buffers, &p, groups)
-}
-
-/// Records `out[n, dim] = normalise(centroids[codes] + weights[unpack(packed)])`.
-#[allow(clippy::too_many_arguments)]
-pub fn record_decompress(
-    ctx: &GpuContext,
-    encoder: &mut wgpu::CommandEncoder,
-    codes: &wgpu::Buffer,
-    packed: &wgpu::Buffer,
-    centroids: &wgpu::Buffer,
-    weights: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    shape: (usize, usize, usize),
-) -> Result<()> {
-    let rows = Rows::Range { first: 0 };
-    record_decompress_rows(
-        ctx, encoder, codes, packed, centroids, weights, out, rows, shape,
-    )
-}
-
-/// Which stored vectors [`record_decompress_rows`] decompresses.
-#[derive(Debug, Clone, Copy)]
-pub enum Rows<'a> {
-    /// Output row v ← stored vector `first + v`.
-    Range { first: usize },
-    /// Output row v ← stored vector `rows[v]` (u32; `u32::MAX` leaves row v untouched).
-    Gather(&'a wgpu::Buffer),
+    ctx.record_kernel(encoder, &COMPRESS, &wg, &b.in_order(), &p, groups)
 }
 
 /// Records `out[v, :] = decompress(stored vector src(v))` for `v < n`, reading
-/// `codes` and `packed` of a whole index in place (see [`Rows`] for `src`).
-#[allow(clippy::too_many_arguments)]
-pub fn record_decompress_rows(
+/// `codes` and `packed` of a whole index in place: `src(v) = rows[v]` when
+/// `b.rows` is set, else `first + v`.
+pub fn record_decompress(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    codes: &wgpu::Buffer,
-    packed: &wgpu::Buffer,
-    centroids: &wgpu::Buffer,
-    weights: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    rows: Rows,
+    b: &DecompressBuffers,
+    first: usize,
     (n, dim, nbits): (usize, usize, usize),
 ) -> Result<()> {
     let mut p = params(n, dim, nbits)?;
-    let rows_buf = match rows {
-        Rows::Range { first } => {
-            p.first = u32::try_from(first).map_err(|_| {
-                Error::shape(
-                    "residual codec",
-                    format!("first vector {first} exceeds u32"),
-                )
-            })?;
-            codes
-        }
-        Rows::Gather(b) => {
-            p.gather = 1;
-            b
-        }
-    };
+    if b.rows.is_some() {
+        p.gather = 1;
+    } else {
+        p.first = u32::try_from(first).map_err(|_| {
+            Error::shape(
+                "residual codec",
+                format!("first vector {first} exceeds u32"),
+            )
+        })?;
+    }
     if n == 0 {
         return Ok(());
     }
     let groups = ctx.grid((n as u32).div_ceil(ROW_WG));
-    let buffers = [codes, packed, centroids, weights, out, rows_buf];
     let wg = [("WG_SIZE", ROW_WG as f64)];
-    ctx.record_kernel(encoder, &DECOMPRESS, &wg, &buffers, &p, groups)
+    ctx.record_kernel(encoder, &DECOMPRESS, &wg, &b.in_order(), &p, groups)
 }

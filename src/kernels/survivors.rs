@@ -51,20 +51,22 @@ pub const SCATTER: KernelSpec = spec("scatter");
 /// Invocations of the single `offsets_scan` workgroup.
 const SCAN_WG: u32 = 256;
 
-/// The buffers every entry binds (in binding order; unused ones may be any buffer).
-pub struct Buffers<'a> {
-    /// `[Q, list_len]` document ids, `u32::MAX` = empty slot.
-    pub list: &'a wgpu::Buffer,
-    /// `[N + 1]` u32 offsets of the documents' vectors.
-    pub doc_offsets: &'a wgpu::Buffer,
-    /// `[Q, list_len]` exact scores (scatter).
-    pub exact: &'a wgpu::Buffer,
-    /// `[count + 1]` row offsets of the group's entries.
-    pub offsets: &'a wgpu::Buffer,
-    /// `[rows]` source vector per output row.
-    pub rows: &'a wgpu::Buffer,
-    /// `[Q, N]` scores.
-    pub dense: &'a wgpu::Buffer,
+super::kernel_buffers! {
+    /// The buffers every entry binds (in binding order; unused ones may be any buffer).
+    pub struct Buffers<'a> {
+        /// `[Q, list_len]` document ids, `u32::MAX` = empty slot.
+        list: &'a wgpu::Buffer,
+        /// `[N + 1]` u32 offsets of the documents' vectors.
+        doc_offsets: &'a wgpu::Buffer,
+        /// `[Q, list_len]` exact scores (scatter).
+        exact: &'a wgpu::Buffer,
+        /// `[count + 1]` row offsets of the group's entries.
+        offsets: &'a wgpu::Buffer,
+        /// `[rows]` source vector per output row.
+        rows: &'a wgpu::Buffer,
+        /// `[Q, N]` scores.
+        dense: &'a wgpu::Buffer,
+    }
 }
 
 /// Which entry to record.
@@ -108,7 +110,13 @@ pub fn record(
     if workgroups == 0 {
         return Ok(());
     }
-    let buffers = [b.list, b.doc_offsets, b.exact, b.offsets, b.rows, b.dense];
     let wg = [("WG_SIZE", wg as f64)];
-    ctx.record_kernel(encoder, &spec, &wg, &buffers, &params, ctx.grid(workgroups))
+    ctx.record_kernel(
+        encoder,
+        &spec,
+        &wg,
+        &b.in_order(),
+        &params,
+        ctx.grid(workgroups),
+    )
 }

@@ -71,6 +71,18 @@ impl Shape {
     }
 }
 
+super::kernel_buffers! {
+    /// What `topk.wgsl` binds.
+    pub struct Buffers<'a> {
+        /// `[rows, in_stride]` f32 scores.
+        scores: &'a wgpu::Buffer,
+        /// `[rows, min(k, n)]` u32 columns out.
+        out_idx: &'a wgpu::Buffer,
+        /// `[rows, min(k, n)]` f32 scores out.
+        out_scores: &'a wgpu::Buffer,
+    }
+}
+
 /// Records, for each row r < rows of `scores` ([rows, in_stride]), the
 /// `min(k, n)` best of its first n entries, best first (score descending, ties
 /// to the lower column, NaN last) into `out_idx` (u32 columns) and `out_scores`,
@@ -78,29 +90,17 @@ impl Shape {
 pub fn record(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    scores: &wgpu::Buffer,
-    out_idx: &wgpu::Buffer,
-    out_scores: &wgpu::Buffer,
+    b: &Buffers,
     shape: Shape,
 ) -> Result<()> {
-    record_with(
-        ctx,
-        encoder,
-        scores,
-        out_idx,
-        out_scores,
-        shape,
-        Options::default(),
-    )
+    record_with(ctx, encoder, b, shape, Options::default())
 }
 
 /// [`record`] with output [`Options`].
 pub fn record_with(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
-    scores: &wgpu::Buffer,
-    out_idx: &wgpu::Buffer,
-    out_scores: &wgpu::Buffer,
+    b: &Buffers,
     shape: Shape,
     options: Options,
 ) -> Result<()> {
@@ -148,7 +148,6 @@ pub fn record_with(
         shape.rows.saturating_mul(shape.in_stride),
     )?;
     let groups = ctx.grid(shape.rows as u32);
-    let buffers = [scores, out_idx, out_scores];
     let wg = [("WG_SIZE", WG as f64)];
-    ctx.record_kernel(encoder, &SPEC, &wg, &buffers, &params, groups)
+    ctx.record_kernel(encoder, &SPEC, &wg, &b.in_order(), &params, groups)
 }

@@ -261,6 +261,7 @@ struct Sequence {
 impl<B: Backend> ColbertEncoder<B> {
     /// Uploads `checkpoint` to `backend`.
     pub fn new(checkpoint: Checkpoint, backend: B) -> Result<Self> {
+        backend.check_head_dim(checkpoint.config.head_dim())?;
         let weights = checkpoint.weights.upload(&backend)?;
         let projection = checkpoint
             .projection

@@ -109,13 +109,6 @@ impl BertConfig {
                 cfg.hidden_size, cfg.num_attention_heads
             )));
         }
-        let head_dim = cfg.hidden_size / cfg.num_attention_heads;
-        if head_dim > crate::kernels::attention::MAX_HEAD_DIM {
-            return Err(bad(format!(
-                "head dimension {head_dim} exceeds the supported {}",
-                crate::kernels::attention::MAX_HEAD_DIM
-            )));
-        }
         Ok(cfg)
     }
 

@@ -577,10 +577,13 @@ fn record_matrix(
             kernels::maxsim::record_all_pairs(
                 ctx,
                 enc,
-                q_buf,
-                d,
-                o,
-                scores,
+                &kernels::maxsim::Buffers {
+                    queries: q_buf,
+                    docs: d,
+                    doc_offsets: o,
+                    owner: None,
+                    scores,
+                },
                 kernels::maxsim::AllPairs {
                     num_queries: nq,
                     qlen,
@@ -661,11 +664,13 @@ fn maxsim_assigned_gpu(
             kernels::maxsim::record_assigned(
                 ctx,
                 enc,
-                &q_buf,
-                d,
-                o,
-                &owner,
-                scores.buffer(),
+                &kernels::maxsim::Buffers {
+                    queries: &q_buf,
+                    docs: d,
+                    doc_offsets: o,
+                    owner: Some(&owner),
+                    scores: scores.buffer(),
+                },
                 kernels::maxsim::Assigned {
                     num_queries: nq,
                     qlen: req.qlen,
@@ -724,9 +729,11 @@ fn exhaustive_gpu(
         kernels::topk::record(
             ctx,
             &mut enc,
-            scores.buffer(),
-            idx.buffer(),
-            best.buffer(),
+            &kernels::topk::Buffers {
+                scores: scores.buffer(),
+                out_idx: idx.buffer(),
+                out_scores: best.buffer(),
+            },
             kernels::topk::Shape {
                 rows: g,
                 n,

@@ -274,9 +274,11 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
         topk::record_with(
             ctx,
             &mut enc,
-            dense.buffer(),
-            idx.buffer(),
-            sc.buffer(),
+            &topk::Buffers {
+                scores: dense.buffer(),
+                out_idx: idx.buffer(),
+                out_scores: sc.buffer(),
+            },
             topk::Shape {
                 rows: nq,
                 n,
@@ -351,7 +353,7 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
                 &g.codes,
                 &g.residuals,
                 vectors.buffer(),
-                crate::kernels::residual_codec::Rows::Range {
+                crate::index::codec::Rows::Range {
                     first: base as usize,
                 },
                 (offs[d1] - base) as usize,
@@ -359,10 +361,13 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
             crate::kernels::maxsim::record_all_pairs(
                 ctx,
                 enc,
-                q,
-                vectors.buffer(),
-                &rel,
-                dense,
+                &crate::kernels::maxsim::Buffers {
+                    queries: q,
+                    docs: vectors.buffer(),
+                    doc_offsets: &rel,
+                    owner: None,
+                    scores: dense,
+                },
                 crate::kernels::maxsim::AllPairs {
                     num_queries: nq,
                     qlen,
@@ -434,10 +439,12 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
         crate::kernels::matmul::record(
             ctx,
             enc,
-            &g.centroids,
-            q,
-            None,
-            scores.buffer(),
+            &crate::kernels::matmul::Buffers {
+                x: &g.centroids,
+                w: q,
+                bias: None,
+                y: scores.buffer(),
+            },
             (kc, nq * qlen, dim),
             crate::kernels::matmul::Activation::Identity,
         )?;
@@ -467,9 +474,11 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
             topk::record_with(
                 ctx,
                 enc,
-                dense,
-                out,
-                l_scores.buffer(),
+                &topk::Buffers {
+                    scores: dense,
+                    out_idx: out,
+                    out_scores: l_scores.buffer(),
+                },
                 topk::Shape {
                     rows: nq,
                     n,
@@ -571,7 +580,7 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
                 &g.codes,
                 &g.residuals,
                 vectors.buffer(),
-                crate::kernels::residual_codec::Rows::Gather(rows.buffer()),
+                crate::index::codec::Rows::Gather(rows.buffer()),
                 gr.rows,
             )?;
             let owner: Vec<u32> = (gr.first..gr.first + gr.count)
@@ -581,11 +590,13 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
             crate::kernels::maxsim::record_assigned(
                 ctx,
                 enc,
-                q,
-                vectors.buffer(),
-                offsets.buffer(),
-                &owner,
-                exact.buffer(),
+                &crate::kernels::maxsim::Buffers {
+                    queries: q,
+                    docs: vectors.buffer(),
+                    doc_offsets: offsets.buffer(),
+                    owner: Some(&owner),
+                    scores: exact.buffer(),
+                },
                 crate::kernels::maxsim::Assigned {
                     num_queries: nq,
                     qlen,

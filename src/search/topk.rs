@@ -221,9 +221,11 @@ fn topk_gpu(ctx: &GpuContext, scores: &[f32], rows: usize, n: usize, k: usize) -
         kernels::topk::record(
             ctx,
             &mut enc,
-            &input,
-            idx.buffer(),
-            sc.buffer(),
+            &kernels::topk::Buffers {
+                scores: &input,
+                out_idx: idx.buffer(),
+                out_scores: sc.buffer(),
+            },
             kernels::topk::Shape {
                 rows: g_rows,
                 n,
