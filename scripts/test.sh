@@ -17,5 +17,6 @@ cargo test --release --locked "$@"
 cargo clippy --release --all-targets --locked -- -D warnings
 # Benches must keep compiling (the bench profile reuses the release build).
 cargo bench --locked --no-run >/dev/null 2>&1 || { echo "benches fail to compile" >&2; cargo bench --locked --no-run; exit 1; }
-# The library alone, without the CLI-only crates (clap, indicatif, anyhow, env_logger).
-cargo build --release --locked --lib --no-default-features
+# The library alone, without the CLI-only crates (clap, indicatif, anyhow, env_logger):
+# checked (not built), reusing the dependencies clippy just checked.
+cargo clippy --release --locked --lib --no-default-features -- -D warnings
