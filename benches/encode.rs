@@ -1,6 +1,7 @@
 //! End-to-end encoder benchmarks on the real model and real SciFact text:
 //! `encode/<backend>/docs_b32` and `encode/<backend>/queries_b32`, throughput in
-//! tokens (criterion's "elem/s" reads as tokens/s). Needs `models/fetch-model.sh`.
+//! tokens (criterion's "elem/s" reads as tokens/s). Needs `models/fetch-model.sh`;
+//! texts from the committed slice `tests/data/scifact-1k`.
 
 use std::path::PathBuf;
 
@@ -13,7 +14,7 @@ fn root() -> PathBuf {
 }
 
 fn texts(file: &str, n: usize) -> Vec<String> {
-    let path = root().join("../shared/data/scifact").join(file);
+    let path = root().join("tests/data/scifact-1k").join(file);
     match colwgpu::io::read_records(&path) {
         Ok(r) => r.into_iter().take(n).map(|r| r.text).collect(),
         Err(e) => panic!("{e}"),
@@ -34,7 +35,7 @@ fn bench_encode(c: &mut Criterion) {
                 continue;
             }
         };
-        enc.set_batch_size(32);
+        enc.set_batch_size(32).expect("batch size");
         enc.warm_up().unwrap();
         let name = if device == DeviceChoice::Cpu {
             "cpu"

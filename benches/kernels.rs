@@ -1,6 +1,9 @@
-//! Kernel benchmarks at BERT shapes, per backend: `matmul/<backend>/b32_l184_<out>x<in>`
-//! (throughput in FLOP, i.e. criterion's "elem/s" reads as FLOP/s), `attention/…`,
-//! `layernorm/…`. The GPU side submits and waits inside the timed region.
+//! Kernel benchmarks at BERT shapes, per backend (throughput in FLOP, i.e.
+//! criterion's "elem/s" reads as FLOP/s):
+//! `matmul/<backend>/m<rows>_<out>x<in>` (rows = 32 × 184 = 5888 tokens unless
+//! `COLWGPU_BENCH_ROWS` says otherwise), `attention/<backend>/b<batch>_l<seq>_h<heads>x<head_dim>`,
+//! `layernorm/<backend>/rows<rows>_h<hidden>`. The GPU side submits and waits
+//! inside the timed region.
 
 use std::sync::Arc;
 

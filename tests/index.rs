@@ -905,11 +905,17 @@ fn corrupt_indexes_are_refused_naming_the_file() {
     let p = dir.join("metadata.json");
     let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
     meta["num_vectors"] = serde_json::json!(meta["num_vectors"].as_u64().unwrap() + 1);
-    std::fs::write(&p, serde_json::to_vec(&meta).unwrap()).unwrap();
+    // Edited metadata must be re-sealed (its own checksum), else that is what fails.
+    let sealed = |meta: &serde_json::Value| {
+        let mut b = serde_json::to_vec(meta).unwrap();
+        index::store::seal_metadata(&mut b).unwrap();
+        b
+    };
+    std::fs::write(&p, sealed(&meta)).unwrap();
     let e = open_err(&dir);
     assert!(e.contains("codes.u16") && e.contains("expected"), "{e}");
     meta["num_vectors"] = serde_json::json!(u64::MAX);
-    std::fs::write(&p, serde_json::to_vec(&meta).unwrap()).unwrap();
+    std::fs::write(&p, sealed(&meta)).unwrap();
     assert!(open_err(&dir).contains("invalid"), "absurd counts");
     let dir = small_index(tmp.path(), "missing");
     std::fs::remove_file(dir.join("ivf_offsets.u64")).unwrap();
@@ -933,7 +939,7 @@ fn real_model_build_and_model_check() {
     assert_eq!(model, ModelInfo::from_dir(&dir, enc.dim()).unwrap());
     assert!(model.fingerprint.starts_with("crc32:"));
     let mut docs =
-        colwgpu::io::read_records(&common::data_dir().join("scifact/corpus.jsonl")).unwrap();
+        colwgpu::io::read_records(&common::data_dir().join("scifact-1k/corpus.jsonl")).unwrap();
     docs.truncate(48);
     docs[5].text = String::new(); // allowed: [CLS] [D] [SEP] remain
     let tmp = tmpdir();

@@ -512,11 +512,11 @@ fn exhaustive_search_breaks_exact_ties_by_document_index() {
 
 #[test]
 fn real_beir_qrels_parse() {
-    let scifact = read_qrels(&data_dir().join("scifact/qrels/test.tsv")).unwrap();
+    let scifact = read_qrels(&data_dir().join("scifact-1k/qrels/test.tsv")).unwrap();
     assert_eq!(scifact.len(), 300);
     assert_eq!(scifact.values().map(|d| d.len()).sum::<usize>(), 339);
     assert_eq!(scifact["1"]["31715818"], 1);
-    let dl19 = read_qrels(&data_dir().join("trec-dl19-passage-subset/qrels/test.tsv")).unwrap();
+    let dl19 = read_qrels(&data_dir().join("trec-dl19-qrels/qrels/test.tsv")).unwrap();
     assert_eq!(dl19.len(), 43);
     assert_eq!(dl19.values().map(|d| d.len()).sum::<usize>(), 4102);
     assert_eq!(dl19["19335"]["1729"], 2);
@@ -527,6 +527,6 @@ fn real_beir_qrels_parse() {
     for m in [Metric::Ndcg(10), Metric::Recall(10_000), Metric::Mrr(10)] {
         assert!((m.score(&ranking, judged) - 1.0).abs() < 1e-12, "{m}");
     }
-    let e = read_qrels(&data_dir().join("scifact/qrels/missing.tsv")).unwrap_err();
+    let e = read_qrels(&data_dir().join("scifact-1k/qrels/missing.tsv")).unwrap_err();
     assert!(e.to_string().contains("missing.tsv"), "{e}");
 }

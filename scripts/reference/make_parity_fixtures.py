@@ -2,14 +2,23 @@
 """Writes the golden parity fixtures for tests/parity.rs from the PyTorch reference.
 
     python scripts/reference/make_parity_fixtures.py [--model models/colbert-minilm]
-        [--data /work/shared/data/scifact] [--out tests/fixtures/parity] [--pylate]
+        [--data tests/data/scifact-1k] [--out tests/fixtures/parity]
+
+Needs torch, transformers and pylate (a CPU-only venv outside the repository, e.g.
+`python3 -m venv /work/.venv-ref && /work/.venv-ref/bin/pip install torch transformers
+pylate safetensors numpy`).
 
 Texts: the first 30 documents of corpus.jsonl (file order; text = title + " " + text,
 or just text when the title is empty) and the queries of the first 30 unique query
-ids of qrels/test.tsv (file order; text = the "text" field of queries.jsonl).
+ids of qrels/test.tsv (file order; text = the "text" field of queries.jsonl). The
+default data is the committed slice tests/data/scifact-1k, so the fixtures can be
+regenerated from the repository alone.
 
 Outputs (little-endian):
-  scifact_parity.json          model, ids and texts, notes
+  scifact_parity.json          model, its fingerprint (the CRC-32 that
+                               colwgpu::index::ModelInfo::from_dir computes), the
+                               reference's package versions, the PyLate cross-check's
+                               result, ids and texts, notes
   scifact_parity.safetensors
     query_token_ids     I32 [nq, query_length]
     query_vectors       F32 [nq * query_length, dim]
@@ -21,11 +30,18 @@ Outputs (little-endian):
     debug_q0_layer{i}   F32 [query_length, hidden]  encoder layer i output (hidden_states[i+1])
 
 Every text is encoded on its own (batch of one, so no padding is involved).
+
+The PyLate cross-check is part of generating them: the same texts encoded by
+pylate.models.ColBERT from the same checkpoint must give the same token ids and
+vectors within 1e-5, or nothing is written.
 """
 import argparse
 import json
 import os
+import platform
+import struct
 import sys
+import zlib
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -35,6 +51,47 @@ from colbert_reference import ColbertReference, pylate_cross_check  # noqa: E402
 
 N_DOCS = 30
 N_QUERIES = 30
+PYLATE_TOLERANCE = 1e-5
+
+# The files colwgpu::index::ModelInfo::from_dir hashes, in its order.
+MODEL_FILES = [
+    "config.json",
+    "config_sentence_transformers.json",
+    "tokenizer.json",
+    "model.safetensors",
+    "1_Dense/config.json",
+    "1_Dense/model.safetensors",
+]
+
+
+def model_fingerprint(model_dir: str) -> str:
+    """The CRC-32 colwgpu's ModelInfo::from_dir computes: for each model file that
+    exists, its relative name, its size (u64 little-endian) and its contents."""
+    crc, found = 0, 0
+    for name in MODEL_FILES:
+        path = os.path.join(model_dir, name)
+        if not os.path.isfile(path):
+            continue
+        found += 1
+        with open(path, "rb") as f:
+            data = f.read()
+        crc = zlib.crc32(name.encode("utf-8"), crc)
+        crc = zlib.crc32(struct.pack("<Q", len(data)), crc)
+        crc = zlib.crc32(data, crc)
+    assert found, f"no model files in {model_dir}"
+    return f"crc32:{crc:08x}"
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ["torch", "transformers", "tokenizers", "pylate", "sentence-transformers", "numpy", "safetensors"]:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
 
 
 def doc_text(row: dict) -> str:
@@ -81,10 +138,9 @@ def main():
     root = os.path.abspath(os.path.join(here, "..", ".."))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=os.path.join(root, "models", "colbert-minilm"))
-    ap.add_argument("--data", default="/work/shared/data/scifact")
+    ap.add_argument("--data", default=os.path.join(root, "tests", "data", "scifact-1k"))
     ap.add_argument("--out", default=os.path.join(root, "tests", "fixtures", "parity"))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--pylate", action="store_true", help="also report a cross-check against pylate.models.ColBERT")
     a = ap.parse_args()
 
     ref = ColbertReference(a.model, threads=a.threads)
@@ -150,15 +206,36 @@ def main():
     assert d0 < 1e-5
     assert len(hs) - 1 == ref.model.config.num_hidden_layers
 
+    # The PyLate cross-check: same checkpoint, same texts, through pylate.models.ColBERT.
+    cross = pylate_cross_check(ref, queries, docs)
+    if cross is None:
+        sys.exit("pylate is required: the cross-check is part of the fixtures")
+    print("pylate cross-check:", json.dumps(cross))
+    cross_ok = (
+        cross["query_ids_equal"] == f"{N_QUERIES}/{N_QUERIES}"
+        and cross["doc_ids_equal"] == f"{N_DOCS}/{N_DOCS}"
+        and cross["query_shape_mismatches"] == 0
+        and cross["doc_shape_mismatches"] == 0
+        and cross["query_max_abs_diff"] <= PYLATE_TOLERANCE
+        and cross["doc_max_abs_diff"] <= PYLATE_TOLERANCE
+    )
+    cross["tolerance"] = PYLATE_TOLERANCE
+    cross["passed"] = cross_ok
+    if not cross_ok:
+        sys.exit(f"the PyLate cross-check failed (tolerance {PYLATE_TOLERANCE}): nothing written")
+
     import torch
     import transformers
 
+    fingerprint = model_fingerprint(a.model)
+    vers = versions()
+    data_rel = os.path.relpath(os.path.abspath(a.data), root)
     n_trunc = sum(1 for d in d_enc if len(d.ids) == ref.document_length)
     notes = (
         "Golden ColBERT encodings from scripts/reference/make_parity_fixtures.py "
         f"(PyTorch {torch.__version__}, transformers {transformers.__version__}, BertModel eval, f32, "
         "eager attention, each text encoded alone). "
-        f"Docs: first {N_DOCS} lines of scifact corpus.jsonl, text = title + ' ' + text. "
+        f"Docs: first {N_DOCS} lines of {data_rel}/corpus.jsonl, text = title + ' ' + text. "
         f"Queries: first {N_QUERIES} unique query ids of qrels/test.tsv (file order). "
         f"Query = [CLS]=101 [unused0]=1 tokens [SEP]=102, padded to {ql} with [MASK]=103 "
         "(attention 0 on the expansion, every position has a vector). "
@@ -174,9 +251,14 @@ def main():
     st_path = os.path.join(a.out, "scifact_parity.safetensors")
     js_path = os.path.join(a.out, "scifact_parity.json")
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, st_path,
-              metadata={"model": "colbert-minilm", "generator": "scripts/reference/make_parity_fixtures.py"})
+              metadata={"model": "colbert-minilm", "model_fingerprint": fingerprint,
+                        "generator": "scripts/reference/make_parity_fixtures.py",
+                        "reference_versions": json.dumps(vers, sort_keys=True)})
     with open(js_path, "w", encoding="utf-8") as f:
-        json.dump({"model": "colbert-minilm", "query_ids": query_ids, "queries": queries,
+        json.dump({"model": "colbert-minilm", "model_fingerprint": fingerprint,
+                   "generator": "scripts/reference/make_parity_fixtures.py", "data": data_rel,
+                   "reference_versions": vers, "pylate_cross_check": cross,
+                   "query_ids": query_ids, "queries": queries,
                    "doc_ids": doc_ids, "docs": docs, "notes": notes}, f, indent=1, ensure_ascii=False)
         f.write("\n")
 
@@ -187,6 +269,7 @@ def main():
     with open(js_path, encoding="utf-8") as f:
         meta = json.load(f)
     assert meta["queries"] == queries and meta["docs"] == docs
+    assert meta["model_fingerprint"] == fingerprint and meta["pylate_cross_check"]["passed"]
     print("reloaded:")
     for k, v in back.items():
         print(f"  {k:22s} {str(v.dtype):8s} {list(v.shape)}")
@@ -199,9 +282,7 @@ def main():
     print(f"sizes: {st_path} {os.path.getsize(st_path)} bytes, {js_path} {os.path.getsize(js_path)} bytes")
     print(f"docs: {int(back['doc_token_offsets'][-1])} tokens, {int(back['doc_vector_offsets'][-1])} kept; "
           f"queries: {N_QUERIES} x {ql}")
-
-    if a.pylate:
-        print("pylate cross-check:", json.dumps(pylate_cross_check(ref, queries, docs)))
+    print(f"model {fingerprint}; versions {json.dumps(vers)}")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,9 @@ pub struct IndexOptions {
     pub chunk_docs: usize,
     /// Where the index kernels (k-means assignment, compression) run.
     pub compute: Compute,
+    /// When another process is writing the same index path: wait for it
+    /// (`true`) or fail at once with [`Error::Locked`] (`false`, the default).
+    pub wait_for_lock: bool,
 }
 
 impl Default for IndexOptions {
@@ -77,6 +80,7 @@ impl Default for IndexOptions {
             seed: 12345,
             chunk_docs: 1024,
             compute: Compute::Cpu,
+            wait_for_lock: false,
         }
     }
 }
@@ -293,7 +297,7 @@ pub fn build_index_with(
     validate(source, doc_ids, model, options)?;
     let counted = count(source, doc_ids.len(), options)?;
     // The target directory is checked (and its leftovers tidied) before any work.
-    let tmp = TempIndexDir::create(out_dir)?;
+    let tmp = TempIndexDir::create(out_dir, options.wait_for_lock)?;
     let sample = sample(source, doc_ids, &counted, options, progress)?;
     let trained = train_codec(&sample, source.dim(), counted.k0, options, progress)?;
     let mut files = BTreeMap::new();

@@ -103,9 +103,8 @@ pub fn model_dir() -> PathBuf {
     dir
 }
 
-/// `../shared/data` beside the checkout (env COLWGPU_DATA overrides).
+/// The committed real data slices, `tests/data/` (each folder has its
+/// PROVENANCE.md; cut by `scripts/data/make_test_slices.py`).
 pub fn data_dir() -> PathBuf {
-    std::env::var("COLWGPU_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("../shared/data"))
+    root().join("tests/data")
 }

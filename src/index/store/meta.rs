@@ -177,5 +177,104 @@ pub fn read_metadata(dir: &Path) -> Result<Metadata> {
         }
         None => return Err(bad(&path, "no format_version: not a colwgpu index")),
     }
+    verify_metadata_checksum(&path, &text)?;
     serde_json::from_value(value).map_err(|e| bad(&path, format!("invalid metadata: {e}")))
+}
+
+// ------------------------------------------------- metadata.json checksum ---
+
+/// The member of `metadata.json` holding the CRC-32 of the file itself.
+pub const METADATA_CHECKSUM: &str = "metadata_crc32";
+const CHECKSUM_PLACEHOLDER: &str = "00000000";
+
+/// Where the 8 hex digits of the checksum member are in `json` (the one
+/// occurrence of `"metadata_crc32": "`), if exactly one is there.
+fn checksum_digits(json: &[u8]) -> Option<std::ops::Range<usize>> {
+    let key = format!("\"{METADATA_CHECKSUM}\"");
+    let key = key.as_bytes();
+    let mut found = None;
+    for start in (0..json.len()).filter(|&i| json[i..].starts_with(key)) {
+        if found.is_some() {
+            return None;
+        }
+        let mut i = start + key.len();
+        while json.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        i += 1;
+        while json.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        if json.get(i) != Some(&b'"') || json.get(i + 9) != Some(&b'"') {
+            return None;
+        }
+        found = Some(i + 1..i + 9);
+    }
+    found
+}
+
+/// The CRC-32 of `json` with the checksum digits read as `00000000`.
+fn checksum_of(json: &[u8], digits: std::ops::Range<usize>) -> String {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&json[..digits.start]);
+    h.update(CHECKSUM_PLACEHOLDER.as_bytes());
+    h.update(&json[digits.end..]);
+    format!("{:08x}", h.finalize())
+}
+
+/// Sets the checksum member of a `metadata.json` text that has one (as
+/// `"metadata_crc32": "<any 8 characters>"`): the CRC-32, in lowercase hex, of
+/// the whole file with those 8 characters read as `00000000`. Any change to
+/// any byte of the result is then caught by [`read_metadata`].
+pub fn seal_metadata(json: &mut [u8]) -> Result<()> {
+    let digits = checksum_digits(json).ok_or_else(|| {
+        bad(
+            Path::new(METADATA),
+            format!("no single \"{METADATA_CHECKSUM}\" member to seal"),
+        )
+    })?;
+    let crc = checksum_of(json, digits.clone());
+    json[digits].copy_from_slice(crc.as_bytes());
+    Ok(())
+}
+
+/// `metadata.json`'s bytes: the metadata, pretty-printed, with its checksum.
+pub fn metadata_json(metadata: &Metadata) -> Result<Vec<u8>> {
+    let mut value =
+        serde_json::to_value(metadata).map_err(|e| bad(Path::new(METADATA), e.to_string()))?;
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert(METADATA_CHECKSUM.into(), CHECKSUM_PLACEHOLDER.into());
+    }
+    let mut json =
+        serde_json::to_vec_pretty(&value).map_err(|e| bad(Path::new(METADATA), e.to_string()))?;
+    seal_metadata(&mut json)?;
+    Ok(json)
+}
+
+/// Errors unless `json` carries its own valid checksum.
+fn verify_metadata_checksum(path: &Path, json: &[u8]) -> Result<()> {
+    let Some(digits) = checksum_digits(json) else {
+        return Err(bad(
+            path,
+            format!(
+                "has no \"{METADATA_CHECKSUM}\" checksum (damaged, edited, or written by an \
+                 older colwgpu): rebuild the index"
+            ),
+        ));
+    };
+    let want = checksum_of(json, digits.clone());
+    if json[digits.clone()] != *want.as_bytes() {
+        return Err(bad(
+            path,
+            format!(
+                "checksum mismatch (CRC-32 {want}, the file says {}): the metadata is corrupt \
+                 or was edited",
+                String::from_utf8_lossy(&json[digits])
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -27,7 +27,10 @@ mod meta;
 mod read;
 mod write;
 
-pub use meta::{read_metadata, FileEntry, Metadata, ModelInfo, Settings, Stats};
+pub use meta::{
+    metadata_json, read_metadata, seal_metadata, FileEntry, Metadata, ModelInfo, Settings, Stats,
+    METADATA_CHECKSUM,
+};
 pub use read::{Index, OpenOptions};
 pub(crate) use write::TempIndexDir;
 

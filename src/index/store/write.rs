@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::meta::{FileEntry, Metadata};
+use super::meta::{metadata_json, FileEntry, Metadata};
 use super::{bad, METADATA};
 use crate::error::{Error, Result};
 
@@ -59,6 +59,8 @@ pub(crate) struct TempIndexDir {
     target: PathBuf,
     tmp: PathBuf,
     committed: bool,
+    /// Held from creation to commit (or failure): one writer per index path.
+    _lock: crate::index::lock::IndexLock,
 }
 
 fn sibling(target: &Path, tag: &str, pid: u32) -> PathBuf {
@@ -128,16 +130,52 @@ fn fsync_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Errors unless `target` is free, an empty directory or a colwgpu index
+/// (what a build may replace): never a device, FIFO, file or other directory.
+fn check_replaceable(target: &Path) -> Result<()> {
+    let Ok(m) = std::fs::metadata(target) else {
+        return Ok(());
+    };
+    if let Some(kind) = crate::io::output::describe_non_regular(&m).filter(|_| !m.is_dir()) {
+        return Err(Error::Input(format!(
+            "'{}' is {kind}, not an index directory; refusing to replace it",
+            target.display()
+        )));
+    }
+    let is_index = m.is_dir() && target.join(METADATA).is_file();
+    let is_empty_dir = m.is_dir()
+        && std::fs::read_dir(target)
+            .map_err(|e| Error::io(target, e))?
+            .next()
+            .is_none();
+    if !is_index && !is_empty_dir {
+        return Err(Error::Input(format!(
+            "'{}' exists and is not a colwgpu index (no {METADATA}); refusing to replace it",
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
 impl TempIndexDir {
     /// Checks that `target` may be (re)placed by an index, tidies leftovers of
     /// dead builds there, and creates `<target>.tmp-<pid>`.
-    pub(crate) fn create(target: &Path) -> Result<Self> {
+    /// Takes the index's writer lock first ([`crate::index::lock::IndexLock`]; with
+    /// `wait`, waits for another writer to finish instead of failing).
+    pub(crate) fn create(target: &Path, wait: bool) -> Result<Self> {
         if target.file_name().is_none() {
             return Err(Error::Input(format!(
                 "index path '{}' has no directory name",
                 target.display()
             )));
         }
+        // Checked before taking the lock (no lock file beside a wrong target)
+        // and again under it.
+        check_replaceable(target)?;
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let lock = crate::index::lock::IndexLock::acquire(target, wait)?;
         // A crash between the two renames of a commit leaves the previous index
         // as `<target>.old-<pid>` and no target: put it back first.
         let stale = stale_siblings(target);
@@ -149,23 +187,7 @@ impl TempIndexDir {
         for (p, _) in stale_siblings(target) {
             std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
         }
-        if target.exists() {
-            let is_index = target.join(METADATA).is_file();
-            let is_empty_dir = target.is_dir()
-                && std::fs::read_dir(target)
-                    .map_err(|e| Error::io(target, e))?
-                    .next()
-                    .is_none();
-            if !is_index && !is_empty_dir {
-                return Err(Error::Input(format!(
-                    "'{}' exists and is not a colwgpu index (no {METADATA}); refusing to replace it",
-                    target.display()
-                )));
-            }
-        }
-        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
+        check_replaceable(target)?;
         let tmp = sibling(target, "tmp", std::process::id());
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -175,6 +197,7 @@ impl TempIndexDir {
             target: target.to_path_buf(),
             tmp,
             committed: false,
+            _lock: lock,
         })
     }
 
@@ -238,7 +261,7 @@ impl TempIndexDir {
     /// Writes `metadata.json`, fsyncs, and moves the index into place.
     pub(crate) fn commit(mut self, metadata: &Metadata) -> Result<()> {
         let path = self.tmp.join(METADATA);
-        let json = serde_json::to_vec_pretty(metadata).map_err(|e| Error::IndexFormat {
+        let json = metadata_json(metadata).map_err(|e| Error::IndexFormat {
             path: path.clone(),
             message: e.to_string(),
         })?;
