@@ -344,7 +344,7 @@ struct Counted {
     k0: usize,
 }
 
-/// 1. Count: every document's planned vector count, and the centroid count.
+/// Stage 1: Count: every document's planned vector count, and the centroid count.
 fn count(
     source: &mut dyn VectorSource,
     num_docs: usize,
@@ -379,7 +379,7 @@ struct Sample {
     at: Vec<Option<(usize, usize)>>,
 }
 
-/// 2. Sample documents in a seeded random order until their vectors reach the
+/// Stage 2: Sample documents in a seeded random order until their vectors reach the
 /// target, and get (encode) their vectors.
 fn sample(
     source: &mut dyn VectorSource,
@@ -457,7 +457,7 @@ struct Trained {
     kmeans_mean_cosine: f64,
 }
 
-/// 3. k-means on the sample (`k = min(k0, sampled vectors)`), centroids
+/// Stage 3: k-means on the sample (`k = min(k0, sampled vectors)`), centroids
 /// rounded to f16 (as stored), then the codec's cutoffs and weights, and the
 /// codec's quality on part of its sample.
 fn train_codec(
@@ -559,7 +559,7 @@ fn train_codec(
     })
 }
 
-/// 4. Compress every document in order, in chunks (sampled documents reuse
+/// Stage 4: Compress every document in order, in chunks (sampled documents reuse
 /// their vectors, the others are got now), streaming packed residuals to
 /// `residuals.bin`. Returns every vector's code and every document's length.
 #[allow(clippy::too_many_arguments)]
@@ -645,7 +645,7 @@ fn compress_all(
     Ok((codes, doclens))
 }
 
-/// 5. Inverted lists, and 6. every other data file written into `tmp`
+/// Stages 5 and 6: inverted lists, and every other data file written into `tmp`
 /// (centroids as f16; codes and lists as u16 where they fit).
 fn write_arrays(
     tmp: &TempIndexDir,
