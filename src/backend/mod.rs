@@ -6,6 +6,7 @@
 pub mod cpu;
 pub mod device;
 pub mod gpu;
+pub mod ops;
 pub mod vecmath;
 
 pub use crate::kernels::matmul::Activation;
