@@ -35,7 +35,7 @@ fn bench_encode(c: &mut Criterion) {
                 continue;
             }
         };
-        enc.set_batch_size(32);
+        enc.set_batch_size(32).expect("batch size");
         enc.warm_up().unwrap();
         let name = if device == DeviceChoice::Cpu {
             "cpu"

@@ -14,7 +14,12 @@ mkdir -p "$out"
 "$bin" info --model "$model"
 "$bin" encode --model "$model" --queries "$ex/queries.jsonl" --out "$out/queries.safetensors"
 "$bin" index --model "$model" --corpus "$ex/corpus.jsonl" --index "$out/scifact-mini.index" --nbits 2
-"$bin" search --index "$out/scifact-mini.index" --model "$model" -k 3 \
+# The index records its model: search and eval need no --model.
+"$bin" search --index "$out/scifact-mini.index" -k 3 \
   --query "0-dimensional biomaterials show inductive properties."
-"$bin" eval --index "$out/scifact-mini.index" --model "$model" \
+# The same index from the vectors `encode` wrote (vectors in), searched with query vectors.
+"$bin" encode --model "$model" --docs "$ex/corpus.jsonl" --out "$out/docs.safetensors"
+"$bin" index --vectors "$out/docs.safetensors" --index "$out/from-vectors.index"
+"$bin" search --index "$out/from-vectors.index" --query-vectors "$out/queries.safetensors" -k 1
+"$bin" eval --index "$out/scifact-mini.index" \
   --queries "$ex/queries.jsonl" --qrels "$ex/qrels/test.tsv" -k 100

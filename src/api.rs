@@ -18,12 +18,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::Compute;
 use crate::error::{Error, Result};
-use crate::index::{self as store, ModelInfo};
+use crate::index as store;
 use crate::model::Encoder;
 use crate::search::{maxsim_scores, ScoreRequest, Searcher};
 
 pub use crate::gpu::GpuOptions;
-pub use crate::index::{BuildSummary, Progress, Stage};
+pub use crate::index::{
+    BuildSummary, FileEntry, Metadata, ModelInfo, Progress, Settings, Stage, Stats,
+};
 pub use crate::io::{Record as Document, VectorSet};
 pub use crate::model::{DeviceChoice as Device, TokenVectors};
 pub use crate::search::{Hit, PlaidParams, SearchOptions};
@@ -95,7 +97,7 @@ impl Model {
             return Err(Error::Input("batch size must be at least 1".into()));
         }
         let mut encoder = Encoder::open(dir, options.device, &options.gpu)?;
-        encoder.set_batch_size(options.batch_size);
+        encoder.set_batch_size(options.batch_size)?;
         let dim = encoder.dim();
         let info = ModelInfo::from_dir(dir, dim)?;
         let compute = encoder.compute();
@@ -128,7 +130,12 @@ impl Model {
     }
 
     /// One vector per query position (`[MASK]`-expanded to the query length).
+    /// An empty or whitespace-only query is an error: it would rank documents
+    /// arbitrarily.
     pub fn encode_queries(&self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
+        for (i, t) in texts.iter().enumerate() {
+            crate::io::check_query_text(t, &format!("query {i} of the batch"))?;
+        }
         self.encoder().encode_queries(texts)
     }
 
@@ -271,6 +278,9 @@ pub struct IndexOptions {
     pub kmeans_iters: usize,
     /// Seed of every random choice.
     pub seed: u64,
+    /// When another process is writing the same index path: wait for it
+    /// (`true`) or fail at once with [`crate::Error::Locked`] (`false`).
+    pub wait_for_lock: bool,
 }
 
 impl Default for IndexOptions {
@@ -281,6 +291,7 @@ impl Default for IndexOptions {
             num_centroids: d.num_centroids,
             kmeans_iters: d.kmeans_iters,
             seed: d.seed,
+            wait_for_lock: d.wait_for_lock,
         }
     }
 }
@@ -292,6 +303,7 @@ impl IndexOptions {
             num_centroids: self.num_centroids,
             kmeans_iters: self.kmeans_iters,
             seed: self.seed,
+            wait_for_lock: self.wait_for_lock,
             compute,
             ..store::IndexOptions::default()
         }

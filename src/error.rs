@@ -13,11 +13,15 @@ pub enum Error {
     )]
     NoAdapter(String),
 
-    #[error("requesting a device from adapter '{adapter}' failed: {source}")]
+    #[error("no GPU adapter's name contains '{wanted}'; the adapters found are: {available}")]
+    AdapterNotFound { wanted: String, available: String },
+
+    // The underlying errors below are shown in the message and not chained as
+    // `source()` as well: chain printers (`anyhow`'s `{:#}`) would repeat them.
+    #[error("requesting a device from adapter '{adapter}' failed: {error}")]
     RequestDevice {
         adapter: String,
-        #[source]
-        source: wgpu::RequestDeviceError,
+        error: wgpu::RequestDeviceError,
     },
 
     #[error("shader '{label}': {message}")]
@@ -36,11 +40,10 @@ pub enum Error {
         limit: u64,
     },
 
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error("{}: {message}", path.display())]
@@ -57,6 +60,12 @@ pub enum Error {
 
     #[error("index {}: {message}", path.display())]
     IndexFormat { path: PathBuf, message: String },
+
+    #[error(
+        "index {} is being written by another process ({holder}); wait for it to finish \
+         (or pass --wait)", path.display()
+    )]
+    Locked { path: PathBuf, holder: String },
 }
 
 /// `Result` with the library's [`Error`].
@@ -67,7 +76,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

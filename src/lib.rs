@@ -39,16 +39,26 @@
 //! implementations (`cpu`, `gpu`) of the operations the models need.
 
 pub mod api;
-pub mod backend;
 pub mod error;
 pub mod eval;
-pub mod gpu;
-pub mod index;
 pub mod io;
-pub mod kernels;
-pub mod model;
-pub mod search;
-pub mod text;
+
+/// The engine's internals (backends, kernels, models, index, search): public
+/// only with the `internals` feature, which the crate's own tests and benches
+/// turn on (they test every kernel against its CPU twin); library users go
+/// through [`api`].
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[cfg(feature = "internals")]
+            pub mod $name;
+            #[cfg(not(feature = "internals"))]
+            #[allow(dead_code, unused_imports)]
+            mod $name;
+        )*
+    };
+}
+internal_modules!(backend, gpu, index, kernels, model, search, text);
 
 pub use api::{
     Device, Document, Hit, Index, IndexOptions, Model, ModelOptions, SearchOptions, TokenVectors,

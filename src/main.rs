@@ -76,6 +76,44 @@ enum Command {
     Eval(EvalArgs),
 }
 
+/// A count that must be at least 1 (the message states the range).
+fn at_least_1(s: &str) -> std::result::Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number (expected 1 or more)"))?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
+/// Residual bits per dimension: 1, 2 or 4.
+fn nbits(s: &str) -> std::result::Result<usize, String> {
+    match s.trim() {
+        "1" => Ok(1),
+        "2" => Ok(2),
+        "4" => Ok(4),
+        _ => Err(format!(
+            "'{s}' is not one of 1, 2, 4 (residual bits per dimension)"
+        )),
+    }
+}
+
+/// PLAID's centroid score threshold: a number from -inf to 1, not NaN.
+fn threshold(s: &str) -> std::result::Result<f32, String> {
+    let t: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number (expected -inf to 1)"))?;
+    if t.is_nan() || t > 1.0 {
+        return Err(format!(
+            "{t} is out of range: expected a number from -inf to 1 (scores of unit vectors lie in [-1, 1])"
+        ));
+    }
+    Ok(t)
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
@@ -122,8 +160,13 @@ fn text_bar(len: usize, message: &'static str, hidden: bool) -> indicatif::Progr
     bar
 }
 
-fn read_texts(path: &Path, limit: Option<usize>) -> Result<Vec<Document>> {
-    let mut records = colwgpu::io::read_records(path)?;
+/// Documents (`queries` false) or queries (empty ones refused) from `path`.
+fn read_texts(path: &Path, limit: Option<usize>, queries: bool) -> Result<Vec<Document>> {
+    let mut records = if queries {
+        colwgpu::io::read_queries(path)?
+    } else {
+        colwgpu::io::read_records(path)?
+    };
     if let Some(n) = limit {
         records.truncate(n);
     }
@@ -147,11 +190,11 @@ struct EncodeArgs {
     /// Output file (.safetensors): vectors, offsets, token_ids; ids and the model in metadata
     #[arg(long)]
     out: PathBuf,
-    /// Encode only the first N texts
-    #[arg(long)]
+    /// Encode only the first N texts (at least 1)
+    #[arg(long, value_parser = at_least_1)]
     limit: Option<usize>,
-    /// Texts per forward pass
-    #[arg(long, default_value_t = 32)]
+    /// Texts per forward pass (at least 1)
+    #[arg(long, default_value_t = 32, value_parser = at_least_1)]
     batch_size: usize,
     /// Print the summary as one JSON line on stdout
     #[arg(long)]
@@ -169,7 +212,10 @@ fn encode(a: EncodeArgs) -> Result<()> {
         (None, Some(d)) => (d, false),
         _ => bail!("give exactly one of --queries or --docs"),
     };
-    let records = read_texts(input, a.limit)?;
+    // The output is checked before any work: a regular file or new path, not an input.
+    let inputs: [&Path; 2] = [input, &a.model];
+    colwgpu::io::output::check_file_target(&a.out, &inputs)?;
+    let records = read_texts(input, a.limit, is_query)?;
     let model = a.device.open_model(&a.model, a.batch_size)?;
     model.warm_up().context("warming up the encoder")?;
     if a.profile {
@@ -203,6 +249,7 @@ fn encode(a: EncodeArgs) -> Result<()> {
         &encoded,
         model.dim(),
         &api::vector_metadata(&model, kind),
+        &inputs,
     )?;
     let vectors: usize = encoded.iter().map(|e| e.len()).sum();
     let split = model.profile();
@@ -268,20 +315,23 @@ struct IndexArgs {
     #[arg(long)]
     index: PathBuf,
     /// Residual bits per dimension: 1, 2 or 4
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = nbits)]
     nbits: usize,
-    /// Centroid count (default: ColBERTv2's 2^floor(log2(16·√vectors)))
-    #[arg(long)]
+    /// Centroid count, at least 1 (default: ColBERTv2's 2^floor(log2(16·√vectors)))
+    #[arg(long, value_parser = at_least_1)]
     centroids: Option<usize>,
-    /// k-means iterations (ColBERTv2's default; 10 costs 2.5x the k-means time for +0.001 codec cosine)
-    #[arg(long, default_value_t = 4)]
+    /// k-means iterations, at least 1 (ColBERTv2's default; 10 costs 2.5x the k-means time for +0.001 codec cosine)
+    #[arg(long, default_value_t = 4, value_parser = at_least_1)]
     kmeans_iters: usize,
-    /// Index only the first N documents
-    #[arg(long)]
+    /// Index only the first N documents (at least 1)
+    #[arg(long, value_parser = at_least_1)]
     limit: Option<usize>,
-    /// Texts per forward pass
-    #[arg(long, default_value_t = 32)]
+    /// Texts per forward pass (at least 1)
+    #[arg(long, default_value_t = 32, value_parser = at_least_1)]
     batch_size: usize,
+    /// If another process is writing this index, wait for it instead of failing at once
+    #[arg(long)]
+    wait: bool,
     /// Print the summary as one JSON line on stdout
     #[arg(long)]
     json: bool,
@@ -334,10 +384,18 @@ fn read_vector_args(
 }
 
 fn build_index(a: IndexArgs) -> Result<()> {
+    // The index replaces a directory: never one holding (or inside) an input.
+    let inputs: Vec<&Path> = [&a.corpus, &a.vectors, &a.offsets, &a.ids, &a.model]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect();
+    colwgpu::io::output::check_not_input(&a.index, &inputs)?;
     let options = IndexOptions {
         nbits: a.nbits,
         num_centroids: a.centroids,
         kmeans_iters: a.kmeans_iters,
+        wait_for_lock: a.wait,
         ..IndexOptions::default()
     };
     let model = match &a.model {
@@ -348,7 +406,7 @@ fn build_index(a: IndexArgs) -> Result<()> {
     let context = || format!("building index {}", a.index.display());
     let index = match (&a.corpus, &a.vectors) {
         (Some(corpus), _) => {
-            let docs = read_texts(corpus, a.limit)?;
+            let docs = read_texts(corpus, a.limit, false)?;
             let model = model.as_ref().context("--corpus needs --model")?;
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
@@ -414,23 +472,23 @@ fn build_index(a: IndexArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 struct SearchKnobs {
-    /// Results per query
-    #[arg(short, long, default_value_t = 10)]
+    /// Results per query (at least 1)
+    #[arg(short, long, default_value_t = 10, value_parser = at_least_1)]
     k: usize,
-    /// PLAID: centroids probed per query token (default by k, as the PLAID authors)
-    #[arg(long)]
+    /// PLAID: centroids probed per query token, at least 1 (default by k, as the PLAID authors)
+    #[arg(long, value_parser = at_least_1)]
     ncells: Option<usize>,
-    /// PLAID: centroid pruning threshold (default by k)
-    #[arg(long)]
+    /// PLAID: centroid pruning threshold, -inf to 1 (default by k)
+    #[arg(long, value_parser = threshold, allow_hyphen_values = true)]
     centroid_score_threshold: Option<f32>,
-    /// PLAID: documents kept after pruning; a quarter are reranked exactly (default by k)
-    #[arg(long)]
+    /// PLAID: documents kept after pruning, at least 1; a quarter are reranked exactly (default by k)
+    #[arg(long, value_parser = at_least_1)]
     ndocs: Option<usize>,
     /// Exact MaxSim against every document instead of PLAID
     #[arg(long)]
     exhaustive: bool,
-    /// Queries encoded and searched per batch
-    #[arg(long, default_value_t = 32)]
+    /// Queries encoded and searched per batch (at least 1)
+    #[arg(long, default_value_t = 32, value_parser = at_least_1)]
     batch_size: usize,
 }
 
@@ -548,6 +606,7 @@ fn run_queries(
     progress: &indicatif::ProgressBar,
 ) -> Result<(Vec<Vec<Hit>>, f64, f64)> {
     let options = knobs.options();
+    options.validate(index.num_docs())?;
     let (mut encode_s, mut search_s) = (0.0, 0.0);
     let mut hits = Vec::with_capacity(texts.len());
     for batch in texts.chunks(knobs.batch_size.max(1)) {
@@ -607,8 +666,11 @@ fn search(a: SearchArgs) -> Result<()> {
         return Ok(());
     }
     let records = match (&a.query, &a.queries) {
-        (Some(q), _) => vec![Document::new("query", q.clone())],
-        (None, Some(path)) => read_texts(path, None)?,
+        (Some(q), _) => {
+            colwgpu::io::check_query_text(q, "--query")?;
+            vec![Document::new("query", q.clone())]
+        }
+        (None, Some(path)) => read_texts(path, None, true)?,
         (None, None) => bail!("give --query TEXT, --queries FILE or --query-vectors FILE"),
     };
     let (index, model) =
@@ -633,8 +695,13 @@ fn search(a: SearchArgs) -> Result<()> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
+    let mut inputs: Vec<&Path> = vec![&a.queries, &a.qrels, &a.index];
+    inputs.extend(a.model.as_deref());
+    if let Some(run) = &a.run {
+        colwgpu::io::output::check_file_target(run, &inputs)?;
+    }
     let qrels = colwgpu::eval::read_qrels(&a.qrels)?;
-    let all = colwgpu::io::read_records(&a.queries)?;
+    let all = colwgpu::io::read_queries(&a.queries)?;
     let records: Vec<_> = all
         .into_iter()
         .filter(|r| qrels.contains_key(&r.id))
@@ -668,7 +735,8 @@ fn eval(a: EvalArgs) -> Result<()> {
                 out.push_str(&format!("{}\t{}\t{}\t{}\n", r.id, x.id, i + 1, x.score));
             }
         }
-        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+        colwgpu::io::output::write_file(path, &inputs, out.as_bytes())
+            .with_context(|| format!("writing the run file {}", path.display()))?;
     }
     let (m, n) = colwgpu::eval::evaluate(&runs, &qrels);
     let qps = records.len() as f64 / search_s.max(1e-9);

@@ -76,6 +76,7 @@ fn index_from_vectors_equals_index_from_texts() {
         &encoded,
         model.dim(),
         &colwgpu::api::vector_metadata(&model, "documents"),
+        &[],
     )
     .unwrap();
     let set = colwgpu::io::read_vectors(&file, None).unwrap();

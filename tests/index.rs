@@ -882,11 +882,17 @@ fn corrupt_indexes_are_refused_naming_the_file() {
     let p = dir.join("metadata.json");
     let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
     meta["num_vectors"] = serde_json::json!(meta["num_vectors"].as_u64().unwrap() + 1);
-    std::fs::write(&p, serde_json::to_vec(&meta).unwrap()).unwrap();
+    // Edited metadata must be re-sealed (its own checksum), else that is what fails.
+    let sealed = |meta: &serde_json::Value| {
+        let mut b = serde_json::to_vec(meta).unwrap();
+        index::store::seal_metadata(&mut b).unwrap();
+        b
+    };
+    std::fs::write(&p, sealed(&meta)).unwrap();
     let e = open_err(&dir);
     assert!(e.contains("codes.u16") && e.contains("expected"), "{e}");
     meta["num_vectors"] = serde_json::json!(u64::MAX);
-    std::fs::write(&p, serde_json::to_vec(&meta).unwrap()).unwrap();
+    std::fs::write(&p, sealed(&meta)).unwrap();
     assert!(open_err(&dir).contains("invalid"), "absurd counts");
     let dir = small_index(tmp.path(), "missing");
     std::fs::remove_file(dir.join("ivf_offsets.u64")).unwrap();

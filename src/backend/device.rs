@@ -35,8 +35,13 @@ impl FromStr for DeviceChoice {
     }
 }
 
-/// Resolves `choice` to a GPU context (for `gpu`, or `auto` with a hardware GPU)
-/// or `None` (the CPU backend).
+fn adapter_requested(options: &GpuOptions) -> bool {
+    options.adapter_name.is_some() || std::env::var_os("COLWGPU_ADAPTER").is_some()
+}
+
+/// Resolves `choice` to a GPU context (for `gpu`, for `auto` with a hardware GPU,
+/// and for `auto` with an adapter named in `options` or `COLWGPU_ADAPTER`) or
+/// `None` (the CPU backend).
 pub fn resolve_device(
     choice: DeviceChoice,
     options: &GpuOptions,
@@ -44,6 +49,11 @@ pub fn resolve_device(
     match choice {
         DeviceChoice::Cpu => Ok(None),
         DeviceChoice::Gpu => Ok(Some(Arc::new(GpuContext::new(options)?))),
+        // An adapter named explicitly is used (or its absence reported), even
+        // a software one: `auto` only decides when nothing was asked for.
+        DeviceChoice::Auto if adapter_requested(options) => {
+            Ok(Some(Arc::new(GpuContext::new(options)?)))
+        }
         DeviceChoice::Auto => match GpuContext::new(options) {
             Ok(ctx) if !ctx.is_software() => Ok(Some(Arc::new(ctx))),
             _ => Ok(None),

@@ -97,7 +97,14 @@ impl GpuContext {
             .or_else(|| std::env::var("COLWGPU_ADAPTER").ok())
             .map(|s| s.to_ascii_lowercase());
         if let Some(w) = &wanted {
+            let all: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
             adapters.retain(|a| a.get_info().name.to_ascii_lowercase().contains(w.as_str()));
+            if adapters.is_empty() && !all.is_empty() {
+                return Err(Error::AdapterNotFound {
+                    wanted: w.clone(),
+                    available: all.join(", "),
+                });
+            }
         }
         // Rank: discrete > integrated > virtual > other > cpu; Vulkan/Metal/DX12 before GL.
         let rank = |a: &wgpu::Adapter| {
@@ -136,7 +143,7 @@ impl GpuContext {
         let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
             Error::RequestDevice {
                 adapter: info.name.clone(),
-                source: e,
+                error: e,
             }
         })?;
         let errors: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));

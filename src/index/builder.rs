@@ -64,6 +64,9 @@ pub struct IndexOptions {
     pub chunk_docs: usize,
     /// Where the index kernels (k-means assignment, compression) run.
     pub compute: Compute,
+    /// When another process is writing the same index path: wait for it
+    /// (`true`) or fail at once with [`Error::Locked`] (`false`, the default).
+    pub wait_for_lock: bool,
 }
 
 impl Default for IndexOptions {
@@ -77,6 +80,7 @@ impl Default for IndexOptions {
             seed: 12345,
             chunk_docs: 1024,
             compute: Compute::Cpu,
+            wait_for_lock: false,
         }
     }
 }
@@ -313,7 +317,7 @@ pub fn build_index_with(
         .unwrap_or_else(|| kmeans::num_centroids_for(n_planned));
 
     // The target directory is checked (and its leftovers tidied) before any work.
-    let tmp = TempIndexDir::create(out_dir)?;
+    let tmp = TempIndexDir::create(out_dir, options.wait_for_lock)?;
 
     // 2. Sample documents.
     let by_fraction = (options.sample_fraction * n_planned as f64).ceil() as usize;

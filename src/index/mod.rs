@@ -21,6 +21,7 @@
 pub mod builder;
 pub mod codec;
 pub mod kmeans;
+pub mod lock;
 mod rng;
 pub mod store;
 

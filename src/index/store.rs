@@ -276,6 +276,8 @@ pub(crate) struct TempIndexDir {
     target: PathBuf,
     tmp: PathBuf,
     committed: bool,
+    /// Held from creation to commit (or failure): one writer per index path.
+    _lock: super::lock::IndexLock,
 }
 
 fn sibling(target: &Path, tag: &str, pid: u32) -> PathBuf {
@@ -345,16 +347,52 @@ fn fsync_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Errors unless `target` is free, an empty directory or a colwgpu index
+/// (what a build may replace): never a device, FIFO, file or other directory.
+fn check_replaceable(target: &Path) -> Result<()> {
+    let Ok(m) = std::fs::metadata(target) else {
+        return Ok(());
+    };
+    if let Some(kind) = crate::io::output::describe_non_regular(&m).filter(|_| !m.is_dir()) {
+        return Err(Error::Input(format!(
+            "'{}' is {kind}, not an index directory; refusing to replace it",
+            target.display()
+        )));
+    }
+    let is_index = m.is_dir() && target.join(METADATA).is_file();
+    let is_empty_dir = m.is_dir()
+        && std::fs::read_dir(target)
+            .map_err(|e| Error::io(target, e))?
+            .next()
+            .is_none();
+    if !is_index && !is_empty_dir {
+        return Err(Error::Input(format!(
+            "'{}' exists and is not a colwgpu index (no {METADATA}); refusing to replace it",
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
 impl TempIndexDir {
     /// Checks that `target` may be (re)placed by an index, tidies leftovers of
     /// dead builds there, and creates `<target>.tmp-<pid>`.
-    pub(crate) fn create(target: &Path) -> Result<Self> {
+    /// Takes the index's writer lock first ([`super::lock::IndexLock`]; with
+    /// `wait`, waits for another writer to finish instead of failing).
+    pub(crate) fn create(target: &Path, wait: bool) -> Result<Self> {
         if target.file_name().is_none() {
             return Err(Error::Input(format!(
                 "index path '{}' has no directory name",
                 target.display()
             )));
         }
+        // Checked before taking the lock (no lock file beside a wrong target)
+        // and again under it.
+        check_replaceable(target)?;
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let lock = super::lock::IndexLock::acquire(target, wait)?;
         // A crash between the two renames of a commit leaves the previous index
         // as `<target>.old-<pid>` and no target: put it back first.
         let stale = stale_siblings(target);
@@ -366,23 +404,7 @@ impl TempIndexDir {
         for (p, _) in stale_siblings(target) {
             std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
         }
-        if target.exists() {
-            let is_index = target.join(METADATA).is_file();
-            let is_empty_dir = target.is_dir()
-                && std::fs::read_dir(target)
-                    .map_err(|e| Error::io(target, e))?
-                    .next()
-                    .is_none();
-            if !is_index && !is_empty_dir {
-                return Err(Error::Input(format!(
-                    "'{}' exists and is not a colwgpu index (no {METADATA}); refusing to replace it",
-                    target.display()
-                )));
-            }
-        }
-        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
+        check_replaceable(target)?;
         let tmp = sibling(target, "tmp", std::process::id());
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -392,6 +414,7 @@ impl TempIndexDir {
             target: target.to_path_buf(),
             tmp,
             committed: false,
+            _lock: lock,
         })
     }
 
@@ -455,7 +478,7 @@ impl TempIndexDir {
     /// Writes `metadata.json`, fsyncs, and moves the index into place.
     pub(crate) fn commit(mut self, metadata: &Metadata) -> Result<()> {
         let path = self.tmp.join(METADATA);
-        let json = serde_json::to_vec_pretty(metadata).map_err(|e| Error::IndexFormat {
+        let json = metadata_json(metadata).map_err(|e| Error::IndexFormat {
             path: path.clone(),
             message: e.to_string(),
         })?;
@@ -496,6 +519,104 @@ impl Drop for TempIndexDir {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
     }
+}
+
+// ------------------------------------------------- metadata.json checksum ---
+
+/// The member of `metadata.json` holding the CRC-32 of the file itself.
+pub const METADATA_CHECKSUM: &str = "metadata_crc32";
+const CHECKSUM_PLACEHOLDER: &str = "00000000";
+
+/// Where the 8 hex digits of the checksum member are in `json` (the one
+/// occurrence of `"metadata_crc32": "`), if exactly one is there.
+fn checksum_digits(json: &[u8]) -> Option<std::ops::Range<usize>> {
+    let key = format!("\"{METADATA_CHECKSUM}\"");
+    let key = key.as_bytes();
+    let mut found = None;
+    for start in (0..json.len()).filter(|&i| json[i..].starts_with(key)) {
+        if found.is_some() {
+            return None;
+        }
+        let mut i = start + key.len();
+        while json.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        i += 1;
+        while json.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        if json.get(i) != Some(&b'"') || json.get(i + 9) != Some(&b'"') {
+            return None;
+        }
+        found = Some(i + 1..i + 9);
+    }
+    found
+}
+
+/// The CRC-32 of `json` with the checksum digits read as `00000000`.
+fn checksum_of(json: &[u8], digits: std::ops::Range<usize>) -> String {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&json[..digits.start]);
+    h.update(CHECKSUM_PLACEHOLDER.as_bytes());
+    h.update(&json[digits.end..]);
+    format!("{:08x}", h.finalize())
+}
+
+/// Sets the checksum member of a `metadata.json` text that has one (as
+/// `"metadata_crc32": "<any 8 characters>"`): the CRC-32, in lowercase hex, of
+/// the whole file with those 8 characters read as `00000000`. Any change to
+/// any byte of the result is then caught by [`read_metadata`].
+pub fn seal_metadata(json: &mut [u8]) -> Result<()> {
+    let digits = checksum_digits(json).ok_or_else(|| {
+        bad(
+            Path::new(METADATA),
+            format!("no single \"{METADATA_CHECKSUM}\" member to seal"),
+        )
+    })?;
+    let crc = checksum_of(json, digits.clone());
+    json[digits].copy_from_slice(crc.as_bytes());
+    Ok(())
+}
+
+/// `metadata.json`'s bytes: the metadata, pretty-printed, with its checksum.
+pub fn metadata_json(metadata: &Metadata) -> Result<Vec<u8>> {
+    let mut value =
+        serde_json::to_value(metadata).map_err(|e| bad(Path::new(METADATA), e.to_string()))?;
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert(METADATA_CHECKSUM.into(), CHECKSUM_PLACEHOLDER.into());
+    }
+    let mut json =
+        serde_json::to_vec_pretty(&value).map_err(|e| bad(Path::new(METADATA), e.to_string()))?;
+    seal_metadata(&mut json)?;
+    Ok(json)
+}
+
+/// Errors unless `json` carries its own valid checksum.
+fn verify_metadata_checksum(path: &Path, json: &[u8]) -> Result<()> {
+    let Some(digits) = checksum_digits(json) else {
+        return Err(bad(
+            path,
+            format!(
+                "has no \"{METADATA_CHECKSUM}\" checksum (damaged, edited, or written by an \
+                 older colwgpu): rebuild the index"
+            ),
+        ));
+    };
+    let want = checksum_of(json, digits.clone());
+    if json[digits.clone()] != *want.as_bytes() {
+        return Err(bad(
+            path,
+            format!(
+                "checksum mismatch (CRC-32 {want}, the file says {}): the metadata is corrupt \
+                 or was edited",
+                String::from_utf8_lossy(&json[digits])
+            ),
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- reading ---
@@ -642,6 +763,7 @@ pub fn read_metadata(dir: &Path) -> Result<Metadata> {
         }
         None => return Err(bad(&path, "no format_version: not a colwgpu index")),
     }
+    verify_metadata_checksum(&path, &text)?;
     serde_json::from_value(value).map_err(|e| bad(&path, format!("invalid metadata: {e}")))
 }
 

@@ -64,7 +64,9 @@ impl BertWeights<HostMatrix> {
             gamma: get("embeddings.LayerNorm.weight", &[h])?,
             beta: get("embeddings.LayerNorm.bias", &[h])?,
         };
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        // Not `with_capacity(num_hidden_layers)`: the count comes from the
+        // user's config.json (validated, but the weights are the truth).
+        let mut layers = Vec::new();
         for i in 0..cfg.num_hidden_layers {
             let l = |name: &str, shape: &[usize]| get(&format!("encoder.layer.{i}.{name}"), shape);
             let q = l("attention.self.query.weight", &[h, h])?;

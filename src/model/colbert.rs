@@ -74,6 +74,7 @@ impl Checkpoint {
         let weights = BertWeights::load(&file, &prefix, &config)?;
 
         let dense_path = dir.join("1_Dense").join("model.safetensors");
+        check_declared_head(dir)?;
         let (head, projection, settings) = if dense_path.is_file() {
             let dense = TensorFile::open(&dense_path)?;
             let proj = read_projection(&dense, &config)?;
@@ -146,6 +147,53 @@ impl Checkpoint {
             .map(|p| p.rows)
             .unwrap_or(self.config.hidden_size)
     }
+}
+
+/// A module of `modules.json` (sentence-transformers / PyLate).
+#[derive(serde::Deserialize)]
+struct StModule {
+    #[serde(default)]
+    path: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
+/// Errors if `modules.json` declares a Dense (projection) module whose weights
+/// are missing: encoding without it would silently give hidden-size vectors.
+fn check_declared_head(dir: &Path) -> Result<()> {
+    let path = dir.join("modules.json");
+    if !path.is_file() {
+        return Ok(());
+    }
+    let modules: Vec<StModule> = read_json(&path)?;
+    for m in modules.iter().filter(|m| m.kind.ends_with("Dense")) {
+        let bad = |message: String| {
+            Err(Error::Config {
+                path: path.clone(),
+                message,
+            })
+        };
+        if m.path != "1_Dense" {
+            return bad(format!(
+                "declares the projection head {} in '{}/', but colwgpu reads it from '1_Dense/'",
+                m.kind, m.path
+            ));
+        }
+        let weights = dir.join(&m.path).join("model.safetensors");
+        if !weights.is_file() {
+            return bad(format!(
+                "declares the projection head {} but {} is missing{}",
+                m.kind,
+                weights.display(),
+                if dir.join(&m.path).join("pytorch_model.bin").is_file() {
+                    " (only pytorch_model.bin is there: convert it to safetensors)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn read_projection(file: &TensorFile, config: &BertConfig) -> Result<HostMatrix> {

@@ -76,6 +76,32 @@ impl BertConfig {
                 )));
             }
         }
+        // Sizes within what any BERT uses (and far from allocation overflow):
+        // every one is later checked against the weights' shapes, but some
+        // size allocations first.
+        for (name, value, max) in [
+            ("vocab_size", cfg.vocab_size, 1 << 24),
+            ("hidden_size", cfg.hidden_size, 1 << 16),
+            ("num_hidden_layers", cfg.num_hidden_layers, 1 << 10),
+            ("num_attention_heads", cfg.num_attention_heads, 1 << 10),
+            ("intermediate_size", cfg.intermediate_size, 1 << 20),
+            (
+                "max_position_embeddings",
+                cfg.max_position_embeddings,
+                1 << 20,
+            ),
+            ("type_vocab_size", cfg.type_vocab_size, 1 << 16),
+        ] {
+            if value == 0 || value > max {
+                return Err(bad(format!("{name} is {value}: expected 1 to {max}")));
+            }
+        }
+        if !(cfg.layer_norm_eps.is_finite() && cfg.layer_norm_eps > 0.0) {
+            return Err(bad(format!(
+                "layer_norm_eps is {}: expected a small positive number",
+                cfg.layer_norm_eps
+            )));
+        }
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
         {
             return Err(bad(format!(

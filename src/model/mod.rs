@@ -14,7 +14,7 @@ pub use colbert::{Checkpoint, ColbertEncoder, HeadLayout, TokenVectors};
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::GpuBackend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 
 /// A ColBERT encoder on the backend chosen at run time.
@@ -50,6 +50,8 @@ impl Encoder {
         })
     }
 
+    /// Encodes queries (an empty one gives its markers and `[MASK]`s; the
+    /// front door, [`crate::Model`], refuses empty queries for search).
     pub fn encode_queries(&mut self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
         each!(self, e => e.encode_queries(texts))
     }
@@ -78,8 +80,15 @@ impl Encoder {
         each!(self, e => e.describe_backend())
     }
 
-    pub fn set_batch_size(&mut self, n: usize) {
-        each!(self, e => e.batch_size = n.max(1))
+    /// Texts per forward pass (at least 1).
+    pub fn set_batch_size(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(Error::Input(
+                "batch size must be at least 1 (texts per forward pass)".into(),
+            ));
+        }
+        each!(self, e => e.batch_size = n);
+        Ok(())
     }
 
     pub fn tokenizer(&self) -> &crate::text::ColbertTokenizer {

@@ -95,6 +95,13 @@ impl TensorFile {
                 )))
             }
         };
+        if let Some((i, v)) = first_non_finite(&data) {
+            let count = data.iter().filter(|x| !x.is_finite()).count();
+            return Err(err(format!(
+                "tensor '{name}' holds {count} non-finite value(s) (the first, {v}, at flat \
+                 index {i}): the checkpoint is corrupt or was saved after a diverged training step"
+            )));
+        }
         let (rows, cols) = match shape {
             [n] => (1, *n),
             [r, c] => (*r, *c),
@@ -106,6 +113,24 @@ impl TensorFile {
         };
         HostMatrix::new(rows, cols, data)
     }
+}
+
+/// The first NaN or ±inf in `data` and its index, if any. Vectorised: each
+/// block is reduced without branches (an f32 is non-finite iff its exponent
+/// bits are all ones) and only a block that has one is searched.
+pub fn first_non_finite(data: &[f32]) -> Option<(usize, f32)> {
+    const BLOCK: usize = 4096;
+    const EXP: u32 = 0x7f80_0000;
+    for (b, block) in data.chunks(BLOCK).enumerate() {
+        let any = block
+            .iter()
+            .fold(0u32, |acc, x| acc | u32::from(x.to_bits() & EXP == EXP));
+        if any != 0 {
+            let i = block.iter().position(|x| !x.is_finite()).unwrap_or(0);
+            return Some((b * BLOCK + i, block[i]));
+        }
+    }
+    None
 }
 
 impl TensorFile {

@@ -50,6 +50,28 @@ impl PlaidParams {
         }
     }
 
+    /// Errors unless every knob is in its range: `ncells` ≥ 1, `ndocs` ≥ 1,
+    /// `centroid_score_threshold` a number ≤ 1 (centroid and query vectors are
+    /// unit vectors, so scores lie in [−1, 1]; −∞ disables pruning; NaN or a
+    /// threshold above 1 would prune every centroid).
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::Input(m));
+        if self.ncells == 0 {
+            return bad("ncells must be at least 1 (centroids probed per query token)".into());
+        }
+        if self.ndocs == 0 {
+            return bad("ndocs must be at least 1 (documents kept after pruning)".into());
+        }
+        let t = self.centroid_score_threshold;
+        if t.is_nan() || t > 1.0 {
+            return bad(format!(
+                "centroid score threshold {t} is out of range: expected a number from -inf to 1 \
+                 (scores of unit vectors lie in [-1, 1])"
+            ));
+        }
+        Ok(())
+    }
+
     /// Probe every cell, prune nothing, keep every candidate: PLAID then
     /// reranks the whole corpus exactly, i.e. equals exhaustive MaxSim.
     pub fn exhaustive(num_centroids: usize, num_docs: usize) -> Self {

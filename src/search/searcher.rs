@@ -46,6 +46,32 @@ impl SearchOptions {
     pub fn params(&self) -> PlaidParams {
         self.plaid.unwrap_or_else(|| PlaidParams::for_k(self.k))
     }
+
+    /// Errors unless the options can give `k` results from `num_docs`
+    /// documents: `k` ≥ 1, PLAID's knobs in range ([`PlaidParams::validate`]),
+    /// and `ndocs` large enough that the quarter of it reranked exactly holds
+    /// `min(k, num_docs)` documents.
+    pub fn validate(&self, num_docs: usize) -> Result<()> {
+        if self.k == 0 {
+            return Err(Error::Input("k must be at least 1".into()));
+        }
+        if self.exhaustive {
+            return Ok(());
+        }
+        let p = self.params();
+        p.validate()?;
+        let reranked = (p.ndocs / 4).max(1);
+        let want = self.k.min(num_docs);
+        if reranked < want {
+            return Err(Error::Input(format!(
+                "ndocs {} reranks {reranked} documents exactly (a quarter), fewer than the {want} \
+                 results asked for: use ndocs of at least {}",
+                p.ndocs,
+                want.saturating_mul(4)
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A searcher over one open index, held by reference (`Searcher<&Index>`) or
@@ -155,9 +181,7 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
                 ),
             ));
         }
-        if options.k == 0 {
-            return Err(Error::Input("k must be at least 1".into()));
-        }
+        options.validate(self.index.num_docs())?;
         if let Some(g) = &self.gpu {
             return self.search_gpu(g, queries, qlen, options);
         }
