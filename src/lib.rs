@@ -58,7 +58,7 @@ macro_rules! internal_modules {
         )*
     };
 }
-internal_modules!(backend, gpu, index, kernels, model, search, text);
+internal_modules!(backend, gpu, index, kernels, model, search, text, vision);
 
 pub use api::{
     Device, Document, Hit, Index, IndexOptions, Model, ModelOptions, SearchOptions, TokenVectors,

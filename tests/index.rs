@@ -814,7 +814,7 @@ fn corrupt_indexes_are_refused_naming_the_file() {
         "residuals.bin",
         "ivf.u16",
         "doc_ids.json",
-        "centroids.f32",
+        "centroids.f16",
     ] {
         let dir = small_index(tmp.path(), &format!("trunc-{f}"));
         let p = dir.join(f);
@@ -869,7 +869,7 @@ fn corrupt_indexes_are_refused_naming_the_file() {
     let text = std::fs::read_to_string(&p).unwrap();
     std::fs::write(
         &p,
-        text.replace("\"format_version\": 2", "\"format_version\": 99"),
+        text.replace("\"format_version\": 3", "\"format_version\": 99"),
     )
     .unwrap();
     let e = open_err(&dir);
@@ -877,6 +877,29 @@ fn corrupt_indexes_are_refused_naming_the_file() {
         e.contains("format version 99") && e.contains("rebuild"),
         "{e}"
     );
+    // Format 2 (f32 centroids) is refused with the same advice.
+    let dir = small_index(tmp.path(), "version2");
+    let p = dir.join("metadata.json");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        text.replace("\"format_version\": 3", "\"format_version\": 2"),
+    )
+    .unwrap();
+    let e = open_err(&dir);
+    assert!(
+        e.contains("format version 2") && e.contains("rebuild"),
+        "{e}"
+    );
+    // Centroids are stored as f16: the widened values are exactly f16 values,
+    // and the file holds 2 bytes per value.
+    let dir = small_index(tmp.path(), "f16");
+    let index = Index::open(&dir).unwrap();
+    let c = index.centroids();
+    assert!(!c.is_empty());
+    assert!(c.iter().all(|&v| half::f16::from_f32(v).to_f32() == v));
+    let bytes = std::fs::metadata(dir.join("centroids.f16")).unwrap().len();
+    assert_eq!(bytes as usize, c.len() * 2);
     // Counts in the metadata that disagree with the files.
     let dir = small_index(tmp.path(), "counts");
     let p = dir.join("metadata.json");

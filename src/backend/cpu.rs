@@ -9,8 +9,9 @@ use rayon::prelude::*;
 
 use super::vecmath::{gelu_in_place, layernorm_in_place, softmax_in_place};
 use super::{
-    check_attention, check_batch, check_linear, check_same, Activation, Backend, EmbeddingTables,
-    HostMatrix, Shaped, TokenBatch,
+    check_attention, check_attention_gqa, check_batch, check_linear, check_norm, check_reshape,
+    check_rotary, check_same, check_swiglu, Activation, Backend, EmbeddingTables, HostMatrix,
+    KeySpans, Shaped, TokenBatch, Unary,
 };
 use crate::error::Result;
 
@@ -404,6 +405,238 @@ fn l2_normalize_rows(x: &HostMatrix, mut out: Vec<f32>) -> Result<HostMatrix> {
     HostMatrix::new(x.rows, x.cols, out)
 }
 
+// ---- Vision-language ops (Qwen2-VL): the CPU twins of norm.wgsl,
+// elementwise.wgsl, rotary.wgsl and attention_gqa.wgsl.
+
+/// `σ(x) = 1 / (1 + e⁻ˣ)`.
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Rows of `cols` values per rayon task in the element-wise ops.
+fn rows_per_task(cols: usize) -> usize {
+    (16_384 / cols.max(1)).max(1)
+}
+
+/// LayerNorm or RMSNorm of every row.
+fn norm_rows(
+    x: &HostMatrix,
+    gamma: &HostMatrix,
+    beta: Option<&HostMatrix>,
+    eps: f32,
+    mut out: Vec<f32>,
+) -> Result<HostMatrix> {
+    check_norm(
+        if beta.is_some() {
+            "layer_norm"
+        } else {
+            "rms_norm"
+        },
+        x,
+        gamma,
+        beta,
+    )?;
+    let hidden = x.cols.max(1);
+    out.clear();
+    out.extend_from_slice(&x.data);
+    out.par_chunks_mut(hidden).for_each(|row| match beta {
+        Some(b) => layernorm_in_place(row, &gamma.data, &b.data, eps),
+        None => {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+            let inv = 1.0 / (ms + eps).sqrt();
+            for (v, g) in row.iter_mut().zip(&gamma.data) {
+                *v = *v * inv * g;
+            }
+        }
+    });
+    HostMatrix::new(x.rows, x.cols, out)
+}
+
+/// Element-wise sum.
+fn add_elementwise(x: &HostMatrix, y: &HostMatrix, mut out: Vec<f32>) -> Result<HostMatrix> {
+    check_same("add", x, y)?;
+    out.resize(x.data.len(), 0.0);
+    let chunk = rows_per_task(x.cols) * x.cols.max(1);
+    out.par_chunks_mut(chunk)
+        .zip(x.data.par_chunks(chunk))
+        .zip(y.data.par_chunks(chunk))
+        .for_each(|((o, a), b)| {
+            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                *o = a + b;
+            }
+        });
+    HostMatrix::new(x.rows, x.cols, out)
+}
+
+/// quick_gelu or exact GELU, element-wise.
+fn unary_elementwise(x: &HostMatrix, op: Unary, mut out: Vec<f32>) -> Result<HostMatrix> {
+    out.clear();
+    out.extend_from_slice(&x.data);
+    let chunk = rows_per_task(x.cols) * x.cols.max(1);
+    out.par_chunks_mut(chunk).for_each(|c| match op {
+        Unary::QuickGelu => c.iter_mut().for_each(|v| *v *= sigmoid(1.702 * *v)),
+        Unary::Gelu => gelu_in_place(c),
+    });
+    HostMatrix::new(x.rows, x.cols, out)
+}
+
+/// `silu(gate) · up` over the halves of each row.
+fn swiglu_rows(x: &HostMatrix, mut out: Vec<f32>) -> Result<HostMatrix> {
+    let f = check_swiglu(x)?;
+    out.resize(x.rows * f, 0.0);
+    if f == 0 {
+        return HostMatrix::new(x.rows, 0, out);
+    }
+    out.par_chunks_mut(f)
+        .zip(x.data.par_chunks(2 * f))
+        .for_each(|(o, row)| {
+            let (gate, up) = row.split_at(f);
+            for ((o, g), u) in o.iter_mut().zip(gate).zip(up) {
+                *o = g * sigmoid(*g) * u;
+            }
+        });
+    HostMatrix::new(x.rows, f, out)
+}
+
+/// Rotate-half rotary embeddings on heads `0..heads` of every row.
+fn rotary_rows(
+    x: &HostMatrix,
+    table: &HostMatrix,
+    heads: usize,
+    d: usize,
+    mut out: Vec<f32>,
+) -> Result<HostMatrix> {
+    check_rotary(x, table, heads, d)?;
+    out.clear();
+    out.extend_from_slice(&x.data);
+    let half = d / 2;
+    out.par_chunks_mut(x.cols.max(1))
+        .zip(table.data.par_chunks(d))
+        .for_each(|(row, t)| {
+            let (cos, sin) = t.split_at(half);
+            for head in row[..heads * d].chunks_exact_mut(d) {
+                let (a, b) = head.split_at_mut(half);
+                for c in 0..half {
+                    let (x1, x2) = (a[c], b[c]);
+                    a[c] = x1 * cos[c] - x2 * sin[c];
+                    b[c] = x2 * cos[c] + x1 * sin[c];
+                }
+            }
+        });
+    HostMatrix::new(x.rows, x.cols, out)
+}
+
+/// Query rows per attention task: one gemm covers the union of their spans.
+const SPAN_BLOCK: usize = 32;
+
+/// Grouped-query attention with a key span per row. Each task takes a block
+/// of [`SPAN_BLOCK`] query rows and one query head: S = Q·Kᵀ·scale over the
+/// union of the block's spans (gemm, strided reads of the fused tensor), a
+/// softmax over each row's own span (zeros elsewhere), O = P·V (gemm).
+fn attention_spans(
+    qkv: &HostMatrix,
+    spans: &KeySpans,
+    qh: usize,
+    kvh: usize,
+    d: usize,
+    mut out: Vec<f32>,
+) -> Result<HostMatrix> {
+    check_attention_gqa(qkv, spans, qh, kvh, d)?;
+    let rows = qkv.rows;
+    let stride = qkv.cols;
+    let hidden = qh * d;
+    let group = qh / kvh;
+    let scale = 1.0 / (d as f32).sqrt();
+    out.clear();
+    out.resize(rows * hidden, 0.0);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let blocks = rows.div_ceil(SPAN_BLOCK);
+    (0..blocks * qh)
+        .into_par_iter()
+        .for_each_init(Vec::new, |scores: &mut Vec<f32>, task| {
+            let out_ptr = &out_ptr;
+            let (blk, h) = (task / qh, task % qh);
+            let r0 = blk * SPAN_BLOCK;
+            let r1 = (r0 + SPAN_BLOCK).min(rows);
+            let live = spans.spans[r0..r1].iter().filter(|s| s[1] > s[0]);
+            let lo = live.clone().map(|s| s[0] as usize).min();
+            let hi = live.map(|s| s[1] as usize).max();
+            let (Some(lo), Some(hi)) = (lo, hi) else {
+                return; // every row masked: the zeros already there
+            };
+            let (m, nk) = (r1 - r0, hi - lo);
+            scores.clear();
+            scores.resize(m * nk, 0.0);
+            let g = h / group;
+            let q = qkv.data[r0 * stride + h * d..].as_ptr();
+            let k = qkv.data[lo * stride + (qh + g) * d..].as_ptr();
+            let v = qkv.data[lo * stride + (qh + kvh + g) * d..].as_ptr();
+            // SAFETY: q addresses rows r0..r1 (stride `stride`, d columns of head h),
+            // k and v rows lo..hi of key/value head g, all inside qkv.data (spans
+            // were checked to lie in 0..rows); `scores` holds m·nk values.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    nk,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    nk as isize,
+                    false,
+                    q,
+                    1,
+                    stride as isize,
+                    k,
+                    stride as isize,
+                    1,
+                    0.0f32,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for (i, row) in scores.chunks_mut(nk).enumerate() {
+                let [s, e] = spans.spans[r0 + i];
+                let (s, e) = (s as usize, e as usize);
+                if e <= s {
+                    row.fill(0.0);
+                    continue;
+                }
+                row[..s - lo].fill(0.0);
+                row[e - lo..].fill(0.0);
+                softmax_in_place(&mut row[s - lo..e - lo]);
+            }
+            // SAFETY: v as above; the destination is rows r0..r1, columns
+            // h·d..h·d+d of `out` (row stride `hidden`), written by this task alone.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    d,
+                    nk,
+                    out_ptr.0.add(r0 * hidden + h * d),
+                    1,
+                    hidden as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    nk as isize,
+                    v,
+                    1,
+                    stride as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+    HostMatrix::new(rows, hidden, out)
+}
+
 impl Backend for CpuBackend {
     type Tensor = HostMatrix;
     type Weight = HostMatrix;
@@ -499,6 +732,94 @@ impl Backend for CpuBackend {
             }
         }
         self.pool.push(x.data);
+    }
+
+    fn weight_owned(&self, _label: &str, m: HostMatrix) -> Result<HostMatrix> {
+        Ok(m)
+    }
+
+    fn upload_tensor(&mut self, m: &HostMatrix) -> Result<HostMatrix> {
+        Ok(m.clone())
+    }
+
+    fn reshape(&mut self, x: HostMatrix, rows: usize, cols: usize) -> Result<HostMatrix> {
+        check_reshape(&x, rows, cols)?;
+        HostMatrix::new(rows, cols, x.data)
+    }
+
+    fn add(&mut self, x: &HostMatrix, y: &HostMatrix) -> Result<HostMatrix> {
+        let start = Instant::now();
+        let buffer = self.take_buffer(x.data.len());
+        let out = add_elementwise(x, y, buffer);
+        self.finish_op("add", start);
+        out
+    }
+
+    fn layer_norm(
+        &mut self,
+        x: &HostMatrix,
+        gamma: &HostMatrix,
+        beta: &HostMatrix,
+        eps: f32,
+    ) -> Result<HostMatrix> {
+        let start = Instant::now();
+        let buffer = self.take_buffer(x.data.len());
+        let out = norm_rows(x, gamma, Some(beta), eps, buffer);
+        self.finish_op("layernorm", start);
+        out
+    }
+
+    fn rms_norm(&mut self, x: &HostMatrix, w: &HostMatrix, eps: f32) -> Result<HostMatrix> {
+        let start = Instant::now();
+        let buffer = self.take_buffer(x.data.len());
+        let out = norm_rows(x, w, None, eps, buffer);
+        self.finish_op("rmsnorm", start);
+        out
+    }
+
+    fn unary(&mut self, x: &HostMatrix, op: Unary) -> Result<HostMatrix> {
+        let start = Instant::now();
+        let buffer = self.take_buffer(x.data.len());
+        let out = unary_elementwise(x, op, buffer);
+        self.finish_op("unary", start);
+        out
+    }
+
+    fn swiglu(&mut self, x: &HostMatrix) -> Result<HostMatrix> {
+        let start = Instant::now();
+        let buffer = self.take_buffer(x.data.len() / 2);
+        let out = swiglu_rows(x, buffer);
+        self.finish_op("swiglu", start);
+        out
+    }
+
+    fn rotary(
+        &mut self,
+        x: &HostMatrix,
+        table: &HostMatrix,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<HostMatrix> {
+        let start = Instant::now();
+        let buffer = self.take_buffer(x.data.len());
+        let out = rotary_rows(x, table, heads, head_dim, buffer);
+        self.finish_op("rotary", start);
+        out
+    }
+
+    fn attention_gqa(
+        &mut self,
+        qkv: &HostMatrix,
+        spans: &KeySpans,
+        q_heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<HostMatrix> {
+        let start = Instant::now();
+        let buffer = self.take_buffer(qkv.rows * q_heads * head_dim);
+        let out = attention_spans(qkv, spans, q_heads, kv_heads, head_dim, buffer);
+        self.finish_op("attention_gqa", start);
+        out
     }
 }
 

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use super::{
-    check_attention, check_batch, check_linear, check_same, Activation, Backend, EmbeddingTables,
-    HostMatrix, Shaped, TokenBatch,
+    check_attention, check_attention_gqa, check_batch, check_linear, check_norm, check_reshape,
+    check_rotary, check_same, check_swiglu, Activation, Backend, EmbeddingTables, HostMatrix,
+    KeySpans, Shaped, TokenBatch, Unary,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, PooledBuffer};
@@ -311,5 +312,148 @@ impl Backend for GpuBackend {
             .ctx
             .submit_and_read::<f32>(encoder, &[(x.buffer(), x.rows * x.cols)])?;
         HostMatrix::new(x.rows, x.cols, out.pop().unwrap_or_default())
+    }
+
+    fn upload_tensor(&mut self, m: &HostMatrix) -> Result<GpuTensor> {
+        self.upload(m)
+    }
+
+    fn reshape(&mut self, x: GpuTensor, rows: usize, cols: usize) -> Result<GpuTensor> {
+        check_reshape(&x, rows, cols)?;
+        Ok(GpuTensor { rows, cols, ..x })
+    }
+
+    fn add(&mut self, x: &GpuTensor, y: &GpuTensor) -> Result<GpuTensor> {
+        check_same("add", x, y)?;
+        self.elementwise(kernels::elementwise::Op::Add, x, y, (x.rows, x.cols))
+    }
+
+    fn layer_norm(
+        &mut self,
+        x: &GpuTensor,
+        gamma: &GpuWeight,
+        beta: &GpuWeight,
+        eps: f32,
+    ) -> Result<GpuTensor> {
+        check_norm("layer_norm", x, gamma, Some(beta))?;
+        self.norm(kernels::norm::Norm::Layer, x, gamma, beta, eps)
+    }
+
+    fn rms_norm(&mut self, x: &GpuTensor, w: &GpuWeight, eps: f32) -> Result<GpuTensor> {
+        check_norm("rms_norm", x, w, None::<&GpuWeight>)?;
+        self.norm(kernels::norm::Norm::Rms, x, w, w, eps)
+    }
+
+    fn unary(&mut self, x: &GpuTensor, op: Unary) -> Result<GpuTensor> {
+        let op = match op {
+            Unary::QuickGelu => kernels::elementwise::Op::QuickGelu,
+            Unary::Gelu => kernels::elementwise::Op::Gelu,
+        };
+        self.elementwise(op, x, x, (x.rows, x.cols))
+    }
+
+    fn swiglu(&mut self, x: &GpuTensor) -> Result<GpuTensor> {
+        let f = check_swiglu(x)?;
+        self.elementwise(kernels::elementwise::Op::SwiGlu, x, x, (x.rows, f))
+    }
+
+    fn rotary(
+        &mut self,
+        x: &GpuTensor,
+        table: &GpuTensor,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<GpuTensor> {
+        let start = std::time::Instant::now();
+        check_rotary(x, table, heads, head_dim)?;
+        let out = self.tensor("rotary output", x.rows, x.cols)?;
+        let ctx = self.ctx.clone();
+        let buffers = kernels::rotary::Buffers {
+            x: x.buffer(),
+            table: table.buffer(),
+            out: out.buffer(),
+        };
+        kernels::rotary::record(
+            &ctx,
+            self.encoder(),
+            &buffers,
+            (x.rows, x.cols, heads, head_dim),
+        )?;
+        self.finish_op("rotary", start)?;
+        Ok(out)
+    }
+
+    fn attention_gqa(
+        &mut self,
+        qkv: &GpuTensor,
+        spans: &KeySpans,
+        q_heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<GpuTensor> {
+        let start = std::time::Instant::now();
+        check_attention_gqa(qkv, spans, q_heads, kv_heads, head_dim)?;
+        let out = self.tensor("attention output", qkv.rows, q_heads * head_dim)?;
+        let span_buffer = self.ctx.upload("key spans", &spans.spans)?;
+        let ctx = self.ctx.clone();
+        let buffers = kernels::attention_gqa::Buffers {
+            qkv: qkv.buffer(),
+            spans: &span_buffer,
+            out: out.buffer(),
+        };
+        kernels::attention_gqa::record(
+            &ctx,
+            self.encoder(),
+            &buffers,
+            (qkv.rows, q_heads, kv_heads, head_dim),
+        )?;
+        self.finish_op("attention_gqa", start)?;
+        Ok(out)
+    }
+}
+
+impl GpuBackend {
+    /// Records an element-wise op producing `[rows, cols]`.
+    fn elementwise(
+        &mut self,
+        op: kernels::elementwise::Op,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        (rows, cols): (usize, usize),
+    ) -> Result<GpuTensor> {
+        let start = std::time::Instant::now();
+        let out = self.tensor("element-wise output", rows, cols)?;
+        let ctx = self.ctx.clone();
+        let buffers = kernels::elementwise::Buffers {
+            a: a.buffer(),
+            b: (op == kernels::elementwise::Op::Add).then(|| b.buffer()),
+            out: out.buffer(),
+        };
+        kernels::elementwise::record(&ctx, self.encoder(), op, &buffers, (rows, cols))?;
+        self.finish_op("elementwise", start)?;
+        Ok(out)
+    }
+
+    /// Records a row normalisation of `x`.
+    fn norm(
+        &mut self,
+        norm: kernels::norm::Norm,
+        x: &GpuTensor,
+        gamma: &GpuWeight,
+        beta: &GpuWeight,
+        eps: f32,
+    ) -> Result<GpuTensor> {
+        let start = std::time::Instant::now();
+        let out = self.tensor("norm output", x.rows, x.cols)?;
+        let ctx = self.ctx.clone();
+        let buffers = kernels::norm::Buffers {
+            x: x.buffer(),
+            gamma: &gamma.buffer,
+            beta: (norm == kernels::norm::Norm::Layer).then_some(&beta.buffer),
+            out: out.buffer(),
+        };
+        kernels::norm::record(&ctx, self.encoder(), norm, &buffers, (x.rows, x.cols), eps)?;
+        self.finish_op("norm", start)?;
+        Ok(out)
     }
 }

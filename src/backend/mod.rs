@@ -6,6 +6,7 @@
 pub mod cpu;
 pub mod device;
 pub mod gpu;
+pub mod ops;
 pub mod vecmath;
 
 pub use crate::kernels::matmul::Activation;
@@ -90,6 +91,80 @@ pub struct TokenBatch {
     pub key_lens: Vec<u32>,
 }
 
+/// Element-wise activations of the vision-language models (outside a matmul).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unary {
+    /// `x · σ(1.702·x)` (Qwen2-VL's vision MLP).
+    QuickGelu,
+    /// Exact GELU, `0.5·x·(1 + erf(x/√2))` (Qwen2-VL's patch merger).
+    Gelu,
+}
+
+/// Which keys each query row of an attention attends to: row `r` attends rows
+/// `spans[r][0] .. spans[r][1]` of the same tensor (half-open; an empty span
+/// yields zeros). Causal, bidirectional, block-diagonal and left-padding masks
+/// are all such spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpans {
+    pub spans: Vec<[u32; 2]>,
+}
+
+impl KeySpans {
+    /// Block-diagonal bidirectional attention over consecutive segments of the
+    /// given lengths (a vision tower's images): every row sees its whole segment.
+    pub fn blocks(lengths: &[usize]) -> Self {
+        let mut spans = Vec::with_capacity(lengths.iter().sum());
+        let mut start = 0u32;
+        for &n in lengths {
+            let end = start + n as u32;
+            spans.extend(std::iter::repeat_n([start, end], n));
+            start = end;
+        }
+        Self { spans }
+    }
+
+    /// Causal attention over `pads.len()` sequences of `seq_len` rows, sequence
+    /// `b` left-padded with `pads[b]` rows: a real row sees the real rows up to
+    /// itself, a padding row sees nothing.
+    pub fn causal_left_padded(seq_len: usize, pads: &[usize]) -> Self {
+        let mut spans = Vec::with_capacity(seq_len * pads.len());
+        for (b, &pad) in pads.iter().enumerate() {
+            let base = (b * seq_len) as u32;
+            for i in 0..seq_len {
+                let r = base + i as u32;
+                spans.push(if i < pad {
+                    [r, r]
+                } else {
+                    [base + pad as u32, r + 1]
+                });
+            }
+        }
+        Self { spans }
+    }
+
+    /// Errors unless there is one span per row and each lies inside `0..rows`.
+    pub fn check(&self, rows: usize) -> Result<()> {
+        if self.spans.len() != rows {
+            return Err(Error::shape(
+                "attention_gqa",
+                format!("{} key spans for {rows} rows", self.spans.len()),
+            ));
+        }
+        if let Some((r, s)) = self
+            .spans
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s[0] > s[1] || s[1] as usize > rows)
+        {
+            return Err(Error::shape(
+                "attention_gqa",
+                format!("row {r}: key span {}..{} outside 0..{rows}", s[0], s[1]),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The operations a transformer encoder needs. GPU implementations may record
 /// lazily and run everything at [`Backend::read`]: only `read` returns host data.
 pub trait Backend {
@@ -158,6 +233,66 @@ pub trait Backend {
     fn recycle(&mut self, x: Self::Tensor) {
         drop(x);
     }
+
+    // Vision-language ops (Qwen2-VL and ColQwen2).
+
+    /// Uploads a parameter matrix the caller no longer needs (the CPU
+    /// backend keeps it without a copy: a full-size vision-language model is
+    /// gigabytes).
+    fn weight_owned(&self, label: &str, m: HostMatrix) -> Result<Self::Weight> {
+        self.weight(label, &m)
+    }
+
+    /// Uploads activations computed on the host (token embeddings gathered on
+    /// the host, pixel patches, rotary tables).
+    fn upload_tensor(&mut self, m: &HostMatrix) -> Result<Self::Tensor>;
+
+    /// The same row-major data seen as `[rows, cols]` (`rows·cols` unchanged):
+    /// the patch merger's concatenation of 4 consecutive rows.
+    fn reshape(&mut self, x: Self::Tensor, rows: usize, cols: usize) -> Result<Self::Tensor>;
+
+    /// `x + y`, element-wise (residual connections).
+    fn add(&mut self, x: &Self::Tensor, y: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Row-wise `LayerNorm(x) · gamma + beta` (no residual).
+    fn layer_norm(
+        &mut self,
+        x: &Self::Tensor,
+        gamma: &Self::Weight,
+        beta: &Self::Weight,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+
+    /// Row-wise RMSNorm `x / √(mean(x²) + eps) · w` (Qwen2).
+    fn rms_norm(&mut self, x: &Self::Tensor, w: &Self::Weight, eps: f32) -> Result<Self::Tensor>;
+
+    /// An element-wise activation.
+    fn unary(&mut self, x: &Self::Tensor, op: Unary) -> Result<Self::Tensor>;
+
+    /// SwiGLU over a fused gate|up projection `[rows, 2F]`: `silu(gate) · up`, `[rows, F]`.
+    fn swiglu(&mut self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Rotary embeddings (rotate-half form) on heads `0..heads` of every row of
+    /// `x`, from `table` `[rows, head_dim]` holding each row's cos then sin (see
+    /// `shaders/rotary.wgsl`); later columns pass through.
+    fn rotary(
+        &mut self,
+        x: &Self::Tensor,
+        table: &Self::Tensor,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// Attention over a fused `[rows, (q_heads + 2·kv_heads)·head_dim]` Q|K|V
+    /// tensor with grouped key/value heads, each row attending its key span.
+    fn attention_gqa(
+        &mut self,
+        qkv: &Self::Tensor,
+        spans: &KeySpans,
+        q_heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<Self::Tensor>;
 }
 
 // Shape checks shared by both backends, so both fail the same way.
@@ -262,6 +397,98 @@ pub(crate) fn check_same(op: &'static str, a: &impl Shaped, b: &impl Shaped) -> 
         return Err(Error::shape(
             op,
             format!("{}×{} vs {}×{}", a.rows(), a.cols(), b.rows(), b.cols()),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_rotary(
+    x: &impl Shaped,
+    table: &impl Shaped,
+    heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    if head_dim == 0
+        || !head_dim.is_multiple_of(2)
+        || heads * head_dim > x.cols()
+        || table.rows() != x.rows()
+        || table.cols() != head_dim
+    {
+        return Err(Error::shape(
+            "rotary",
+            format!(
+                "x is {}×{}, table {}×{}: expected {heads} heads of an even {head_dim} \
+                 within the columns and a table of {}×{head_dim}",
+                x.rows(),
+                x.cols(),
+                table.rows(),
+                table.cols(),
+                x.rows()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_attention_gqa(
+    qkv: &impl Shaped,
+    spans: &KeySpans,
+    q_heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    if q_heads == 0
+        || kv_heads == 0
+        || head_dim == 0
+        || !q_heads.is_multiple_of(kv_heads)
+        || qkv.cols() != (q_heads + 2 * kv_heads) * head_dim
+    {
+        return Err(Error::shape(
+            "attention_gqa",
+            format!(
+                "qkv is {}×{}, expected (q_heads {q_heads} + 2 · kv_heads {kv_heads}) · \
+                 head_dim {head_dim} columns, q_heads a multiple of kv_heads",
+                qkv.rows(),
+                qkv.cols()
+            ),
+        ));
+    }
+    spans.check(qkv.rows())
+}
+
+pub(crate) fn check_swiglu(x: &impl Shaped) -> Result<usize> {
+    if !x.cols().is_multiple_of(2) {
+        return Err(Error::shape(
+            "swiglu",
+            format!("gate|up input has an odd {} columns", x.cols()),
+        ));
+    }
+    Ok(x.cols() / 2)
+}
+
+pub(crate) fn check_norm(
+    op: &'static str,
+    x: &impl Shaped,
+    gamma: &impl Shaped,
+    beta: Option<&impl Shaped>,
+) -> Result<()> {
+    let n = x.cols();
+    let g = gamma.rows() * gamma.cols();
+    let b = beta.map(|b| b.rows() * b.cols()).unwrap_or(n);
+    if g != n || b != n {
+        return Err(Error::shape(
+            op,
+            format!("rows of {n} values, parameters of {g} and {b}"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_reshape(x: &impl Shaped, rows: usize, cols: usize) -> Result<()> {
+    if x.rows() * x.cols() != rows * cols {
+        return Err(Error::shape(
+            "reshape",
+            format!("{}×{} cannot be seen as {rows}×{cols}", x.rows(), x.cols()),
         ));
     }
     Ok(())

@@ -40,6 +40,16 @@ pub const FILES: &[(&str, &str)] = &[
         "residual_codec.wgsl",
         include_str!("../../shaders/residual_codec.wgsl"),
     ),
+    ("norm.wgsl", include_str!("../../shaders/norm.wgsl")),
+    (
+        "elementwise.wgsl",
+        include_str!("../../shaders/elementwise.wgsl"),
+    ),
+    ("rotary.wgsl", include_str!("../../shaders/rotary.wgsl")),
+    (
+        "attention_gqa.wgsl",
+        include_str!("../../shaders/attention_gqa.wgsl"),
+    ),
 ];
 
 fn raw(name: &str) -> Result<&'static str> {

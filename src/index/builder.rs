@@ -283,7 +283,8 @@ fn check_doc(id: &str, v: &[f32], dim: usize) -> Result<()> {
     Ok(())
 }
 
-/// Builds the index of `source`'s documents (ids `doc_ids`) into `out_dir`.
+/// Builds the index of `source`'s documents (ids `doc_ids`) into `out_dir`:
+/// the stages of the module documentation, one function each.
 pub fn build_index_with(
     source: &mut dyn VectorSource,
     doc_ids: &[String],
@@ -294,11 +295,61 @@ pub fn build_index_with(
 ) -> Result<BuildSummary> {
     let start = Instant::now();
     validate(source, doc_ids, model, options)?;
-    let dim = source.dim();
-    let num_docs = doc_ids.len();
-    let chunk_docs = options.chunk_docs.max(1);
+    let counted = count(source, doc_ids.len(), options)?;
+    // The target directory is checked (and its leftovers tidied) before any work.
+    let tmp = TempIndexDir::create(out_dir, options.wait_for_lock)?;
+    let sample = sample(source, doc_ids, &counted, options, progress)?;
+    let trained = train_codec(&sample, source.dim(), counted.k0, options, progress)?;
+    let mut files = BTreeMap::new();
+    let (codes, doclens) = compress_all(
+        source,
+        doc_ids,
+        sample,
+        &trained.codec,
+        &counted,
+        &tmp,
+        &mut files,
+        options,
+        progress,
+    )?;
+    progress(Progress {
+        stage: Stage::Write,
+        done: 0,
+        total: 1,
+    });
+    write_arrays(&tmp, &trained.codec, &codes, &doclens, doc_ids, &mut files)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let metadata = metadata(model, options, &trained, &codes, &doclens, files, seconds);
+    let index_bytes = metadata.files.values().map(|f| f.bytes).sum::<u64>();
+    tmp.commit(&metadata)?;
+    progress(Progress {
+        stage: Stage::Write,
+        done: 1,
+        total: 1,
+    });
+    Ok(BuildSummary {
+        metadata,
+        index_bytes,
+        seconds,
+    })
+}
 
-    // 1. Count.
+/// Stage 1's result.
+struct Counted {
+    /// Planned vectors per document.
+    planned: Vec<usize>,
+    /// Their sum, `N`.
+    total: usize,
+    /// Centroids asked for: `2^floor(log2(16·√N))` or the option.
+    k0: usize,
+}
+
+/// Stage 1: Count: every document's planned vector count, and the centroid count.
+fn count(
+    source: &mut dyn VectorSource,
+    num_docs: usize,
+    options: &IndexOptions,
+) -> Result<Counted> {
     let planned = source.planned_lengths()?;
     if planned.len() != num_docs {
         return Err(Error::shape(
@@ -306,48 +357,68 @@ pub fn build_index_with(
             format!("{} planned lengths for {num_docs} documents", planned.len()),
         ));
     }
-    let n_planned: usize = planned.iter().sum();
-    if n_planned == 0 {
+    let total: usize = planned.iter().sum();
+    if total == 0 {
         return Err(Error::Input(
             "the corpus produces no token vectors: nothing to index".into(),
         ));
     }
     let k0 = options
         .num_centroids
-        .unwrap_or_else(|| kmeans::num_centroids_for(n_planned));
+        .unwrap_or_else(|| kmeans::num_centroids_for(total));
+    Ok(Counted { planned, total, k0 })
+}
 
-    // The target directory is checked (and its leftovers tidied) before any work.
-    let tmp = TempIndexDir::create(out_dir, options.wait_for_lock)?;
+/// Stage 2's result: the sampled documents' vectors.
+struct Sample {
+    /// Sampled documents, ascending.
+    docs: Vec<usize>,
+    /// Their vectors, back to back in document order.
+    train: Vec<f32>,
+    /// `at[d]` = (first row in `train`, rows) for a sampled document `d`.
+    at: Vec<Option<(usize, usize)>>,
+}
 
-    // 2. Sample documents.
-    let by_fraction = (options.sample_fraction * n_planned as f64).ceil() as usize;
+/// Stage 2: Sample documents in a seeded random order until their vectors reach the
+/// target, and get (encode) their vectors.
+fn sample(
+    source: &mut dyn VectorSource,
+    doc_ids: &[String],
+    counted: &Counted,
+    options: &IndexOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Sample> {
+    let (dim, num_docs) = (source.dim(), doc_ids.len());
+    let Counted {
+        planned, total, k0, ..
+    } = counted;
+    let by_fraction = (options.sample_fraction * *total as f64).ceil() as usize;
     let target = by_fraction
-        .min(options.max_points_per_centroid.saturating_mul(k0))
-        .max(k0)
-        .min(n_planned);
+        .min(options.max_points_per_centroid.saturating_mul(*k0))
+        .max(*k0)
+        .min(*total);
     let mut rng = SplitMix::new(options.seed);
-    let mut sample_docs = Vec::new();
+    let mut docs = Vec::new();
     let mut acc = 0usize;
     for d in rng.permutation(num_docs) {
         if acc >= target {
             break;
         }
         if planned[d] > 0 {
-            sample_docs.push(d);
+            docs.push(d);
             acc += planned[d];
         }
     }
-    sample_docs.sort_unstable();
-    // Sampled vectors, back to back in document order; `sample_at[d]` = (start row, rows).
+    docs.sort_unstable();
     let mut train: Vec<f32> = Vec::with_capacity(acc * dim);
-    let mut sample_at: Vec<Option<(usize, usize)>> = vec![None; num_docs];
+    let mut at: Vec<Option<(usize, usize)>> = vec![None; num_docs];
     progress(Progress {
         stage: Stage::EncodeSample,
         done: 0,
-        total: sample_docs.len(),
+        total: docs.len(),
     });
     let mut done = 0;
-    for chunk in sample_docs.chunks(chunk_docs) {
+    for chunk in docs.chunks(options.chunk_docs.max(1)) {
         let vecs = source.vectors(chunk)?;
         if vecs.len() != chunk.len() {
             return Err(Error::shape(
@@ -357,28 +428,51 @@ pub fn build_index_with(
         }
         for (&d, v) in chunk.iter().zip(&vecs) {
             check_doc(&doc_ids[d], v, dim)?;
-            sample_at[d] = Some((train.len() / dim, v.len() / dim));
+            at[d] = Some((train.len() / dim, v.len() / dim));
             train.extend_from_slice(v);
         }
         done += chunk.len();
         progress(Progress {
             stage: Stage::EncodeSample,
             done,
-            total: sample_docs.len(),
+            total: docs.len(),
         });
     }
-    let num_sample = train.len() / dim;
-    if num_sample == 0 {
+    if train.is_empty() {
         return Err(Error::Input(
             "the sampled documents produced no token vectors: nothing to train on".into(),
         ));
     }
+    Ok(Sample { docs, train, at })
+}
+
+/// Stage 3's result.
+struct Trained {
+    codec: ResidualCodec,
+    iters: usize,
+    num_sample_vectors: usize,
+    num_sample_docs: usize,
+    num_codec_sample_vectors: usize,
+    codec_mean_cosine: f64,
+    kmeans_mean_cosine: f64,
+}
+
+/// Stage 3: k-means on the sample (`k = min(k0, sampled vectors)`), centroids
+/// rounded to f16 (as stored), then the codec's cutoffs and weights, and the
+/// codec's quality on part of its sample.
+fn train_codec(
+    sample: &Sample,
+    dim: usize,
+    k0: usize,
+    options: &IndexOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Trained> {
+    let train = &sample.train;
+    let num_sample = train.len() / dim;
     let k = k0.min(num_sample);
     if k < k0 {
         log::warn!("{k0} centroids asked for but only {num_sample} sample vectors: using {k}");
     }
-
-    // 3. k-means, codec.
     let iters = options.kmeans_iters;
     progress(Progress {
         stage: Stage::Kmeans,
@@ -387,7 +481,7 @@ pub fn build_index_with(
     });
     let km = kmeans::train(
         &options.compute,
-        &train,
+        train,
         dim,
         k,
         iters,
@@ -410,9 +504,17 @@ pub fn build_index_with(
     for &i in &codec_rows {
         codec_sample.extend_from_slice(&train[i * dim..(i + 1) * dim]);
     }
+    // Centroids are stored in f16 (as colbert-ai does): round them now, so
+    // codes, residuals and the bucket statistics are taken against exactly the
+    // centroids a reader widens back from disk.
+    let centroids: Vec<f32> = km
+        .centroids
+        .iter()
+        .map(|&c| half::f16::from_f32(c).to_f32())
+        .collect();
     let codec = ResidualCodec::train(
         &options.compute,
-        km.centroids,
+        centroids,
         dim,
         options.nbits,
         &codec_sample,
@@ -446,15 +548,38 @@ pub fn build_index_with(
         })
         .sum::<f64>()
         / nq.max(1) as f64;
+    Ok(Trained {
+        codec,
+        iters,
+        num_sample_vectors: num_sample,
+        num_sample_docs: sample.docs.len(),
+        num_codec_sample_vectors: codec_rows.len(),
+        codec_mean_cosine,
+        kmeans_mean_cosine,
+    })
+}
 
-    // 4. Compress everything, in document order.
-    let gpu_codec = match &options.compute {
-        Compute::Gpu(ctx) => Some(codec.upload(ctx)?),
-        Compute::Cpu => None,
-    };
-    let mut files = BTreeMap::new();
+/// Stage 4: Compress every document in order, in chunks (sampled documents reuse
+/// their vectors, the others are got now), streaming packed residuals to
+/// `residuals.bin`. Returns every vector's code and every document's length.
+#[allow(clippy::too_many_arguments)]
+fn compress_all(
+    source: &mut dyn VectorSource,
+    doc_ids: &[String],
+    sample: Sample,
+    codec: &ResidualCodec,
+    counted: &Counted,
+    tmp: &TempIndexDir,
+    files: &mut BTreeMap<String, store::FileEntry>,
+    options: &IndexOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Vec<u32>, Vec<u32>)> {
+    let (dim, num_docs) = (source.dim(), doc_ids.len());
+    let chunk_docs = options.chunk_docs.max(1);
+    let Sample { train, at, .. } = sample;
+    let codec_ops = options.compute.codec(codec)?;
     let mut residuals = tmp.file(store::RESIDUALS)?;
-    let mut codes: Vec<u32> = Vec::with_capacity(n_planned);
+    let mut codes: Vec<u32> = Vec::with_capacity(counted.total);
     let mut doclens: Vec<u32> = Vec::with_capacity(num_docs);
     progress(Progress {
         stage: Stage::Compress,
@@ -463,9 +588,7 @@ pub fn build_index_with(
     });
     for start_doc in (0..num_docs).step_by(chunk_docs) {
         let end = (start_doc + chunk_docs).min(num_docs);
-        let fresh: Vec<usize> = (start_doc..end)
-            .filter(|&d| sample_at[d].is_none())
-            .collect();
+        let fresh: Vec<usize> = (start_doc..end).filter(|&d| at[d].is_none()).collect();
         let mut fresh_vecs = if fresh.is_empty() {
             Vec::new()
         } else {
@@ -484,7 +607,7 @@ pub fn build_index_with(
         let mut x: Vec<f32> = Vec::new();
         let mut fresh_iter = fresh_vecs.iter_mut();
         for d in start_doc..end {
-            let rows = match sample_at[d] {
+            let rows = match at[d] {
                 Some((row, rows)) => {
                     x.extend_from_slice(&train[row * dim..(row + rows) * dim]);
                     rows
@@ -503,10 +626,7 @@ pub fn build_index_with(
         let Compressed {
             codes: c,
             packed: p,
-        } = match &gpu_codec {
-            Some(g) => g.compress(&x)?,
-            None => codec.compress_cpu(&x),
-        };
+        } = codec_ops.compress(&x)?;
         codes.extend_from_slice(&c);
         residuals.write_pod(&p)?;
         progress(Progress {
@@ -516,83 +636,91 @@ pub fn build_index_with(
         });
     }
     drop(train);
-    residuals.finish(&mut files)?;
-    let num_vectors = codes.len();
-    if num_vectors == 0 {
+    residuals.finish(files)?;
+    if codes.is_empty() {
         return Err(Error::Input(
             "the corpus produced no token vectors: nothing to index".into(),
         ));
     }
+    Ok((codes, doclens))
+}
 
-    // 5. Inverted lists.
-    progress(Progress {
-        stage: Stage::Write,
-        done: 0,
-        total: 1,
-    });
-    let (ivf, ivf_offsets) = inverted_lists(&codes, &doclens, k);
+/// Stages 5 and 6: inverted lists, and every other data file written into `tmp`
+/// (centroids as f16; codes and lists as u16 where they fit).
+fn write_arrays(
+    tmp: &TempIndexDir,
+    codec: &ResidualCodec,
+    codes: &[u32],
+    doclens: &[u32],
+    doc_ids: &[String],
+    files: &mut BTreeMap<String, store::FileEntry>,
+) -> Result<()> {
+    let k = codec.num_centroids();
+    let (ivf, ivf_offsets) = inverted_lists(codes, doclens, k);
+    let centroids_f16: Vec<half::f16> = codec
+        .centroids
+        .iter()
+        .map(|&c| half::f16::from_f32(c))
+        .collect();
+    tmp.write_file(store::CENTROIDS, &centroids_f16, files)?;
+    tmp.write_file(store::BUCKET_CUTOFFS, &codec.bucket_cutoffs, files)?;
+    tmp.write_file(store::BUCKET_WEIGHTS, &codec.bucket_weights, files)?;
+    tmp.write_indices(store::codes_file(k), codes, files)?;
+    tmp.write_file(store::DOCLENS, doclens, files)?;
+    tmp.write_indices(store::ivf_file(doc_ids.len()), &ivf, files)?;
+    tmp.write_file(store::IVF_OFFSETS, &ivf_offsets, files)?;
+    let json = serde_json::to_vec(doc_ids).map_err(|e| Error::IndexFormat {
+        path: tmp.path().join(store::DOC_IDS),
+        message: e.to_string(),
+    })?;
+    let mut w = tmp.file(store::DOC_IDS)?;
+    w.write(&json)?;
+    w.finish(files)
+}
 
-    // 6. Write.
-    tmp.write_file(store::CENTROIDS, &codec.centroids, &mut files)?;
-    tmp.write_file(store::BUCKET_CUTOFFS, &codec.bucket_cutoffs, &mut files)?;
-    tmp.write_file(store::BUCKET_WEIGHTS, &codec.bucket_weights, &mut files)?;
-    tmp.write_indices(store::codes_file(k), &codes, &mut files)?;
-    tmp.write_file(store::DOCLENS, &doclens, &mut files)?;
-    tmp.write_indices(store::ivf_file(num_docs), &ivf, &mut files)?;
-    tmp.write_file(store::IVF_OFFSETS, &ivf_offsets, &mut files)?;
-    {
-        let json = serde_json::to_vec(doc_ids).map_err(|e| Error::IndexFormat {
-            path: tmp.path().join(store::DOC_IDS),
-            message: e.to_string(),
-        })?;
-        let mut w = tmp.file(store::DOC_IDS)?;
-        w.write(&json)?;
-        w.finish(&mut files)?;
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let metadata = Metadata {
+/// `metadata.json` of the build.
+fn metadata(
+    model: &ModelInfo,
+    options: &IndexOptions,
+    trained: &Trained,
+    codes: &[u32],
+    doclens: &[u32],
+    files: BTreeMap<String, store::FileEntry>,
+    seconds: f64,
+) -> Metadata {
+    let codec = &trained.codec;
+    let (num_docs, num_vectors) = (doclens.len(), codes.len());
+    Metadata {
         format_version: FORMAT_VERSION,
         created_by: format!("colwgpu {}", env!("CARGO_PKG_VERSION")),
         model: model.clone(),
-        dim,
+        dim: codec.dim,
         nbits: options.nbits,
         num_docs,
         num_vectors,
-        num_centroids: k,
+        num_centroids: codec.num_centroids(),
         packed_bytes_per_vector: codec.packed_bytes_per_vector(),
         bytes_per_vector: codec.bytes_per_vector(),
         settings: Settings {
-            kmeans_iters: iters,
+            kmeans_iters: trained.iters,
             sample_fraction: options.sample_fraction,
             max_points_per_centroid: options.max_points_per_centroid,
             seed: options.seed,
             num_centroids_requested: options.num_centroids,
-            num_sample_vectors: num_sample,
-            num_sample_docs: sample_docs.len(),
-            num_codec_sample_vectors: codec_rows.len(),
+            num_sample_vectors: trained.num_sample_vectors,
+            num_sample_docs: trained.num_sample_docs,
+            num_codec_sample_vectors: trained.num_codec_sample_vectors,
             compute: options.compute.describe(),
         },
         stats: Stats {
             avg_doclen: num_vectors as f64 / num_docs as f64,
             max_doclen: doclens.iter().copied().max().unwrap_or(0) as usize,
-            codec_mean_cosine,
-            kmeans_mean_cosine,
+            codec_mean_cosine: trained.codec_mean_cosine,
+            kmeans_mean_cosine: trained.kmeans_mean_cosine,
             build_seconds: seconds,
         },
         files,
-    };
-    let index_bytes = metadata.files.values().map(|f| f.bytes).sum::<u64>();
-    tmp.commit(&metadata)?;
-    progress(Progress {
-        stage: Stage::Write,
-        done: 1,
-        total: 1,
-    });
-    Ok(BuildSummary {
-        metadata,
-        index_bytes,
-        seconds,
-    })
+    }
 }
 
 /// For each of `k` centroids, the ascending, distinct indices of the documents

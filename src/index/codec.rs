@@ -232,10 +232,7 @@ impl ResidualCodec {
     /// Codes and packed residuals of `x` (`n × dim`, finite) on `compute`.
     pub fn compress(&self, compute: &Compute, x: &[f32]) -> Result<Compressed> {
         self.check_vectors("vectors to compress", x)?;
-        match compute {
-            Compute::Cpu => Ok(self.compress_cpu(x)),
-            Compute::Gpu(ctx) => self.upload(ctx)?.compress(x),
-        }
+        compute.codec(self)?.compress(x)
     }
 
     /// Packed residuals of `x` against the given `codes` (the compression step
@@ -243,10 +240,7 @@ impl ResidualCodec {
     pub fn pack(&self, compute: &Compute, x: &[f32], codes: &[u32]) -> Result<Vec<u32>> {
         let n = self.check_vectors("vectors to pack", x)?;
         self.check_codes(codes, n)?;
-        match compute {
-            Compute::Cpu => Ok(self.pack_cpu(x, codes)),
-            Compute::Gpu(ctx) => self.upload(ctx)?.pack(x, codes),
-        }
+        compute.codec(self)?.pack(x, codes)
     }
 
     fn check_codes(&self, codes: &[u32], n: usize) -> Result<()> {
@@ -269,10 +263,7 @@ impl ResidualCodec {
     /// Decompressed unit vectors (`n × dim`) on `compute`.
     pub fn decompress(&self, compute: &Compute, codes: &[u32], packed: &[u32]) -> Result<Vec<f32>> {
         self.check_compressed(codes, packed)?;
-        match compute {
-            Compute::Cpu => Ok(self.decompress_cpu(codes, packed)),
-            Compute::Gpu(ctx) => self.upload(ctx)?.decompress(codes, packed),
-        }
+        compute.codec(self)?.decompress(codes, packed)
     }
 
     /// CPU twin of assignment + `compress` (inputs assumed valid).

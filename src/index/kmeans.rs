@@ -62,10 +62,7 @@ pub fn assign(
     centroids: &[f32],
 ) -> Result<(Vec<u32>, Vec<f32>)> {
     check_shapes(x, dim, centroids)?;
-    match compute {
-        Compute::Cpu => Ok(assign_cpu(x, dim, centroids)),
-        Compute::Gpu(ctx) => GpuAssigner::new(ctx, x, dim)?.assign(centroids),
-    }
+    compute.assigner(x, dim)?.assign(centroids)
 }
 
 /// The CPU twin of `shaders/kmeans.wgsl`: blocks of rows scored against all
@@ -262,17 +259,11 @@ pub fn train(
     }
     normalize_rows(&mut centroids, dim);
 
-    let gpu = match compute {
-        Compute::Gpu(ctx) => Some(GpuAssigner::new(ctx, x, dim)?),
-        Compute::Cpu => None,
-    };
+    let assigner = compute.assigner(x, dim)?;
     let mut mean_score = Vec::with_capacity(iters);
     let mut reseeded = Vec::with_capacity(iters);
     for it in 0..iters {
-        let (codes, scores) = match &gpu {
-            Some(g) => g.assign(&centroids)?,
-            None => assign_cpu(x, dim, &centroids),
-        };
+        let (codes, scores) = assigner.assign(&centroids)?;
         mean_score.push(scores.iter().map(|&s| s as f64).sum::<f64>() / n as f64);
 
         // Update: f64 sums in vector order (deterministic), then normalise.

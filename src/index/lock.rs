@@ -2,8 +2,9 @@
 //! index directory (not inside it: the directory itself is replaced by a
 //! rename). The lock is held by an open file (`File::try_lock`, `flock(2)` on
 //! Unix, `LockFileEx` on Windows), so it is released when the process ends,
-//! however it ends; a lock file left behind is harmless. The file holds the
-//! holder's pid and start time, for the message a second writer gets.
+//! however it ends; a lock file left behind is harmless. While held, the file
+//! holds the holder's pid and start time, for the message a second writer gets
+//! (cleared on release; a killed holder's line stays until the next writer).
 //!
 //! Readers never take the lock: they open whichever complete index the path
 //! names at that moment (the writer swaps it in with renames).
@@ -28,7 +29,7 @@ pub fn lock_path(target: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct IndexLock {
     path: PathBuf,
-    _file: File,
+    file: File,
 }
 
 impl IndexLock {
@@ -81,11 +82,19 @@ impl IndexLock {
                 )
             })
             .and_then(|_| file.flush());
-        Ok(Self { path, _file: file })
+        Ok(Self { path, file })
     }
 
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for IndexLock {
+    /// Clears the holder line while still holding the lock (closing the file
+    /// then releases it), so a stale pid is never reported.
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
     }
 }

@@ -4,14 +4,18 @@
 //! kernels; kernels never call models.
 
 pub mod attention;
+pub mod attention_gqa;
+pub mod elementwise;
 pub mod embed;
 pub mod kmeans;
 pub mod l2norm;
 pub mod layernorm;
 pub mod matmul;
 pub mod maxsim;
+pub mod norm;
 pub mod plaid;
 pub mod residual_codec;
+pub mod rotary;
 pub mod survivors;
 pub mod topk;
 
@@ -38,6 +42,15 @@ pub const ALL: &[KernelSpec] = &[
     survivors::OFFSETS,
     survivors::MAP_ROWS,
     survivors::SCATTER,
+    // Vision-language ops (Qwen2-VL).
+    norm::LAYER_NORM,
+    norm::RMS_NORM,
+    elementwise::ADD,
+    elementwise::QUICK_GELU,
+    elementwise::GELU,
+    elementwise::SWIGLU,
+    rotary::SPEC,
+    attention_gqa::SPEC,
 ];
 
 /// One kernel's storage bindings as the Rust side names them (the WGSL
@@ -126,6 +139,38 @@ pub const BINDING_NAMES: &[BindingNames] = &[
     BindingNames {
         spec: survivors::SCATTER,
         names: survivors::Buffers::NAMES,
+    },
+    BindingNames {
+        spec: norm::LAYER_NORM,
+        names: norm::Buffers::NAMES,
+    },
+    BindingNames {
+        spec: norm::RMS_NORM,
+        names: norm::Buffers::NAMES,
+    },
+    BindingNames {
+        spec: elementwise::ADD,
+        names: elementwise::Buffers::NAMES,
+    },
+    BindingNames {
+        spec: elementwise::QUICK_GELU,
+        names: elementwise::Buffers::NAMES,
+    },
+    BindingNames {
+        spec: elementwise::GELU,
+        names: elementwise::Buffers::NAMES,
+    },
+    BindingNames {
+        spec: elementwise::SWIGLU,
+        names: elementwise::Buffers::NAMES,
+    },
+    BindingNames {
+        spec: rotary::SPEC,
+        names: rotary::Buffers::NAMES,
+    },
+    BindingNames {
+        spec: attention_gqa::SPEC,
+        names: attention_gqa::Buffers::NAMES,
     },
 ];
 
@@ -286,6 +331,46 @@ pub fn params_layouts() -> Vec<ParamsLayout> {
                 rows,
                 _pad0,
                 _pad1
+            }
+        ),
+        params_layout!(
+            "norm.wgsl",
+            norm::Params {
+                rows,
+                hidden,
+                eps,
+                _pad
+            }
+        ),
+        params_layout!(
+            "elementwise.wgsl",
+            elementwise::Params {
+                rows,
+                cols,
+                _pad0,
+                _pad1
+            }
+        ),
+        params_layout!(
+            "rotary.wgsl",
+            rotary::Params {
+                rows,
+                cols,
+                heads,
+                head_dim
+            }
+        ),
+        params_layout!(
+            "attention_gqa.wgsl",
+            attention_gqa::Params {
+                rows,
+                q_heads,
+                kv_heads,
+                head_dim,
+                scale,
+                _pad0,
+                _pad1,
+                _pad2
             }
         ),
     ]

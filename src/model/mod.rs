@@ -3,7 +3,10 @@
 
 pub mod bert;
 pub mod colbert;
+pub mod colqwen2;
 pub mod config;
+pub mod lora;
+pub mod qwen2_vl;
 pub mod weights;
 
 use std::path::Path;

@@ -143,3 +143,46 @@ impl TensorFile {
             .map(|v| v.shape().to_vec()))
     }
 }
+
+impl TensorFile {
+    /// Tensor `name` (any rank) as a `[rows, cols]` f32 matrix: its first
+    /// dimension must be `rows` and its element count `rows · cols` (a Conv3d
+    /// patch-embedding kernel `[out, c, t, p, p]` read as `[out, c·t·p·p]`).
+    pub fn matrix_flat(&self, name: &str, rows: usize, cols: usize) -> Result<HostMatrix> {
+        let st = self.tensors()?;
+        let err = |message: String| Error::Safetensors {
+            path: self.path.clone(),
+            message,
+        };
+        let view = st
+            .tensor(name)
+            .map_err(|_| err(format!("tensor '{name}' is missing")))?;
+        let shape = view.shape();
+        if shape.first() != Some(&rows) || shape.iter().product::<usize>() != rows * cols {
+            return Err(err(format!(
+                "tensor '{name}' has shape {shape:?}, expected {rows} × {cols} values"
+            )));
+        }
+        let bytes = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(err(format!(
+                    "tensor '{name}' has dtype {other:?}; expected F32, F16 or BF16"
+                )))
+            }
+        };
+        HostMatrix::new(rows, cols, data)
+    }
+}

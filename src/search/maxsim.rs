@@ -32,7 +32,7 @@
 
 use rayon::prelude::*;
 
-use super::topk::{self, TopK};
+use super::topk::TopK;
 use crate::backend::Compute;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -127,12 +127,7 @@ pub fn maxsim_matrix<O: DocOffset>(
     if nq == 0 || n == 0 {
         return Ok(Vec::new());
     }
-    match compute {
-        Compute::Cpu => Ok(maxsim_matrix_cpu(queries, nq, qlen, docs, &offs, dim)),
-        Compute::Gpu(ctx) => {
-            maxsim_matrix_gpu(ctx, queries, nq, qlen, docs, &offs, dim, slice_limit(ctx))
-        }
-    }
+    compute.maxsim_matrix(queries, (nq, qlen, dim), docs, &offs)
 }
 
 /// Documents `docs[offsets[r] .. offsets[r+1]]` (in vectors of `dim`), each
@@ -180,10 +175,7 @@ pub fn maxsim_scores(compute: &Compute, req: &ScoreRequest) -> Result<Vec<f32>> 
     if req.owner.is_empty() {
         return Ok(Vec::new());
     }
-    match compute {
-        Compute::Cpu => Ok(maxsim_cpu(req)),
-        Compute::Gpu(ctx) => maxsim_assigned_gpu(ctx, req, nq, slice_limit(ctx)),
-    }
+    compute.maxsim_assigned(req, nq)
 }
 
 /// Brute-force search: MaxSim of every query against every document, then
@@ -210,23 +202,7 @@ pub fn exhaustive_search<O: DocOffset>(
     if nq == 0 || n == 0 {
         return Ok(TopK::empty(nq));
     }
-    match compute {
-        Compute::Gpu(ctx) if k.min(n) <= kernels::topk::MAX_K => exhaustive_gpu(
-            ctx,
-            queries,
-            nq,
-            qlen,
-            docs,
-            &offs,
-            dim,
-            k,
-            slice_limit(ctx),
-        ),
-        _ => {
-            let scores = maxsim_matrix(compute, queries, qlen, docs, offsets, dim)?;
-            topk::topk_cpu(&scores, n, k)
-        }
-    }
+    compute.maxsim_topk(queries, (nq, qlen, dim), docs, &offs, k)
 }
 
 // ---------------------------------------------------------------------------
@@ -479,7 +455,7 @@ fn pad_rows(rows: &[f32], dim: usize) -> std::borrow::Cow<'_, [f32]> {
 }
 
 /// Bytes one document slice may occupy on the GPU.
-fn slice_limit(ctx: &GpuContext) -> u64 {
+pub(crate) fn slice_limit(ctx: &GpuContext) -> u64 {
     ctx.max_binding_bytes().min(128 << 20)
 }
 
@@ -603,7 +579,7 @@ fn query_groups(limit: u64, nq: usize, n: usize) -> usize {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn maxsim_matrix_gpu(
+pub(crate) fn maxsim_matrix_gpu(
     ctx: &GpuContext,
     queries: &[f32],
     nq: usize,
@@ -640,7 +616,7 @@ fn maxsim_matrix_gpu(
     Ok(out)
 }
 
-fn maxsim_assigned_gpu(
+pub(crate) fn maxsim_assigned_gpu(
     ctx: &GpuContext,
     req: &ScoreRequest,
     nq: usize,
@@ -690,7 +666,7 @@ fn maxsim_assigned_gpu(
 
 /// MaxSim and top-k in one submit per query group; only the top-k come back.
 #[allow(clippy::too_many_arguments)]
-fn exhaustive_gpu(
+pub(crate) fn exhaustive_gpu(
     ctx: &GpuContext,
     queries: &[f32],
     nq: usize,
@@ -816,7 +792,7 @@ mod tests {
 
             let top =
                 exhaustive_gpu(&ctx, &queries, nq, qlen, &docs, &offsets, dim, 4, limit).unwrap();
-            let cpu_top = topk::topk_cpu(&want, n, 4).unwrap();
+            let cpu_top = super::super::topk::topk_cpu(&want, n, 4).unwrap();
             assert_eq!(top.indices, cpu_top.indices);
         }
         // A document larger than one binding is an error naming it.

@@ -1,14 +1,15 @@
 //! Searching an [`Index`]: PLAID's candidate stages, then exact MaxSim on the
 //! decompressed residuals of the surviving documents, then top-k.
-//! On `Compute::Gpu` every stage runs as WGSL kernels, a query batch recorded
-//! into one command encoder and submitted once; on `Compute::Cpu` as
-//! their native twins.
+//! The backend decides where ([`crate::backend::ops::ResidentIndex`]): on a
+//! GPU every stage runs as WGSL kernels, a query batch recorded into one
+//! command encoder and submitted once; on the CPU as their native twins.
 
 use rayon::prelude::*;
 
 use super::maxsim;
 use super::plaid::{self, CodesView, PlaidParams};
 use super::survivors;
+use crate::backend::ops::ResidentIndex;
 use crate::backend::Compute;
 use crate::error::{Error, Result};
 use std::ops::Deref;
@@ -80,12 +81,13 @@ impl SearchOptions {
 pub struct Searcher<I: Deref<Target = Index> + Sync = Arc<Index>> {
     index: I,
     compute: Compute,
-    /// The index arrays the GPU stages read, uploaded once.
-    gpu: Option<GpuIndex>,
+    /// The index arrays where the backend's stages read them (on the GPU:
+    /// uploaded once).
+    resident: ResidentIndex,
 }
 
 /// Index arrays resident on the GPU.
-struct GpuIndex {
+pub struct GpuIndex {
     ctx: Arc<GpuContext>,
     centroids: wgpu::Buffer,
     codes: wgpu::Buffer,
@@ -98,6 +100,30 @@ struct GpuIndex {
     codec: Arc<crate::index::GpuCodec>,
     /// Document lengths, longest first: bounds on the vectors of m survivors.
     lens_desc: Vec<u32>,
+}
+
+impl GpuIndex {
+    /// Uploads the index's centroids, codes, inverted lists and residuals.
+    pub(crate) fn upload(ctx: &Arc<GpuContext>, index: &Index) -> Result<Self> {
+        Ok(GpuIndex {
+            ctx: ctx.clone(),
+            centroids: ctx.upload("centroids", index.centroids())?,
+            codes: ctx.upload("codes", index.codes())?,
+            doc_offsets: ctx.upload("doc offsets", &to_u32("document", index.doc_offsets())?)?,
+            ivf: ctx.upload("inverted lists", index.ivf())?,
+            ivf_offsets: ctx.upload(
+                "ivf offsets",
+                &to_u32("inverted list", index.ivf_offsets())?,
+            )?,
+            residuals: ctx.upload("residuals", index.residuals())?,
+            codec: index.gpu_codec(ctx)?,
+            lens_desc: {
+                let mut l = index.doclens().to_vec();
+                l.sort_unstable_by(|a, b| b.cmp(a));
+                l
+            },
+        })
+    }
 }
 
 fn to_u32(what: &str, v: &[u64]) -> Result<Vec<u32>> {
@@ -113,35 +139,14 @@ fn to_u32(what: &str, v: &[u64]) -> Result<Vec<u32>> {
 }
 
 impl<I: Deref<Target = Index> + Sync> Searcher<I> {
-    /// A searcher; on `Compute::Gpu` this uploads the index's centroids, codes
-    /// and inverted lists once.
+    /// A searcher; on a GPU backend this uploads the index's centroids, codes,
+    /// inverted lists and residuals once.
     pub fn new(index: I, compute: Compute) -> Result<Self> {
-        let gpu = match &compute {
-            Compute::Cpu => None,
-            Compute::Gpu(ctx) => Some(GpuIndex {
-                ctx: ctx.clone(),
-                centroids: ctx.upload("centroids", index.centroids())?,
-                codes: ctx.upload("codes", index.codes())?,
-                doc_offsets: ctx
-                    .upload("doc offsets", &to_u32("document", index.doc_offsets())?)?,
-                ivf: ctx.upload("inverted lists", index.ivf())?,
-                ivf_offsets: ctx.upload(
-                    "ivf offsets",
-                    &to_u32("inverted list", index.ivf_offsets())?,
-                )?,
-                residuals: ctx.upload("residuals", index.residuals())?,
-                codec: index.gpu_codec(ctx)?,
-                lens_desc: {
-                    let mut l = index.doclens().to_vec();
-                    l.sort_unstable_by(|a, b| b.cmp(a));
-                    l
-                },
-            }),
-        };
+        let resident = compute.resident_index(&index)?;
         Ok(Self {
             index,
             compute,
-            gpu,
+            resident,
         })
     }
 
@@ -182,9 +187,18 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
             ));
         }
         options.validate(self.index.num_docs())?;
-        if let Some(g) = &self.gpu {
-            return self.search_gpu(g, queries, qlen, options);
-        }
+        self.resident.search(self, queries, qlen, options)
+    }
+
+    /// The batch on the CPU twins: PLAID stages 1–4 per query (rayon), then
+    /// decompression and exact MaxSim of each query's survivors, then top-k.
+    pub(crate) fn search_host(
+        &self,
+        queries: &[f32],
+        qlen: usize,
+        options: &SearchOptions,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let dim = self.index.dim();
         let nq = queries.len() / (qlen * dim);
         let sets: Vec<Vec<u32>> = if options.exhaustive {
             let all: Vec<u32> = (0..self.index.num_docs() as u32).collect();
@@ -241,7 +255,7 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
     /// document decompressed in slices, all-pairs MaxSim into `A` → top-k.
     /// Scores in `[Q, N]` make every top-k break ties by document id, as the
     /// CPU path does.
-    fn search_gpu(
+    pub(crate) fn search_gpu(
         &self,
         g: &GpuIndex,
         queries: &[f32],

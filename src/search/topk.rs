@@ -193,21 +193,19 @@ pub fn topk_cpu(scores: &[f32], n: usize, k: usize) -> Result<TopK> {
 
 /// Top-k of every row of `scores` (rows of length `n`) on `compute`.
 pub fn topk(compute: &Compute, scores: &[f32], n: usize, k: usize) -> Result<TopK> {
-    match compute {
-        Compute::Cpu => topk_cpu(scores, n, k),
-        Compute::Gpu(ctx) => {
-            let rows = check(scores, n, k)?;
-            if k.min(n) > kernels::topk::MAX_K {
-                return topk_cpu(scores, n, k);
-            }
-            topk_gpu(ctx, scores, rows, n, k)
-        }
-    }
+    let rows = check(scores, n, k)?;
+    compute.topk(scores, rows, n, k)
 }
 
 /// Uploads the rows (in groups that fit one binding), records the kernel and
 /// reads back only the results.
-fn topk_gpu(ctx: &GpuContext, scores: &[f32], rows: usize, n: usize, k: usize) -> Result<TopK> {
+pub(crate) fn topk_gpu(
+    ctx: &GpuContext,
+    scores: &[f32],
+    rows: usize,
+    n: usize,
+    k: usize,
+) -> Result<TopK> {
     let ke = k.min(n);
     let rows_per_group = ctx.rows_per_binding(n);
     let mut indices = Vec::with_capacity(rows * ke);
