@@ -210,25 +210,11 @@ fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<VectorSet> {
 
 /// Little-endian floats of a tensor, widened to f32.
 fn floats(path: &Path, name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
-    Ok(match dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(st_error(
-                path,
-                format!("`{name}` is {other:?}; expected F32, F16 or BF16"),
-            ))
-        }
+    crate::model::weights::floats_le(dtype, data).ok_or_else(|| {
+        st_error(
+            path,
+            format!("`{name}` is {dtype:?}; expected F32, F16 or BF16"),
+        )
     })
 }
 

@@ -76,25 +76,12 @@ impl TensorFile {
             )));
         }
         let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(err(format!(
-                    "tensor '{name}' has dtype {other:?}; expected F32, F16 or BF16"
-                )))
-            }
-        };
+        let data = floats_le(view.dtype(), bytes).ok_or_else(|| {
+            err(format!(
+                "tensor '{name}' has dtype {:?}; expected F32, F16 or BF16",
+                view.dtype()
+            ))
+        })?;
         if let Some((i, v)) = first_non_finite(&data) {
             let count = data.iter().filter(|x| !x.is_finite()).count();
             return Err(err(format!(
@@ -164,25 +151,32 @@ impl TensorFile {
             )));
         }
         let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(err(format!(
-                    "tensor '{name}' has dtype {other:?}; expected F32, F16 or BF16"
-                )))
-            }
-        };
+        let data = floats_le(view.dtype(), bytes).ok_or_else(|| {
+            err(format!(
+                "tensor '{name}' has dtype {:?}; expected F32, F16 or BF16",
+                view.dtype()
+            ))
+        })?;
         HostMatrix::new(rows, cols, data)
     }
+}
+
+/// Little-endian F32, F16 or BF16 values widened to f32 (`None` for any other
+/// dtype): how every float tensor colwgpu reads is decoded.
+pub(crate) fn floats_le(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
 }
