@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::backend::Compute;
 use crate::error::{Error, Result};
 use crate::index as store;
-use crate::model::Encoder;
+use crate::model::{Encoder, PageEncoder};
 use crate::search::{maxsim_scores, ScoreRequest, Searcher};
 
 pub use crate::gpu::GpuOptions;
@@ -39,8 +39,11 @@ pub struct ModelOptions {
     pub device: Device,
     /// wgpu backends / adapter name (used when `device` resolves to a GPU).
     pub gpu: GpuOptions,
-    /// Texts per forward pass (≥ 1).
+    /// Texts (or page images) per forward pass (≥ 1).
     pub batch_size: usize,
+    /// The base model of a LoRA adapter directory (page-image models); by
+    /// default found from `adapter_config.json`.
+    pub base: Option<std::path::PathBuf>,
 }
 
 impl Default for ModelOptions {
@@ -49,13 +52,22 @@ impl Default for ModelOptions {
             device: Device::Auto,
             gpu: GpuOptions::default(),
             batch_size: 32,
+            base: None,
         }
     }
 }
 
-/// A ColBERT model loaded on one device.
+/// What runs a model: a text ColBERT, or a page-image ColQwen2.
+enum Inner {
+    Text(Box<Encoder>),
+    Pages(Box<PageEncoder>),
+}
+
+/// A late-interaction model loaded on one device: a text ColBERT (documents
+/// are texts) or a ColQwen2 page-image model (documents are page images;
+/// queries are texts either way).
 pub struct Model {
-    encoder: Mutex<Encoder>,
+    encoder: Mutex<Inner>,
     info: ModelInfo,
     compute: Compute,
     dim: usize,
@@ -96,11 +108,19 @@ impl Model {
         if options.batch_size == 0 {
             return Err(Error::Input("batch size must be at least 1".into()));
         }
-        let mut encoder = Encoder::open(dir, options.device, &options.gpu)?;
-        encoder.set_batch_size(options.batch_size)?;
-        let dim = encoder.dim();
+        let (encoder, dim, compute) = if crate::model::is_page_model(dir) {
+            let mut e =
+                PageEncoder::open(dir, options.base.as_deref(), options.device, &options.gpu)?;
+            e.set_batch_size(options.batch_size);
+            let (dim, compute) = (e.dim(), e.compute());
+            (Inner::Pages(Box::new(e)), dim, compute)
+        } else {
+            let mut e = Encoder::open(dir, options.device, &options.gpu)?;
+            e.set_batch_size(options.batch_size)?;
+            let (dim, compute) = (e.dim(), e.compute());
+            (Inner::Text(Box::new(e)), dim, compute)
+        };
         let info = ModelInfo::from_dir(dir, dim)?;
-        let compute = encoder.compute();
         Ok(Self {
             encoder: Mutex::new(encoder),
             info,
@@ -109,7 +129,7 @@ impl Model {
         })
     }
 
-    fn encoder(&self) -> std::sync::MutexGuard<'_, Encoder> {
+    fn encoder(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic inside a forward pass leaves no state that later calls rely on.
         self.encoder.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -126,7 +146,27 @@ impl Model {
 
     /// One line naming the backend and device that run the model.
     pub fn describe(&self) -> String {
-        self.encoder().describe_backend()
+        match &*self.encoder() {
+            Inner::Text(e) => e.describe_backend(),
+            Inner::Pages(e) => e.describe_backend(),
+        }
+    }
+
+    /// Whether documents are page images (ColQwen2) rather than texts.
+    pub fn takes_images(&self) -> bool {
+        matches!(&*self.encoder(), Inner::Pages(_))
+    }
+
+    fn text_encoder<'a>(
+        guard: &'a mut std::sync::MutexGuard<'_, Inner>,
+        what: &str,
+    ) -> Result<&'a mut Encoder> {
+        match &mut **guard {
+            Inner::Text(e) => Ok(e),
+            Inner::Pages(_) => Err(Error::Input(format!(
+                "{what}: this is a page-image model (ColQwen2): its documents are images"
+            ))),
+        }
     }
 
     /// One vector per query position (`[MASK]`-expanded to the query length).
@@ -136,18 +176,73 @@ impl Model {
         for (i, t) in texts.iter().enumerate() {
             crate::io::check_query_text(t, &format!("query {i} of the batch"))?;
         }
-        self.encoder().encode_queries(texts)
+        match &mut *self.encoder() {
+            Inner::Text(e) => e.encode_queries(texts),
+            Inner::Pages(e) => e.encode_queries(texts),
+        }
     }
 
     /// One vector per kept document token (punctuation skiplist applied).
     pub fn encode_documents(&self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
-        self.encoder().encode_documents(texts)
+        let mut g = self.encoder();
+        Self::text_encoder(&mut g, "encoding documents as text")?.encode_documents(texts)
+    }
+
+    /// One vector per image token of each page image (ColQwen2 models; PNG or
+    /// JPEG files). Errors name the file that cannot be read.
+    pub fn encode_images(&self, paths: &[&Path]) -> Result<Vec<TokenVectors>> {
+        let mut g = self.encoder();
+        let Inner::Pages(e) = &mut *g else {
+            return Err(Error::Input(
+                "this is a text model (ColBERT): it does not encode images".into(),
+            ));
+        };
+        let mut out = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(8) {
+            let images = chunk
+                .iter()
+                .map(|p| crate::vision::load_rgb(p))
+                .collect::<Result<Vec<_>>>()?;
+            out.extend(e.encode_images(&images)?);
+        }
+        Ok(out)
+    }
+
+    /// Encodes the page images `paths` (ids = `ids`) and builds their index at
+    /// `path`, as [`Index::build_from_vectors`] does with this model recorded.
+    pub fn index_images(
+        &self,
+        paths: &[&Path],
+        ids: Vec<String>,
+        path: impl AsRef<Path>,
+        options: &IndexOptions,
+    ) -> Result<Index> {
+        if ids.len() != paths.len() {
+            return Err(Error::Input(format!(
+                "{} ids for {} images",
+                ids.len(),
+                paths.len()
+            )));
+        }
+        let blocks: Vec<Vec<f32>> = self
+            .encode_images(paths)?
+            .into_iter()
+            .map(|t| t.vectors)
+            .collect();
+        let set = VectorSet::from_blocks(Some(ids), self.dim, &blocks)?;
+        Index::build_from_vectors(path, &set, Some(self), options, Device::Cpu)
     }
 
     /// Tokens the texts become and how many are truncated (no forward pass).
     pub fn count_tokens(&self, texts: &[&str], queries: bool) -> Result<TokenCounts> {
-        let enc = self.encoder();
-        let t = enc.tokenizer();
+        let mut g = self.encoder();
+        if let (Inner::Pages(e), true) = (&*g, queries) {
+            return Ok(TokenCounts {
+                tokens: e.query_tokens(texts)?,
+                truncated: 0,
+            });
+        }
+        let t = Self::text_encoder(&mut g, "counting document tokens")?.tokenizer();
         let (tokens, truncated) = if queries {
             let q = t.queries(texts)?;
             (
@@ -166,17 +261,26 @@ impl Model {
 
     /// Runs one tiny batch so shaders are compiled before anything is timed.
     pub fn warm_up(&self) -> Result<()> {
-        self.encoder().warm_up()
+        match &mut *self.encoder() {
+            Inner::Text(e) => e.warm_up(),
+            Inner::Pages(e) => e.encode_queries(&["warm up"]).map(|_| ()),
+        }
     }
 
-    /// Times every op separately from now on (GPU: each op in its own submit).
+    /// Times every op separately from now on (GPU: each op in its own submit;
+    /// text models only).
     pub fn enable_profiling(&self) {
-        self.encoder().enable_profiling();
+        if let Inner::Text(e) = &mut *self.encoder() {
+            e.enable_profiling();
+        }
     }
 
     /// Per op: (name, calls, seconds), when profiling is on.
     pub fn profile(&self) -> Vec<(&'static str, usize, f64)> {
-        self.encoder().profile()
+        match &*self.encoder() {
+            Inner::Text(e) => e.profile(),
+            Inner::Pages(_) => Vec::new(),
+        }
     }
 
     /// Encodes `docs` and builds their index at `path` (an index already there is
@@ -202,8 +306,9 @@ impl Model {
         let path = path.as_ref();
         let build = options.to_build(self.compute.clone());
         let summary = {
-            let mut enc = self.encoder();
-            store::build_index(&mut enc, &self.info, docs, path, &build, progress)?
+            let mut g = self.encoder();
+            let enc = Self::text_encoder(&mut g, "indexing texts")?;
+            store::build_index(enc, &self.info, docs, path, &build, progress)?
         };
         let index = Index::open_with_compute(path, Some(self.compute.clone()))?;
         Ok((index, summary))
@@ -739,6 +844,49 @@ pub fn describe_devices(device: Device, gpu: &GpuOptions) -> Result<Vec<String>>
 /// uploaded anywhere).
 pub fn describe_model(dir: &Path) -> Result<Vec<String>> {
     use crate::model::{Checkpoint, HeadLayout};
+    if crate::model::is_page_model(dir) {
+        let adapter = crate::model::lora::LoraAdapter::is_adapter(dir);
+        let config_dir = if dir.join("config.json").is_file() || !adapter {
+            dir.to_path_buf()
+        } else {
+            crate::model::lora::LoraAdapter::load(dir)?.base_dir(None)?
+        };
+        let c = crate::model::qwen2_vl::Qwen2VlConfig::load(&config_dir.join("config.json"))?;
+        return Ok(vec![
+            format!(
+                "model: {} — ColQwen2 (Qwen2-VL){}",
+                dir.display(),
+                if adapter {
+                    format!(", LoRA adapter on {}", config_dir.display())
+                } else {
+                    String::new()
+                }
+            ),
+            format!(
+                "vision: {} blocks, width {}, {} heads, patch {}×{} (temporal {}), {}×{} merge → {}",
+                c.vision.depth,
+                c.vision.embed_dim,
+                c.vision.num_heads,
+                c.vision.patch_size,
+                c.vision.patch_size,
+                c.vision.temporal_patch_size,
+                c.vision.spatial_merge_size,
+                c.vision.spatial_merge_size,
+                c.vision.out_hidden
+            ),
+            format!(
+                "language model: {} layers, hidden {}, {} query / {} key-value heads, ffn {}, vocab {}, M-RoPE sections {:?}",
+                c.text.num_hidden_layers,
+                c.text.hidden_size,
+                c.text.num_attention_heads,
+                c.text.num_key_value_heads,
+                c.text.intermediate_size,
+                c.text.vocab_size,
+                c.text.mrope_section
+            ),
+            "documents: page images (encode/index --images); queries: text".into(),
+        ]);
+    }
     let ckpt = Checkpoint::load(dir)?;
     let c = &ckpt.config;
     let t = &ckpt.tokenizer.tokens;

@@ -32,6 +32,9 @@ struct DeviceArgs {
     /// Use the first adapter whose name contains this (env COLWGPU_ADAPTER)
     #[arg(long)]
     adapter: Option<String>,
+    /// Base model directory of a LoRA adapter given as --model (default: from adapter_config.json)
+    #[arg(long)]
+    base: Option<PathBuf>,
 }
 
 impl DeviceArgs {
@@ -48,6 +51,7 @@ impl DeviceArgs {
         Model::open_with(
             dir,
             &ModelOptions {
+                base: self.base.clone(),
                 device: self.choice()?,
                 gpu: self.gpu(),
                 batch_size,
@@ -182,11 +186,15 @@ struct EncodeArgs {
     #[arg(long)]
     model: PathBuf,
     /// Queries: BEIR queries.jsonl or one text per line
-    #[arg(long, conflicts_with = "docs", required_unless_present = "docs")]
+    #[arg(long, conflicts_with_all = ["docs", "images"], required_unless_present_any = ["docs", "images"])]
     queries: Option<PathBuf>,
     /// Documents: BEIR corpus.jsonl or one text per line
-    #[arg(long)]
+    #[arg(long, conflicts_with = "images")]
     docs: Option<PathBuf>,
+    /// Page images (a PNG/JPEG file, or a directory of them; ids = file names without
+    /// extension), for a page-image model (ColQwen2)
+    #[arg(long)]
+    images: Option<PathBuf>,
     /// Output file (.safetensors): vectors, offsets, token_ids; ids and the model in metadata
     #[arg(long)]
     out: PathBuf,
@@ -206,7 +214,95 @@ struct EncodeArgs {
     device: DeviceArgs,
 }
 
+/// The page images at `path` (a file, or the PNG/JPEG files of a directory in
+/// name order) and their ids (file names without the extension, as BEIR-style
+/// qrels name pages: `images/7.png` is document `7`).
+fn list_images(path: &Path, limit: Option<usize>) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let mut files = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
+                    })
+            })
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if let Some(n) = limit {
+        files.truncate(n);
+    }
+    if files.is_empty() {
+        bail!("{}: no PNG or JPEG images", path.display());
+    }
+    let ids = files
+        .iter()
+        .map(|f| {
+            f.file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    Ok((files, ids))
+}
+
+/// `encode --images`: page images through a ColQwen2 model.
+fn encode_images(a: &EncodeArgs, images: &Path) -> Result<()> {
+    let inputs: [&Path; 2] = [images, &a.model];
+    colwgpu::io::output::check_file_target(&a.out, &inputs)?;
+    let (files, ids) = list_images(images, a.limit)?;
+    let model = a.device.open_model(&a.model, a.batch_size)?;
+    if !model.takes_images() {
+        bail!(
+            "{} is a text model: --images needs a page-image model (ColQwen2)",
+            a.model.display()
+        );
+    }
+    let progress = text_bar(files.len(), "pages", a.json);
+    let start = Instant::now();
+    let mut encoded = Vec::with_capacity(files.len());
+    for part in files.chunks(a.batch_size.max(1)) {
+        let paths: Vec<&Path> = part.iter().map(PathBuf::as_path).collect();
+        encoded.extend(model.encode_images(&paths)?);
+        progress.inc(part.len() as u64);
+    }
+    progress.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    colwgpu::io::write_vectors(
+        &a.out,
+        &ids,
+        &encoded,
+        model.dim(),
+        &api::vector_metadata(&model, "documents"),
+        &inputs,
+    )?;
+    let vectors: usize = encoded.iter().map(|e| e.len()).sum();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"images": files.len(), "vectors": vectors, "seconds": seconds, "device": model.describe()})
+        );
+    } else {
+        eprintln!(
+            "encoded {} page images → {vectors} vectors of dim {} in {seconds:.2} s on {}; wrote {}",
+            files.len(),
+            model.dim(),
+            model.describe(),
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
 fn encode(a: EncodeArgs) -> Result<()> {
+    if let Some(images) = &a.images {
+        return encode_images(&a, images);
+    }
     let (input, is_query) = match (&a.queries, &a.docs) {
         (Some(q), None) => (q, true),
         (None, Some(d)) => (d, false),
@@ -299,8 +395,12 @@ struct IndexArgs {
     #[arg(long, required_unless_present = "vectors")]
     model: Option<PathBuf>,
     /// BEIR corpus.jsonl (or one text per line), encoded now
-    #[arg(long, conflicts_with = "vectors", required_unless_present = "vectors")]
+    #[arg(long, conflicts_with_all = ["vectors", "images"], required_unless_present_any = ["vectors", "images"])]
     corpus: Option<PathBuf>,
+    /// Page images (a PNG/JPEG file or a directory of them; ids = file names without
+    /// extension), encoded now with a page-image model (ColQwen2)
+    #[arg(long, conflicts_with = "vectors")]
+    images: Option<PathBuf>,
     /// Precomputed document token vectors: the .safetensors `colwgpu encode --docs` writes,
     /// or a .npy array ([texts, len, dim], or [rows, dim] with --offsets)
     #[arg(long)]
@@ -436,7 +536,21 @@ fn build_index(a: IndexArgs) -> Result<()> {
             Index::build_from_vectors(&a.index, &set, model.as_ref(), &options, a.device.choice()?)
                 .with_context(context)?
         }
-        (None, None) => bail!("give --corpus FILE (with --model) or --vectors FILE"),
+        (None, None) => {
+            let images = a
+                .images
+                .as_deref()
+                .context("give --corpus FILE or --images DIR (with --model), or --vectors FILE")?;
+            let model = model.as_ref().context("--images needs --model")?;
+            if !model.takes_images() {
+                bail!("--images needs a page-image model (ColQwen2); this is a text model");
+            }
+            let (files, ids) = list_images(images, a.limit)?;
+            let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+            model
+                .index_images(&paths, ids, &a.index, &options)
+                .with_context(context)?
+        }
     };
     let seconds = start.elapsed().as_secs_f64();
     let m = index.metadata();

@@ -959,3 +959,162 @@ fn an_index_of_the_ten_pages_ranks_as_exhaustive_maxsim_over_the_reference() {
         assert_eq!(got, want, "query {qi}");
     }
 }
+
+#[test]
+fn cli_indexes_page_images_and_searches_them_as_the_reference_ranks() {
+    // End to end through the CLI (the front door underneath): `index --images`
+    // with the tiny ColQwen2, then `search` with no --model (the index records
+    // it) on the fixture's two queries. Each query's ranking of the 10 pages
+    // must equal exhaustive MaxSim over colpali-engine's own vectors; `eval`
+    // runs on the BEIR-style qrels, whose ids are the pages' file stems.
+    let fx = Fixture::load();
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("pages.index");
+    let queries = tmp.path().join("queries.jsonl");
+    let lines: Vec<String> = fixture_queries()
+        .iter()
+        .enumerate()
+        .map(|(i, q)| serde_json::json!({"_id": format!("q_{i}"), "text": q}).to_string())
+        .collect();
+    std::fs::write(&queries, lines.join("\n")).unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_colwgpu"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let model = fixture_dir().join("model");
+    let images = fixture_dir().join("images");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    run(&[
+        &os("index"),
+        &os("--device"),
+        &os("cpu"),
+        &os("--batch-size"),
+        &os("1"),
+        &os("--nbits"),
+        &os("4"),
+        &os("--model"),
+        model.as_os_str(),
+        &os("--images"),
+        images.as_os_str(),
+        &os("--index"),
+        index.as_os_str(),
+    ]);
+    let out = run(&[
+        &os("search"),
+        &os("--device"),
+        &os("cpu"),
+        &os("--json"),
+        &os("-k"),
+        &os("10"),
+        &os("--index"),
+        index.as_os_str(),
+        &os("--queries"),
+        queries.as_os_str(),
+    ]);
+    let (_, all) = fx.f32("all_doc_vectors");
+    let (_, offsets) = fx.i64("all_doc_offsets");
+    let ref_q = fx.unpadded_vectors("query_vectors", "query_attention_mask");
+    let dim = 128;
+    let results: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 2);
+    for (qi, r) in results.iter().enumerate() {
+        let scores: Vec<f64> = (0..10)
+            .map(|j| {
+                let (a, b) = (offsets[j] as usize * dim, offsets[j + 1] as usize * dim);
+                maxsim(&ref_q[qi], &all[a..b], dim)
+            })
+            .collect();
+        let mut want: Vec<String> = (0..10).map(|j| j.to_string()).collect();
+        want.sort_by(|a, b| {
+            scores[b.parse::<usize>().unwrap()].total_cmp(&scores[a.parse::<usize>().unwrap()])
+        });
+        let got: Vec<String> = r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["doc_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(got, want, "query {qi}");
+    }
+    let eval = run(&[
+        &os("eval"),
+        &os("--device"),
+        &os("cpu"),
+        &os("--json"),
+        &os("--index"),
+        index.as_os_str(),
+        &os("--queries"),
+        queries.as_os_str(),
+        &os("--qrels"),
+        fixture_dir().join("qrels.tsv").as_os_str(),
+    ]);
+    let m: serde_json::Value = serde_json::from_str(eval.trim()).unwrap();
+    assert_eq!(m["queries"], 2, "{eval}");
+}
+
+#[test]
+fn images_with_a_text_model_or_no_images_are_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_err = |args: Vec<std::ffi::OsString>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_colwgpu"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let os = |s: &std::path::Path| s.as_os_str().to_os_string();
+    let images = fixture_dir().join("images");
+    let text_model = common::model_dir();
+    let e = run_err(vec![
+        "encode".into(),
+        "--device".into(),
+        "cpu".into(),
+        "--model".into(),
+        os(&text_model),
+        "--images".into(),
+        os(&images),
+        "--out".into(),
+        os(&tmp.path().join("x.safetensors")),
+    ]);
+    assert!(e.contains("page-image model"), "{e}");
+    assert!(!tmp.path().join("x.safetensors").exists());
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let e = run_err(vec![
+        "index".into(),
+        "--device".into(),
+        "cpu".into(),
+        "--model".into(),
+        os(&fixture_dir().join("model")),
+        "--images".into(),
+        os(&empty),
+        "--index".into(),
+        os(&tmp.path().join("idx")),
+    ]);
+    assert!(e.contains("no PNG or JPEG images"), "{e}");
+    // A page model asked to encode texts as documents says what it takes.
+    let e = run_err(vec![
+        "encode".into(),
+        "--device".into(),
+        "cpu".into(),
+        "--model".into(),
+        os(&fixture_dir().join("model")),
+        "--docs".into(),
+        os(&fixture_dir().join("queries.jsonl")),
+        "--out".into(),
+        os(&tmp.path().join("y.safetensors")),
+    ]);
+    assert!(e.contains("page-image model"), "{e}");
+}

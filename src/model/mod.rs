@@ -129,3 +129,87 @@ impl Encoder {
         Ok(())
     }
 }
+
+/// Whether `dir` holds a page-image model (ColQwen2: a Qwen2-VL config, a
+/// transformers `ColQwen2ForRetrieval` config, or a PEFT adapter on one)
+/// rather than a text ColBERT.
+pub fn is_page_model(dir: &Path) -> bool {
+    if lora::LoraAdapter::is_adapter(dir) {
+        return true;
+    }
+    std::fs::read_to_string(dir.join("config.json"))
+        .map(|t| {
+            let t = t.to_ascii_lowercase();
+            t.contains("\"qwen2_vl\"") || t.contains("colqwen2") || t.contains("\"vlm_config\"")
+        })
+        .unwrap_or(false)
+}
+
+/// A ColQwen2 page encoder on the backend chosen at run time.
+pub enum PageEncoder {
+    Cpu(colqwen2::ColQwen2Encoder<CpuBackend>),
+    Gpu(colqwen2::ColQwen2Encoder<GpuBackend>),
+}
+
+macro_rules! each_page {
+    ($self:expr, $e:ident => $body:expr) => {
+        match $self {
+            PageEncoder::Cpu($e) => $body,
+            PageEncoder::Gpu($e) => $body,
+        }
+    };
+}
+
+impl PageEncoder {
+    /// Loads the checkpoint (or adapter + base) in `dir` onto the chosen device.
+    pub fn open(
+        dir: &Path,
+        base: Option<&Path>,
+        device: DeviceChoice,
+        options: &GpuOptions,
+    ) -> Result<Self> {
+        let ckpt = colqwen2::ColQwen2Checkpoint::load_with_base(dir, base)?;
+        Ok(match resolve_device(device, options)? {
+            Some(ctx) => {
+                PageEncoder::Gpu(colqwen2::ColQwen2Encoder::new(ckpt, GpuBackend::new(ctx))?)
+            }
+            None => PageEncoder::Cpu(colqwen2::ColQwen2Encoder::new(ckpt, CpuBackend::new())?),
+        })
+    }
+
+    pub fn encode_queries(&mut self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
+        each_page!(self, e => e.encode_queries(texts))
+    }
+
+    pub fn encode_images(&mut self, images: &[crate::vision::RgbImage]) -> Result<Vec<TokenVectors>> {
+        each_page!(self, e => e.encode_images(images))
+    }
+
+    /// Query tokens of each text (prompt and augmentation included).
+    pub fn query_tokens(&self, texts: &[&str]) -> Result<usize> {
+        let mut n = 0;
+        for t in texts {
+            n += each_page!(self, e => e.query_ids(t))?.len();
+        }
+        Ok(n)
+    }
+
+    pub fn dim(&self) -> usize {
+        each_page!(self, e => e.dim())
+    }
+
+    pub fn describe_backend(&self) -> String {
+        each_page!(self, e => e.describe_backend())
+    }
+
+    pub fn set_batch_size(&mut self, n: usize) {
+        each_page!(self, e => e.batch_size = n.max(1))
+    }
+
+    pub fn compute(&self) -> crate::backend::Compute {
+        match self {
+            PageEncoder::Gpu(e) => crate::backend::Compute::Gpu(e.backend().context().clone()),
+            PageEncoder::Cpu(_) => crate::backend::Compute::Cpu,
+        }
+    }
+}

@@ -36,6 +36,11 @@ const MODEL_FILES: &[&str] = &[
     "model.safetensors",
     "1_Dense/config.json",
     "1_Dense/model.safetensors",
+    // Page-image models (ColQwen2): the image processor, and LoRA adapters.
+    "preprocessor_config.json",
+    "processor_config.json",
+    "adapter_config.json",
+    "adapter_model.safetensors",
 ];
 
 impl ModelInfo {
