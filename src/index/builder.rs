@@ -295,9 +295,11 @@ pub fn build_index_with(
 ) -> Result<BuildSummary> {
     let start = Instant::now();
     validate(source, doc_ids, model, options)?;
-    let counted = count(source, doc_ids.len(), options)?;
-    // The target directory is checked (and its leftovers tidied) before any work.
+    // The target directory is checked, its writer lock taken and its leftovers
+    // tidied before any work (counting tokenizes the whole corpus): a second
+    // writer is refused at once.
     let tmp = TempIndexDir::create(out_dir, options.wait_for_lock)?;
+    let counted = count(source, doc_ids.len(), options)?;
     let sample = sample(source, doc_ids, &counted, options, progress)?;
     let trained = train_codec(&sample, source.dim(), counted.k0, options, progress)?;
     let mut files = BTreeMap::new();
