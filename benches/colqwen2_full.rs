@@ -4,9 +4,11 @@
 //! only builds it); run with
 //!
 //! ```sh
-//! COLQWEN2_BENCH_IMAGE=../shared/data/vidore-arxivqa-mini/images/0.png \
-//!     cargo bench --bench colqwen2_full
+//! COLQWEN2_BENCH_IMAGE=path/to/page.png cargo bench --bench colqwen2_full
 //! ```
+//!
+//! (default page: the committed, downscaled fixture page 0; the figures in the
+//! issue notes used the full-resolution page 0 of the ViDoRe arxivqa set.)
 //!
 //! Shapes are those of `vidore/colqwen2-base` (vision: 32 blocks of 1280, 16
 //! heads, MLP 5120, merger 5120 → 1536; text: 28 layers of 1536, 12/2 heads,
