@@ -194,14 +194,37 @@ unsafe fn attention_head(
     let scale = 1.0 / (d as f32).sqrt();
     let k = q.add(hidden);
     let v = q.add(2 * hidden);
-    // scores[i, j] = scale · q_i · k_j
+    scaled_scores(seq, n_keys, d, q, k, stride, scale, scores);
+    for row in scores.chunks_mut(n_keys) {
+        softmax_in_place(row);
+    }
+    weighted_values(seq, d, n_keys, scores, v, stride, out, hidden);
+}
+
+/// `scores[i, j] = scale · q_i · k_j` for `m` query rows and `nk` key rows of
+/// `d` columns, both with row stride `stride` (single-threaded gemm).
+///
+/// # Safety
+/// `q` must address `m` rows and `k` `nk` rows of `d` readable values at row
+/// stride `stride`; `scores` holds at least `m·nk` values.
+#[allow(clippy::too_many_arguments)]
+unsafe fn scaled_scores(
+    m: usize,
+    nk: usize,
+    d: usize,
+    q: *const f32,
+    k: *const f32,
+    stride: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
     gemm::gemm(
-        seq,
-        n_keys,
+        m,
+        nk,
         d,
         scores.as_mut_ptr(),
         1,
-        n_keys as isize,
+        nk as isize,
         false,
         q,
         1,
@@ -216,21 +239,37 @@ unsafe fn attention_head(
         false,
         gemm::Parallelism::None,
     );
-    for row in scores.chunks_mut(n_keys) {
-        softmax_in_place(row);
-    }
-    // out[i, c] = Σ_j p[i, j] · v_j[c]
+}
+
+/// `out[i, c] = Σ_j p[i, j] · v_j[c]` for `m` rows of probabilities over `nk`
+/// value rows of `d` columns (row stride `stride`); `out` has row stride
+/// `out_stride` (single-threaded gemm).
+///
+/// # Safety
+/// `v` must address `nk` rows of `d` readable values at stride `stride`; `out`
+/// `m` rows of `d` writable values at stride `out_stride`, written by no one else.
+#[allow(clippy::too_many_arguments)]
+unsafe fn weighted_values(
+    m: usize,
+    d: usize,
+    nk: usize,
+    p: &[f32],
+    v: *const f32,
+    stride: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
     gemm::gemm(
-        seq,
+        m,
         d,
-        n_keys,
+        nk,
         out,
         1,
-        hidden as isize,
+        out_stride as isize,
         false,
-        scores.as_ptr(),
+        p.as_ptr(),
         1,
-        n_keys as isize,
+        nk as isize,
         v,
         1,
         stride as isize,
@@ -574,29 +613,7 @@ fn attention_spans(
             // SAFETY: q addresses rows r0..r1 (stride `stride`, d columns of head h),
             // k and v rows lo..hi of key/value head g, all inside qkv.data (spans
             // were checked to lie in 0..rows); `scores` holds m·nk values.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    nk,
-                    d,
-                    scores.as_mut_ptr(),
-                    1,
-                    nk as isize,
-                    false,
-                    q,
-                    1,
-                    stride as isize,
-                    k,
-                    stride as isize,
-                    1,
-                    0.0f32,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            unsafe { scaled_scores(m, nk, d, q, k, stride, scale, scores) };
             for (i, row) in scores.chunks_mut(nk).enumerate() {
                 let [s, e] = spans.spans[r0 + i];
                 let (s, e) = (s as usize, e as usize);
@@ -611,28 +628,17 @@ fn attention_spans(
             // SAFETY: v as above; the destination is rows r0..r1, columns
             // h·d..h·d+d of `out` (row stride `hidden`), written by this task alone.
             unsafe {
-                gemm::gemm(
+                weighted_values(
                     m,
                     d,
                     nk,
-                    out_ptr.0.add(r0 * hidden + h * d),
-                    1,
-                    hidden as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    nk as isize,
+                    scores,
                     v,
-                    1,
-                    stride as isize,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+                    stride,
+                    out_ptr.0.add(r0 * hidden + h * d),
+                    hidden,
+                )
+            };
         });
     HostMatrix::new(rows, hidden, out)
 }
