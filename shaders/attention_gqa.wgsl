@@ -5,7 +5,11 @@
 // the rows j ∈ [span[r].start, span[r].end) of the same tensor:
 //   out[r, h·d .. h·d + d] = Σ_j softmax_j(q_{r,h} · k_{j,g} · scale) · v_{j,g}
 // An empty span gives zeros (never NaN). Online softmax in one pass over the keys.
-// One invocation per (query row, query head): workgroup x = tile of rows, y = head.
+// The value columns are tiled: one invocation per (query row, query head, tile of
+// VALUE_TILE output columns): workgroup x = tile of rows, y = head · tiles + tile.
+// Each invocation holds its whole query head (≤ MAX_HEAD_DIM = 256, Gemma's size)
+// for the scores and accumulates only its tile, so the private arrays stay bounded
+// (256 + 128 floats) and head_dim 256 runs as two tiles that share the scores' math.
 // Bindings (group 0):
 //   0 qkv    storage read  array<f32> [rows, (QH + 2·KVH)·d]
 //   1 spans  storage read  array<u32> [rows, 2]  (start, end)
@@ -14,7 +18,8 @@
 
 override WG_SIZE: u32 = 64u;
 override HEAD_DIM: u32 = 64u;
-const MAX_HEAD_DIM: u32 = 128u;
+const MAX_HEAD_DIM: u32 = 256u;
+const VALUE_TILE: u32 = 128u;
 
 struct Params {
     rows: u32,
@@ -37,7 +42,9 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let h = wid.y;
+    let tiles = (HEAD_DIM + VALUE_TILE - 1u) / VALUE_TILE;
+    let h = wid.y / tiles;
+    let c0 = (wid.y % tiles) * VALUE_TILE;
     let r = wid.x * WG_SIZE + lid;
     if (h >= params.q_heads || r >= params.rows) {
         return;
@@ -50,10 +57,13 @@ fn main(
     let k_off = qh * d + g * d;
     let v_off = (qh + kvh) * d + g * d;
     var q: array<f32, MAX_HEAD_DIM>;
-    var acc: array<f32, MAX_HEAD_DIM>;
+    var acc: array<f32, VALUE_TILE>;
     let q_base = r * stride + h * d;
     for (var c = 0u; c < d; c++) {
         q[c] = qkv[q_base + c] * params.scale;
+    }
+    let width = min(VALUE_TILE, d - c0);
+    for (var c = 0u; c < width; c++) {
         acc[c] = 0.0;
     }
     let start = spans[2u * r];
@@ -70,15 +80,15 @@ fn main(
         let correction = exp(running_max - new_max);
         let p = exp(s - new_max);
         denom = denom * correction + p;
-        let v_base = j * stride + v_off;
-        for (var c = 0u; c < d; c++) {
+        let v_base = j * stride + v_off + c0;
+        for (var c = 0u; c < width; c++) {
             acc[c] = acc[c] * correction + p * qkv[v_base + c];
         }
         running_max = new_max;
     }
     let inv = select(0.0, 1.0 / denom, denom > 0.0);
-    let out_base = r * qh * d + h * d;
-    for (var c = 0u; c < d; c++) {
+    let out_base = r * qh * d + h * d + c0;
+    for (var c = 0u; c < width; c++) {
         out[out_base + c] = acc[c] * inv;
     }
 }

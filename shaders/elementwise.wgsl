@@ -4,6 +4,10 @@
 //   gelu:       out[i] = 0.5 · a[i] · (1 + erf(a[i] / √2))            (merger; erf as gelu.wgsl)
 //   swiglu:     out[r, c] = silu(a[r, c]) · a[r, cols + c],  silu(x) = x · σ(x)
 //               (a is the fused [rows, 2·cols] gate|up projection of a SwiGLU MLP)
+//   gelu_tanh:  out[i] = gelu_t(a[i])                                  (SigLIP MLP)
+//   geglu:      out[r, c] = gelu_t(a[r, c]) · a[r, cols + c]          (Gemma MLP)
+//               gelu_t(x) = 0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))),
+//               tanh(u) = 1 − 2 / (e^(2u) + 1) (finite for any u: ±1 at the ends)
 // with σ(x) = 1 / (1 + e⁻ˣ). One invocation per output element; the linear
 // index i = global x + global y · (x extent) (grids past 65,535 workgroups use y).
 // Bindings (group 0):
@@ -76,4 +80,33 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let g = a[r * 2u * cols + c];
     let u = a[r * 2u * cols + cols + c];
     out[i] = g * sigmoid(g) * u;
+}
+
+fn gelu_tanh_of(x: f32) -> f32 {
+    let u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+    let t = 1.0 - 2.0 / (exp(2.0 * u) + 1.0);
+    return 0.5 * x * (1.0 + t);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn gelu_tanh(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= params.rows * params.cols) {
+        return;
+    }
+    out[i] = gelu_tanh_of(a[i]);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn geglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    let cols = params.cols;
+    if (i >= params.rows * cols) {
+        return;
+    }
+    let r = i / cols;
+    let c = i % cols;
+    let g = a[r * 2u * cols + c];
+    let u = a[r * 2u * cols + cols + c];
+    out[i] = gelu_tanh_of(g) * u;
 }

@@ -57,14 +57,14 @@ impl Default for ModelOptions {
     }
 }
 
-/// What runs a model: a text ColBERT, or a page-image ColQwen2.
+/// What runs a model: a text ColBERT, or a page-image ColQwen2 / ColPali.
 enum Inner {
     Text(Box<Encoder>),
     Pages(Box<PageEncoder>),
 }
 
 /// A late-interaction model loaded on one device: a text ColBERT (documents
-/// are texts) or a ColQwen2 page-image model (documents are page images;
+/// are texts) or a ColQwen2 / ColPali page-image model (documents are page images;
 /// queries are texts either way).
 pub struct Model {
     encoder: Mutex<Inner>,
@@ -152,7 +152,7 @@ impl Model {
         }
     }
 
-    /// Whether documents are page images (ColQwen2) rather than texts.
+    /// Whether documents are page images (ColQwen2, ColPali) rather than texts.
     pub fn takes_images(&self) -> bool {
         matches!(&*self.encoder(), Inner::Pages(_))
     }
@@ -163,8 +163,9 @@ impl Model {
     ) -> Result<&'a mut Encoder> {
         match &mut **guard {
             Inner::Text(e) => Ok(e),
-            Inner::Pages(_) => Err(Error::Input(format!(
-                "{what}: this is a page-image model (ColQwen2): its documents are images"
+            Inner::Pages(p) => Err(Error::Input(format!(
+                "{what}: this is a page-image model ({}): its documents are images",
+                p.family().name()
             ))),
         }
     }
@@ -188,7 +189,7 @@ impl Model {
         Self::text_encoder(&mut g, "encoding documents as text")?.encode_documents(texts)
     }
 
-    /// One vector per image token of each page image (ColQwen2 models; PNG or
+    /// One vector per image token of each page image (ColQwen2, ColPali; PNG or
     /// JPEG files). Errors name the file that cannot be read.
     pub fn encode_images(&self, paths: &[&Path]) -> Result<Vec<TokenVectors>> {
         let mut g = self.encoder();
@@ -846,21 +847,61 @@ pub fn describe_model(dir: &Path) -> Result<Vec<String>> {
     use crate::model::{Checkpoint, HeadLayout};
     if crate::model::is_page_model(dir) {
         let adapter = crate::model::lora::LoraAdapter::is_adapter(dir);
-        let config_dir = if dir.join("config.json").is_file() || !adapter {
-            dir.to_path_buf()
+        let config_dir = crate::model::page_config_dir(dir, None)?;
+        let on_base = if adapter {
+            format!(", LoRA adapter on {}", config_dir.display())
         } else {
-            crate::model::lora::LoraAdapter::load(dir)?.base_dir(None)?
+            String::new()
         };
+        if crate::model::colpali::is_colpali_dir(&config_dir) {
+            let path = config_dir.join("config.json");
+            let c = crate::model::paligemma::PaliGemmaConfig::load(&path)?;
+            let layout = std::fs::read_to_string(&path)
+                .map(|t| t.contains("\"vlm_config\""))
+                .unwrap_or(false);
+            let (v, t) = (&c.vision, &c.text);
+            return Ok(vec![
+                format!(
+                    "model: {} — ColPali (PaliGemma: SigLIP + Gemma), {} layout{on_base}",
+                    dir.display(),
+                    if layout {
+                        "transformers ColPaliForRetrieval"
+                    } else {
+                        "colpali-engine"
+                    }
+                ),
+                format!(
+                    "vision: SigLIP, {} layers, width {}, {} heads, mlp {}, {}×{} input in {}×{} patches → {} image tokens, projector → {}",
+                    v.num_hidden_layers,
+                    v.hidden_size,
+                    v.num_attention_heads,
+                    v.intermediate_size,
+                    v.image_size,
+                    v.image_size,
+                    v.patch_size,
+                    v.patch_size,
+                    v.num_patches(),
+                    c.projection_dim
+                ),
+                format!(
+                    "language model: Gemma, {} layers, hidden {}, {} query / {} key-value heads of {}, ffn {} (GeGLU), vocab {}, RoPE θ {}",
+                    t.num_hidden_layers,
+                    t.hidden_size,
+                    t.num_attention_heads,
+                    t.num_key_value_heads,
+                    t.head_dim,
+                    t.intermediate_size,
+                    t.vocab_size,
+                    t.rope_theta
+                ),
+                "documents: page images (encode/index --images); queries: text".into(),
+            ]);
+        }
         let c = crate::model::qwen2_vl::Qwen2VlConfig::load(&config_dir.join("config.json"))?;
         return Ok(vec![
             format!(
-                "model: {} — ColQwen2 (Qwen2-VL){}",
+                "model: {} — ColQwen2 (Qwen2-VL){on_base}",
                 dir.display(),
-                if adapter {
-                    format!(", LoRA adapter on {}", config_dir.display())
-                } else {
-                    String::new()
-                }
             ),
             format!(
                 "vision: {} blocks, width {}, {} heads, patch {}×{} (temporal {}), {}×{} merge → {}",

@@ -192,7 +192,7 @@ struct EncodeArgs {
     #[arg(long, conflicts_with = "images")]
     docs: Option<PathBuf>,
     /// Page images (a PNG/JPEG file, or a directory of them; ids = file names without
-    /// extension), for a page-image model (ColQwen2)
+    /// extension), for a page-image model (ColQwen2 or ColPali)
     #[arg(long)]
     images: Option<PathBuf>,
     /// Output file (.safetensors): vectors, offsets, token_ids; ids and the model in metadata
@@ -251,7 +251,7 @@ fn list_images(path: &Path, limit: Option<usize>) -> Result<(Vec<PathBuf>, Vec<S
     Ok((files, ids))
 }
 
-/// `encode --images`: page images through a ColQwen2 model.
+/// `encode --images`: page images through a ColQwen2 or ColPali model.
 fn encode_images(a: &EncodeArgs, images: &Path) -> Result<()> {
     let inputs: [&Path; 2] = [images, &a.model];
     colwgpu::io::output::check_file_target(&a.out, &inputs)?;
@@ -259,7 +259,7 @@ fn encode_images(a: &EncodeArgs, images: &Path) -> Result<()> {
     let model = a.device.open_model(&a.model, a.batch_size)?;
     if !model.takes_images() {
         bail!(
-            "{} is a text model: --images needs a page-image model (ColQwen2)",
+            "{} is a text model: --images needs a page-image model (ColQwen2 or ColPali)",
             a.model.display()
         );
     }
@@ -398,7 +398,7 @@ struct IndexArgs {
     #[arg(long, conflicts_with_all = ["vectors", "images"], required_unless_present_any = ["vectors", "images"])]
     corpus: Option<PathBuf>,
     /// Page images (a PNG/JPEG file or a directory of them; ids = file names without
-    /// extension), encoded now with a page-image model (ColQwen2)
+    /// extension), encoded now with a page-image model (ColQwen2 or ColPali)
     #[arg(long, conflicts_with = "vectors")]
     images: Option<PathBuf>,
     /// Precomputed document token vectors: the .safetensors `colwgpu encode --docs` writes,
@@ -543,7 +543,9 @@ fn build_index(a: IndexArgs) -> Result<()> {
                 .context("give --corpus FILE or --images DIR (with --model), or --vectors FILE")?;
             let model = model.as_ref().context("--images needs --model")?;
             if !model.takes_images() {
-                bail!("--images needs a page-image model (ColQwen2); this is a text model");
+                bail!(
+                    "--images needs a page-image model (ColQwen2 or ColPali); this is a text model"
+                );
             }
             let (files, ids) = list_images(images, a.limit)?;
             let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();

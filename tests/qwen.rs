@@ -348,6 +348,10 @@ fn attention_gqa_cpu_and_gpu_match_f64() {
         (KeySpans::causal_left_padded(35, &[0, 7, 35]), 12, 2, 128),
         (KeySpans::causal_left_padded(9, &[2, 0]), 3, 1, 5),
         (KeySpans::blocks(&[70]), 2, 1, 80),
+        // Gemma's head_dim 256 (two value tiles) with multi-query attention,
+        // and 200 (a partial second tile).
+        (KeySpans::causal_left_padded(19, &[0, 5]), 8, 1, 256),
+        (KeySpans::blocks(&[13, 6]), 2, 2, 200),
     ];
     // Arbitrary spans, some empty.
     let rows = 41;

@@ -54,6 +54,9 @@ Outputs (OUT = tests/fixtures/colpali):
     scores              F32 [2, 10]  MaxSim of the single-query vectors vs all_doc_vectors
     adapter_doc_vectors, adapter_query_vectors_0  F32  image 0 / query 0 with the adapter
     hf_doc_vectors      F32  image 0 through ColPaliForRetrieval with the renamed weights
+                        (colpali-engine's ids for it)
+    hf_processor_doc_ids, hf_processor_query_ids  I64  transformers' ColPaliProcessor's ids
+                        for image 0 and query 0 (its prompts: one <bos>, "Question: ", "\n")
 
 Checked against the installed sources (colpali-engine 0.3.18, transformers 5.24.0):
   * Document prompt: ColPaliProcessor.visual_prompt_prefix "<image><bos>Describe the image.";
@@ -300,6 +303,15 @@ def main():
             hf_json = json.load(f)
         with open(os.path.join(args.out, "hf_config.json"), "w") as f:
             json.dump(hf_json, f, indent=1)
+        # transformers' own ColPaliProcessor (the prompts of the ColPaliForRetrieval layout).
+        from transformers import ColPaliProcessor as HfColPaliProcessor
+        hf_proc = HfColPaliProcessor(image_processor=image_processor, tokenizer=processor.tokenizer)
+        hd = hf_proc(images=images[:1], return_tensors="pt")
+        hq = hf_proc(text=query_texts[:1], return_tensors="pt")
+        tensors["hf_processor_doc_ids"] = hd["input_ids"][0].numpy()
+        tensors["hf_processor_query_ids"] = hq["input_ids"][0].numpy()
+        facts["hf_processor_doc_text"] = hf_proc.tokenizer.decode(hd["input_ids"][0, n_patches - 1:])
+        facts["hf_processor_query_text"] = hf_proc.tokenizer.decode(hq["input_ids"][0])
         d0 = processor.process_images(images[:1])
         hv = hf(input_ids=d0["input_ids"], pixel_values=d0["pixel_values"],
                 attention_mask=d0["attention_mask"], token_type_ids=d0["token_type_ids"]).embeddings[0]

@@ -515,8 +515,33 @@ fn unary_elementwise(x: &HostMatrix, op: Unary, mut out: Vec<f32>) -> Result<Hos
     out.par_chunks_mut(chunk).for_each(|c| match op {
         Unary::QuickGelu => c.iter_mut().for_each(|v| *v *= sigmoid(1.702 * *v)),
         Unary::Gelu => gelu_in_place(c),
+        Unary::GeluTanh => c.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
     });
     HostMatrix::new(x.rows, x.cols, out)
+}
+
+/// GELU, tanh approximation (as torch's `gelu(approximate="tanh")`).
+pub fn gelu_tanh(x: f32) -> f32 {
+    const K: f32 = 0.797_884_6; // √(2/π)
+    0.5 * x * (1.0 + (K * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+/// `gate(g) · up` over the halves of each row.
+fn gated_rows(x: &HostMatrix, mut out: Vec<f32>, gate: fn(f32) -> f32) -> Result<HostMatrix> {
+    let f = check_swiglu(x)?;
+    out.resize(x.rows * f, 0.0);
+    if f == 0 {
+        return HostMatrix::new(x.rows, 0, out);
+    }
+    out.par_chunks_mut(f)
+        .zip(x.data.par_chunks(2 * f))
+        .for_each(|(o, row)| {
+            let (g, up) = row.split_at(f);
+            for ((o, g), u) in o.iter_mut().zip(g).zip(up) {
+                *o = gate(*g) * u;
+            }
+        });
+    HostMatrix::new(x.rows, f, out)
 }
 
 /// `silu(gate) · up` over the halves of each row.
@@ -796,6 +821,14 @@ impl Backend for CpuBackend {
         let buffer = self.take_buffer(x.data.len() / 2);
         let out = swiglu_rows(x, buffer);
         self.finish_op("swiglu", start);
+        out
+    }
+
+    fn geglu(&mut self, x: &HostMatrix) -> Result<HostMatrix> {
+        let start = Instant::now();
+        let buffer = self.take_buffer(x.data.len() / 2);
+        let out = gated_rows(x, buffer, gelu_tanh);
+        self.finish_op("geglu", start);
         out
     }
 

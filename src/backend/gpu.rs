@@ -348,6 +348,7 @@ impl Backend for GpuBackend {
         let op = match op {
             Unary::QuickGelu => kernels::elementwise::Op::QuickGelu,
             Unary::Gelu => kernels::elementwise::Op::Gelu,
+            Unary::GeluTanh => kernels::elementwise::Op::GeluTanh,
         };
         self.elementwise(op, x, x, (x.rows, x.cols))
     }
@@ -355,6 +356,11 @@ impl Backend for GpuBackend {
     fn swiglu(&mut self, x: &GpuTensor) -> Result<GpuTensor> {
         let f = check_swiglu(x)?;
         self.elementwise(kernels::elementwise::Op::SwiGlu, x, x, (x.rows, f))
+    }
+
+    fn geglu(&mut self, x: &GpuTensor) -> Result<GpuTensor> {
+        let f = check_swiglu(x)?;
+        self.elementwise(kernels::elementwise::Op::GeGlu, x, x, (x.rows, f))
     }
 
     fn rotary(

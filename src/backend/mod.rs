@@ -98,6 +98,9 @@ pub enum Unary {
     QuickGelu,
     /// Exact GELU, `0.5·x·(1 + erf(x/√2))` (Qwen2-VL's patch merger).
     Gelu,
+    /// GELU, tanh approximation `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`
+    /// (SigLIP's MLP, `gelu_pytorch_tanh`).
+    GeluTanh,
 }
 
 /// Which keys each query row of an attention attends to: row `r` attends rows
@@ -271,6 +274,10 @@ pub trait Backend {
 
     /// SwiGLU over a fused gate|up projection `[rows, 2F]`: `silu(gate) · up`, `[rows, F]`.
     fn swiglu(&mut self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// GeGLU over a fused gate|up projection `[rows, 2F]`: `gelu_tanh(gate) · up`,
+    /// `[rows, F]` (Gemma's MLP).
+    fn geglu(&mut self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// Rotary embeddings (rotate-half form) on heads `0..heads` of every row of
     /// `x`, from `table` `[rows, head_dim]` holding each row's cos then sin (see

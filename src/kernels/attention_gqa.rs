@@ -5,8 +5,10 @@ use super::ROW_WG;
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, GpuContext, KernelSpec};
 
-/// Largest head dimension the shader's private arrays hold.
-pub const MAX_HEAD_DIM: usize = 128;
+/// Largest head dimension the shader's private arrays hold (Gemma's 256).
+pub const MAX_HEAD_DIM: usize = 256;
+/// Output columns one invocation accumulates (the shader's `VALUE_TILE`).
+pub const VALUE_TILE: usize = 128;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -58,10 +60,11 @@ pub fn record(
         ));
     }
     let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
-    if q_heads > max {
+    let ys = q_heads * head_dim.div_ceil(VALUE_TILE);
+    if ys > max {
         return Err(Error::LimitExceeded {
             what: format!("attention over {q_heads} heads (workgroups along y)"),
-            needed: q_heads as u64,
+            needed: ys as u64,
             limit: max as u64,
         });
     }
@@ -76,6 +79,6 @@ pub fn record(
         _pad2: 0,
     };
     let constants = [("WG_SIZE", ROW_WG as f64), ("HEAD_DIM", head_dim as f64)];
-    let groups = [(rows as u32).div_ceil(ROW_WG).max(1), q_heads as u32, 1];
+    let groups = [(rows as u32).div_ceil(ROW_WG).max(1), ys as u32, 1];
     ctx.record_kernel(encoder, &SPEC, &constants, &b.in_order(), &params, groups)
 }

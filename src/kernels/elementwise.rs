@@ -1,4 +1,5 @@
-//! `shaders/elementwise.wgsl`: residual add, quick_gelu, exact GELU, SwiGLU.
+//! `shaders/elementwise.wgsl`: residual add, quick_gelu, exact GELU, SwiGLU,
+//! tanh GELU, GeGLU.
 
 use super::ROW_WG;
 use crate::error::Result;
@@ -32,6 +33,8 @@ pub const ADD: KernelSpec = spec("add");
 pub const QUICK_GELU: KernelSpec = spec("quick_gelu");
 pub const GELU: KernelSpec = spec("gelu_exact");
 pub const SWIGLU: KernelSpec = spec("swiglu");
+pub const GELU_TANH: KernelSpec = spec("gelu_tanh");
+pub const GEGLU: KernelSpec = spec("geglu");
 
 /// Which element-wise op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,12 +47,16 @@ pub enum Op {
     Gelu,
     /// `silu(gate) · up` over the halves of `a` (`[rows, 2·cols]`).
     SwiGlu,
+    /// GELU, tanh approximation (`gelu_pytorch_tanh`).
+    GeluTanh,
+    /// `gelu_tanh(gate) · up` over the halves of `a` (`[rows, 2·cols]`).
+    GeGlu,
 }
 
 super::kernel_buffers! {
     /// What `elementwise.wgsl` binds.
     pub struct Buffers<'a> {
-        /// `[rows, cols]` (`[rows, 2·cols]` for [`Op::SwiGlu`]).
+        /// `[rows, cols]` (`[rows, 2·cols]` for [`Op::SwiGlu`] and [`Op::GeGlu`]).
         a: &'a wgpu::Buffer,
         /// `[rows, cols]`; read by [`Op::Add`] only.
         b: Option<&'a wgpu::Buffer>,
@@ -77,6 +84,8 @@ pub fn record(
         Op::QuickGelu => QUICK_GELU,
         Op::Gelu => GELU,
         Op::SwiGlu => SWIGLU,
+        Op::GeluTanh => GELU_TANH,
+        Op::GeGlu => GEGLU,
     };
     let n = (rows * cols) as u32;
     let wg = [("WG_SIZE", ROW_WG as f64)];

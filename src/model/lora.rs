@@ -17,16 +17,30 @@ use crate::error::{Error, Result};
 use crate::model::weights::TensorFile;
 
 /// A tensor or module name without its wrappers: `layers.0.mlp.up_proj`,
-/// `visual.blocks.3.attn.qkv`, `custom_text_proj`, `embed_tokens`.
-pub fn canonical(name: &str) -> &str {
-    let mut s = name.strip_prefix("base_model.model.").unwrap_or(name);
-    for p in ["vlm.model.", "vlm.", "model."] {
-        if let Some(rest) = s.strip_prefix(p) {
-            s = rest;
+/// `visual.blocks.3.attn.qkv`, `custom_text_proj`, `embed_tokens`. The leading
+/// wrappers (`base_model.model.`, `vlm.`, `model.`, `language_model.`, in any
+/// number and order: colpali-engine's ColPali is `model.model.language_model.*` in
+/// memory and `model.language_model.model.*` on disk) are dropped, SigLIP's
+/// `vision_tower.vision_model.` (transformers 4.x) is read as `vision_tower.` (5.x),
+/// and transformers' `embedding_proj_layer` as colpali-engine's `custom_text_proj`.
+pub fn canonical(name: &str) -> String {
+    let mut s = name;
+    loop {
+        let before = s.len();
+        for p in ["base_model.model.", "vlm.", "model.", "language_model."] {
+            if let Some(rest) = s.strip_prefix(p) {
+                s = rest;
+            }
+        }
+        if s.len() == before {
             break;
         }
     }
-    s.strip_prefix("language_model.").unwrap_or(s)
+    let s = s.replacen("vision_tower.vision_model.", "vision_tower.", 1);
+    match s.strip_prefix("embedding_proj_layer") {
+        Some(rest) => format!("custom_text_proj{rest}"),
+        None => s,
+    }
 }
 
 /// One adapted module: `B·A` scaled.
@@ -103,7 +117,7 @@ impl LoraAdapter {
             match lora {
                 Some((module, kind)) => {
                     let e = pairs
-                        .entry(canonical(module).to_string())
+                        .entry(canonical(module))
                         .or_insert(Pair { a: None, b: None });
                     if kind == "lora_A" {
                         e.a = Some(m);
@@ -113,7 +127,7 @@ impl LoraAdapter {
                 }
                 None => {
                     let n = name.replace(".modules_to_save.default", "");
-                    full.insert(canonical(&n).to_string(), m);
+                    full.insert(canonical(&n), m);
                 }
             }
         }
@@ -167,6 +181,7 @@ impl LoraAdapter {
     /// Merges the adapter into weight `name` (full tensors replace it).
     pub fn apply(&self, name: &str, w: &mut HostMatrix) -> Result<()> {
         let tensor = canonical(name);
+        let tensor = tensor.as_str();
         if let Some(f) = self.full.get(tensor) {
             if f.data.len() != w.data.len() {
                 return Err(Error::Input(format!(

@@ -3,9 +3,11 @@
 
 pub mod bert;
 pub mod colbert;
+pub mod colpali;
 pub mod colqwen2;
 pub mod config;
 pub mod lora;
+pub mod paligemma;
 pub mod qwen2_vl;
 pub mod weights;
 
@@ -131,7 +133,8 @@ impl Encoder {
 }
 
 /// Whether `dir` holds a page-image model (ColQwen2: a Qwen2-VL config, a
-/// transformers `ColQwen2ForRetrieval` config, or a PEFT adapter on one)
+/// transformers `ColQwen2ForRetrieval` config; ColPali: a PaliGemma config or a
+/// transformers `ColPaliForRetrieval` config; or a PEFT adapter on either)
 /// rather than a text ColBERT.
 pub fn is_page_model(dir: &Path) -> bool {
     if lora::LoraAdapter::is_adapter(dir) {
@@ -140,15 +143,56 @@ pub fn is_page_model(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("config.json"))
         .map(|t| {
             let t = t.to_ascii_lowercase();
-            t.contains("\"qwen2_vl\"") || t.contains("colqwen2") || t.contains("\"vlm_config\"")
+            t.contains("\"qwen2_vl\"")
+                || t.contains("colqwen2")
+                || t.contains("\"vlm_config\"")
+                || t.contains("\"paligemma\"")
         })
         .unwrap_or(false)
 }
 
-/// A ColQwen2 page encoder on the backend chosen at run time.
+/// The page-image model families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageFamily {
+    ColQwen2,
+    ColPali,
+}
+
+impl PageFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            PageFamily::ColQwen2 => "ColQwen2",
+            PageFamily::ColPali => "ColPali",
+        }
+    }
+}
+
+/// The directory whose `config.json` describes the page model in `dir`: `dir`
+/// itself, or an adapter's base (`base` if given).
+pub fn page_config_dir(dir: &Path, base: Option<&Path>) -> Result<std::path::PathBuf> {
+    if dir.join("config.json").is_file() || !lora::LoraAdapter::is_adapter(dir) {
+        Ok(dir.to_path_buf())
+    } else {
+        lora::LoraAdapter::load(dir)?.base_dir(base)
+    }
+}
+
+/// Which family the page model in `dir` (or the base of the adapter in `dir`) is.
+pub fn page_family(dir: &Path, base: Option<&Path>) -> Result<PageFamily> {
+    let config_dir = page_config_dir(dir, base)?;
+    Ok(if colpali::is_colpali_dir(&config_dir) {
+        PageFamily::ColPali
+    } else {
+        PageFamily::ColQwen2
+    })
+}
+
+/// A page encoder (ColQwen2 or ColPali) on the backend chosen at run time.
 pub enum PageEncoder {
     Cpu(colqwen2::ColQwen2Encoder<CpuBackend>),
     Gpu(colqwen2::ColQwen2Encoder<GpuBackend>),
+    ColPaliCpu(colpali::ColPaliEncoder<CpuBackend>),
+    ColPaliGpu(colpali::ColPaliEncoder<GpuBackend>),
 }
 
 macro_rules! each_page {
@@ -156,25 +200,55 @@ macro_rules! each_page {
         match $self {
             PageEncoder::Cpu($e) => $body,
             PageEncoder::Gpu($e) => $body,
+            PageEncoder::ColPaliCpu($e) => $body,
+            PageEncoder::ColPaliGpu($e) => $body,
         }
     };
 }
 
 impl PageEncoder {
-    /// Loads the checkpoint (or adapter + base) in `dir` onto the chosen device.
+    /// Loads the checkpoint (or adapter + base) in `dir` onto the chosen device;
+    /// the family (ColQwen2 or ColPali) comes from the checkpoint's config.
     pub fn open(
         dir: &Path,
         base: Option<&Path>,
         device: DeviceChoice,
         options: &GpuOptions,
     ) -> Result<Self> {
-        let ckpt = colqwen2::ColQwen2Checkpoint::load_with_base(dir, base)?;
-        Ok(match resolve_device(device, options)? {
-            Some(ctx) => {
-                PageEncoder::Gpu(colqwen2::ColQwen2Encoder::new(ckpt, GpuBackend::new(ctx))?)
+        Ok(match page_family(dir, base)? {
+            PageFamily::ColQwen2 => {
+                let ckpt = colqwen2::ColQwen2Checkpoint::load_with_base(dir, base)?;
+                match resolve_device(device, options)? {
+                    Some(ctx) => PageEncoder::Gpu(colqwen2::ColQwen2Encoder::new(
+                        ckpt,
+                        GpuBackend::new(ctx),
+                    )?),
+                    None => {
+                        PageEncoder::Cpu(colqwen2::ColQwen2Encoder::new(ckpt, CpuBackend::new())?)
+                    }
+                }
             }
-            None => PageEncoder::Cpu(colqwen2::ColQwen2Encoder::new(ckpt, CpuBackend::new())?),
+            PageFamily::ColPali => {
+                let ckpt = colpali::ColPaliCheckpoint::load_with_base(dir, base)?;
+                match resolve_device(device, options)? {
+                    Some(ctx) => PageEncoder::ColPaliGpu(colpali::ColPaliEncoder::new(
+                        ckpt,
+                        GpuBackend::new(ctx),
+                    )?),
+                    None => PageEncoder::ColPaliCpu(colpali::ColPaliEncoder::new(
+                        ckpt,
+                        CpuBackend::new(),
+                    )?),
+                }
+            }
         })
+    }
+
+    pub fn family(&self) -> PageFamily {
+        match self {
+            PageEncoder::Cpu(_) | PageEncoder::Gpu(_) => PageFamily::ColQwen2,
+            PageEncoder::ColPaliCpu(_) | PageEncoder::ColPaliGpu(_) => PageFamily::ColPali,
+        }
     }
 
     pub fn encode_queries(&mut self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
@@ -209,7 +283,10 @@ impl PageEncoder {
     pub fn compute(&self) -> crate::backend::Compute {
         match self {
             PageEncoder::Gpu(e) => crate::backend::Compute::Gpu(e.backend().context().clone()),
-            PageEncoder::Cpu(_) => crate::backend::Compute::Cpu,
+            PageEncoder::ColPaliGpu(e) => {
+                crate::backend::Compute::Gpu(e.backend().context().clone())
+            }
+            PageEncoder::Cpu(_) | PageEncoder::ColPaliCpu(_) => crate::backend::Compute::Cpu,
         }
     }
 }

@@ -568,7 +568,7 @@ pub fn inv_freq(dim: usize, theta: f64) -> Vec<f32> {
 }
 
 /// The `[rows, head_dim]` cos | sin table of per-row angles `angles[r][c]`, c < head_dim/2.
-fn rope_table(angles: impl Iterator<Item = Vec<f32>>, head_dim: usize) -> Result<HostMatrix> {
+pub(crate) fn rope_table(angles: impl Iterator<Item = Vec<f32>>, head_dim: usize) -> Result<HostMatrix> {
     let half = head_dim / 2;
     let mut data = Vec::new();
     let mut rows = 0;
