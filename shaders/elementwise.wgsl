@@ -5,14 +5,16 @@
 //   swiglu:     out[r, c] = silu(a[r, c]) · a[r, cols + c],  silu(x) = x · σ(x)
 //               (a is the fused [rows, 2·cols] gate|up projection of a SwiGLU MLP)
 //   gelu_tanh:  out[i] = gelu_t(a[i])                                  (SigLIP MLP)
-//   geglu:      out[r, c] = gelu_t(a[r, c]) · a[r, cols + c]          (Gemma MLP)
+//   geglu:      out[i] = gelu_t(a[i]) · b[i]                          (Gemma MLP:
+//               a = gate projection, b = up projection, each [rows, cols]; kept
+//               apart because Gemma-2B's fused gate|up exceeds a 128 MiB binding)
 //               gelu_t(x) = 0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))),
 //               tanh(u) = 1 − 2 / (e^(2u) + 1) (finite for any u: ±1 at the ends)
 // with σ(x) = 1 / (1 + e⁻ˣ). One invocation per output element; the linear
 // index i = global x + global y · (x extent) (grids past 65,535 workgroups use y).
 // Bindings (group 0):
 //   0 a      storage read  array<f32> [rows, cols] ([rows, 2·cols] for swiglu)
-//   1 b      storage read  array<f32> [rows, cols] (add only; bound but unused otherwise)
+//   1 b      storage read  array<f32> [rows, cols] (add and geglu; bound but unused otherwise)
 //   2 out    storage rw    array<f32> [rows, cols]
 //   3 params uniform       Params
 
@@ -100,13 +102,8 @@ fn gelu_tanh(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 @compute @workgroup_size(WG_SIZE)
 fn geglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
-    let cols = params.cols;
-    if (i >= params.rows * cols) {
+    if (i >= params.rows * params.cols) {
         return;
     }
-    let r = i / cols;
-    let c = i % cols;
-    let g = a[r * 2u * cols + c];
-    let u = a[r * 2u * cols + cols + c];
-    out[i] = gelu_tanh_of(g) * u;
+    out[i] = gelu_tanh_of(a[i]) * b[i];
 }

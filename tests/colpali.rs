@@ -34,22 +34,21 @@ fn gelu_tanh_and_geglu_cpu_and_gpu_match_f64() {
         let what = format!("{rows}×{cols}");
         // Wide range: tanh saturates on both sides (±1, never NaN).
         let x = mat(&mut rng, rows, cols, 12.0);
-        let gu = mat(&mut rng, rows, 2 * cols, 12.0);
+        let gate = mat(&mut rng, rows, cols, 12.0);
+        let up = mat(&mut rng, rows, cols, 12.0);
         let want: Vec<f32> = x
             .data
             .iter()
             .map(|&v| gelu_tanh_f64(v as f64) as f32)
             .collect();
-        let want_geglu: Vec<f32> = (0..rows)
-            .flat_map(|r| {
-                let row = &gu.data[r * 2 * cols..(r + 1) * 2 * cols];
-                (0..cols)
-                    .map(|c| (gelu_tanh_f64(row[c] as f64) * row[cols + c] as f64) as f32)
-                    .collect::<Vec<_>>()
-            })
+        let want_geglu: Vec<f32> = gate
+            .data
+            .iter()
+            .zip(&up.data)
+            .map(|(&g, &u)| (gelu_tanh_f64(g as f64) * u as f64) as f32)
             .collect();
         let c = cpu.unary(&x, Unary::GeluTanh).unwrap();
-        let cg = cpu.geglu(&gu).unwrap();
+        let cg = cpu.geglu(&gate, &up).unwrap();
         assert_eq!((cg.rows, cg.cols), (rows, cols));
         assert_close(&format!("cpu gelu_tanh {what}"), &c.data, &want, 1e-6, 1e-5);
         assert_close(
@@ -59,9 +58,13 @@ fn gelu_tanh_and_geglu_cpu_and_gpu_match_f64() {
             1e-5,
             1e-5,
         );
-        let (gx, ggu) = (g.upload(&x).unwrap(), g.upload(&gu).unwrap());
+        let (gx, gg, gu) = (
+            g.upload(&x).unwrap(),
+            g.upload(&gate).unwrap(),
+            g.upload(&up).unwrap(),
+        );
         let a = g.unary(&gx, Unary::GeluTanh).unwrap();
-        let b = g.geglu(&ggu).unwrap();
+        let b = g.geglu(&gg, &gu).unwrap();
         assert_close(
             &format!("gpu gelu_tanh {what}"),
             &g.read(&a).unwrap().data,
@@ -77,9 +80,10 @@ fn gelu_tanh_and_geglu_cpu_and_gpu_match_f64() {
             1e-5,
         );
     }
+    let (a, b) = (mat(&mut rng, 2, 5, 1.0), mat(&mut rng, 2, 4, 1.0));
     assert!(
-        cpu.geglu(&mat(&mut rng, 2, 5, 1.0)).is_err(),
-        "odd gate|up width"
+        cpu.geglu(&a, &b).is_err(),
+        "gate and up of different shapes"
     );
 }
 

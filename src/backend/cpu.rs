@@ -526,22 +526,20 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (K * (x + 0.044_715 * x * x * x)).tanh())
 }
 
-/// `gate(g) · up` over the halves of each row.
-fn gated_rows(x: &HostMatrix, mut out: Vec<f32>, gate: fn(f32) -> f32) -> Result<HostMatrix> {
-    let f = check_swiglu(x)?;
-    out.resize(x.rows * f, 0.0);
-    if f == 0 {
-        return HostMatrix::new(x.rows, 0, out);
-    }
-    out.par_chunks_mut(f)
-        .zip(x.data.par_chunks(2 * f))
-        .for_each(|(o, row)| {
-            let (g, up) = row.split_at(f);
-            for ((o, g), u) in o.iter_mut().zip(g).zip(up) {
-                *o = gate(*g) * u;
+/// `gelu_tanh(gate) · up`, element-wise.
+fn geglu_elementwise(gate: &HostMatrix, up: &HostMatrix, mut out: Vec<f32>) -> Result<HostMatrix> {
+    check_same("geglu", gate, up)?;
+    out.resize(gate.data.len(), 0.0);
+    let chunk = rows_per_task(gate.cols) * gate.cols.max(1);
+    out.par_chunks_mut(chunk)
+        .zip(gate.data.par_chunks(chunk))
+        .zip(up.data.par_chunks(chunk))
+        .for_each(|((o, g), u)| {
+            for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
+                *o = gelu_tanh(*g) * u;
             }
         });
-    HostMatrix::new(x.rows, f, out)
+    HostMatrix::new(gate.rows, gate.cols, out)
 }
 
 /// `silu(gate) · up` over the halves of each row.
@@ -824,10 +822,10 @@ impl Backend for CpuBackend {
         out
     }
 
-    fn geglu(&mut self, x: &HostMatrix) -> Result<HostMatrix> {
+    fn geglu(&mut self, gate: &HostMatrix, up: &HostMatrix) -> Result<HostMatrix> {
         let start = Instant::now();
-        let buffer = self.take_buffer(x.data.len() / 2);
-        let out = gated_rows(x, buffer, gelu_tanh);
+        let buffer = self.take_buffer(gate.data.len());
+        let out = geglu_elementwise(gate, up, buffer);
         self.finish_op("geglu", start);
         out
     }

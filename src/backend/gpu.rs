@@ -358,9 +358,9 @@ impl Backend for GpuBackend {
         self.elementwise(kernels::elementwise::Op::SwiGlu, x, x, (x.rows, f))
     }
 
-    fn geglu(&mut self, x: &GpuTensor) -> Result<GpuTensor> {
-        let f = check_swiglu(x)?;
-        self.elementwise(kernels::elementwise::Op::GeGlu, x, x, (x.rows, f))
+    fn geglu(&mut self, gate: &GpuTensor, up: &GpuTensor) -> Result<GpuTensor> {
+        check_same("geglu", gate, up)?;
+        self.elementwise(kernels::elementwise::Op::GeGlu, gate, up, (gate.rows, gate.cols))
     }
 
     fn rotary(
@@ -432,7 +432,11 @@ impl GpuBackend {
         let ctx = self.ctx.clone();
         let buffers = kernels::elementwise::Buffers {
             a: a.buffer(),
-            b: (op == kernels::elementwise::Op::Add).then(|| b.buffer()),
+            b: matches!(
+                op,
+                kernels::elementwise::Op::Add | kernels::elementwise::Op::GeGlu
+            )
+            .then(|| b.buffer()),
             out: out.buffer(),
         };
         kernels::elementwise::record(&ctx, self.encoder(), op, &buffers, (rows, cols))?;

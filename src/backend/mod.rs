@@ -275,9 +275,10 @@ pub trait Backend {
     /// SwiGLU over a fused gate|up projection `[rows, 2F]`: `silu(gate) · up`, `[rows, F]`.
     fn swiglu(&mut self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
-    /// GeGLU over a fused gate|up projection `[rows, 2F]`: `gelu_tanh(gate) · up`,
-    /// `[rows, F]` (Gemma's MLP).
-    fn geglu(&mut self, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// GeGLU: `gelu_tanh(gate) · up`, element-wise over two `[rows, F]`
+    /// projections (Gemma's MLP; kept apart, not fused like SwiGLU's gate|up,
+    /// because Gemma-2B's fused weight exceeds a 128 MiB storage binding).
+    fn geglu(&mut self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// Rotary embeddings (rotate-half form) on heads `0..heads` of every row of
     /// `x`, from `table` `[rows, head_dim]` holding each row's cos then sin (see

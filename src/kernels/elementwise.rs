@@ -49,16 +49,16 @@ pub enum Op {
     SwiGlu,
     /// GELU, tanh approximation (`gelu_pytorch_tanh`).
     GeluTanh,
-    /// `gelu_tanh(gate) · up` over the halves of `a` (`[rows, 2·cols]`).
+    /// `gelu_tanh(a) · b` (gate and up projections, each `[rows, cols]`).
     GeGlu,
 }
 
 super::kernel_buffers! {
     /// What `elementwise.wgsl` binds.
     pub struct Buffers<'a> {
-        /// `[rows, cols]` (`[rows, 2·cols]` for [`Op::SwiGlu`] and [`Op::GeGlu`]).
+        /// `[rows, cols]` (`[rows, 2·cols]` for [`Op::SwiGlu`]).
         a: &'a wgpu::Buffer,
-        /// `[rows, cols]`; read by [`Op::Add`] only.
+        /// `[rows, cols]`; read by [`Op::Add`] and [`Op::GeGlu`] only.
         b: Option<&'a wgpu::Buffer>,
         /// `[rows, cols]`.
         out: &'a wgpu::Buffer,

@@ -9,7 +9,7 @@
 //! table is never bound whole) and scaled by √hidden, image-token rows replaced by
 //! the (unscaled) projector output, positions `1 + index` in the padded row,
 //! N × {x += o(attn(RoPE(qkv(RMSNorm x)))) with multi-query attention;
-//! x += down(gelu_tanh(gate) · up)(RMSNorm x)}, final RMSNorm; RMSNorm is
+//! x += down(gelu_tanh(gate x') · up x') with x' = RMSNorm x}, final RMSNorm; RMSNorm is
 //! `x · rsqrt(mean x² + eps) · (1 + w)`, run as the backend's RMSNorm with
 //! `1 + w` formed in f32 at load. Checked against transformers 5.24's
 //! `modeling_paligemma.py`, `modeling_siglip.py`, `modeling_gemma.py` (see
@@ -234,13 +234,15 @@ pub struct SiglipLayer<W> {
     pub fc2_b: W,
 }
 
-/// One Gemma decoder layer; Q|K|V and gate|up stacked; norms hold `1 + w`.
+/// One Gemma decoder layer; Q|K|V stacked (gate and up apart: Gemma-2B's
+/// fused gate|up would be 256 MiB, over a 128 MiB storage binding); norms hold `1 + w`.
 pub struct GemmaLayer<W> {
     pub input_norm: W,
     pub qkv_w: W,
     pub o_w: W,
     pub post_norm: W,
-    pub gate_up_w: W,
+    pub gate_w: W,
+    pub up_w: W,
     pub down_w: W,
 }
 
@@ -366,14 +368,13 @@ impl PaliGemmaWeights<HostMatrix> {
             let q = get(l("self_attn.q_proj.weight"), &[qh * d, h])?;
             let k = get(l("self_attn.k_proj.weight"), &[kvh * d, h])?;
             let vv = get(l("self_attn.v_proj.weight"), &[kvh * d, h])?;
-            let gate = get(l("mlp.gate_proj.weight"), &[ff, h])?;
-            let up = get(l("mlp.up_proj.weight"), &[ff, h])?;
             layers.push(GemmaLayer {
                 input_norm: one_plus(get(l("input_layernorm.weight"), &[h])?),
                 qkv_w: HostMatrix::vstack(&[&q, &k, &vv])?,
                 o_w: get(l("self_attn.o_proj.weight"), &[h, qh * d])?,
                 post_norm: one_plus(get(l("post_attention_layernorm.weight"), &[h])?),
-                gate_up_w: HostMatrix::vstack(&[&gate, &up])?,
+                gate_w: get(l("mlp.gate_proj.weight"), &[ff, h])?,
+                up_w: get(l("mlp.up_proj.weight"), &[ff, h])?,
                 down_w: get(l("mlp.down_proj.weight"), &[h, ff])?,
             });
         }
@@ -426,7 +427,8 @@ impl PaliGemmaWeights<HostMatrix> {
                     qkv_w: b.weight_owned("gemma qkv weight", l.qkv_w)?,
                     o_w: b.weight_owned("gemma o_proj weight", l.o_w)?,
                     post_norm: b.weight_owned("gemma post-attention norm", l.post_norm)?,
-                    gate_up_w: b.weight_owned("gemma gate|up weight", l.gate_up_w)?,
+                    gate_w: b.weight_owned("gemma gate_proj weight", l.gate_w)?,
+                    up_w: b.weight_owned("gemma up_proj weight", l.up_w)?,
                     down_w: b.weight_owned("gemma down weight", l.down_w)?,
                 })
             })
@@ -602,10 +604,12 @@ pub fn text_forward<B: Backend>(
         b.recycle(o);
         b.recycle(std::mem::replace(&mut x, x1));
         let h = b.rms_norm(&x, &l.post_norm, eps)?;
-        let gu = b.linear(&h, &l.gate_up_w, None, Activation::Identity)?;
+        let gate = b.linear(&h, &l.gate_w, None, Activation::Identity)?;
+        let up = b.linear(&h, &l.up_w, None, Activation::Identity)?;
         b.recycle(h);
-        let g = b.geglu(&gu)?;
-        b.recycle(gu);
+        let g = b.geglu(&gate, &up)?;
+        b.recycle(gate);
+        b.recycle(up);
         let dn = b.linear(&g, &l.down_w, None, Activation::Identity)?;
         b.recycle(g);
         let x2 = b.add(&x, &dn)?;
