@@ -231,9 +231,9 @@ fn main() {
         let q = enc.encode_queries(&[QUERY]).expect("query");
         let query = t.elapsed().as_secs_f64();
         println!(
-            "gpu run {run}: page {page:.1} s ({} vectors), query {query:.2} s, peak RSS {:.1} GiB",
+            "gpu run {run}: page {page:.1} s ({} vectors), query {query:.2} s ({} vectors), peak RSS {:.1} GiB",
             v[0].len(),
-            q.len(),
+            q[0].len(),
             peak_rss_gib()
         );
     }
