@@ -1,8 +1,10 @@
 //! Full-size ColPali (PaliGemma-3B-448: SigLIP so400m/14 + Gemma-2B, 128-d head)
 //! with seeded random weights built in memory (nothing downloaded or committed):
 //! seconds per page and per query and peak memory on the CPU backend, then what
-//! runs on the `gpu` backend (lavapipe here): the whole SigLIP tower and projector
-//! plus `COLPALI_BENCH_GPU_LAYERS` Gemma layers (default 2) for one page. Not a CI
+//! runs on the `gpu` backend (lavapipe here): `COLPALI_BENCH_GPU_VISION_LAYERS`
+//! SigLIP layers (default all 27), the projector and `COLPALI_BENCH_GPU_LAYERS`
+//! Gemma layers (default 2) at full width, for one page and one query
+//! (`COLPALI_BENCH_SKIP_CPU=1` skips the CPU part). Not a CI
 //! test (`cargo bench --no-run` only builds it); run with
 //!
 //! ```sh
@@ -17,7 +19,7 @@
 //! cannot be downloaded; the cost is the same). f32 weights: 11.7 GB, the embedding
 //! table (2.1 GB) on the host.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use colwgpu::backend::cpu::CpuBackend;
@@ -73,12 +75,13 @@ fn peak_rss_gib() -> f64 {
 
 const QUERY: &str = "Based on the graph, what is the impact of correcting for fspec not equal to 1 on the surface density trend?";
 
-/// A full-width ColPali with `text_layers` Gemma layers (18 for the real model).
-fn checkpoint(fixture: &PathBuf, text_layers: usize) -> ColPaliCheckpoint {
+/// A full-width ColPali with `vision_layers` SigLIP and `text_layers` Gemma
+/// layers (27 and 18 for the real model).
+fn checkpoint(fixture: &Path, vision_layers: usize, text_layers: usize) -> ColPaliCheckpoint {
     let vision = SiglipConfig {
         hidden_size: 1152,
         intermediate_size: 4304,
-        num_hidden_layers: 27,
+        num_hidden_layers: vision_layers,
         num_attention_heads: 16,
         image_size: 448,
         patch_size: 14,
@@ -143,7 +146,7 @@ fn checkpoint(fixture: &PathBuf, text_layers: usize) -> ColPaliCheckpoint {
         final_norm: ones(h),
     };
     ColPaliCheckpoint {
-        dir: fixture.clone(),
+        dir: fixture.to_path_buf(),
         config: PaliGemmaConfig {
             vision,
             text,
@@ -172,13 +175,17 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("tests/fixtures/colqwen2/images/0.png"));
     let img = load_rgb(&image_path).expect("image");
-    let gpu_layers: usize = std::env::var("COLPALI_BENCH_GPU_LAYERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
+    let env = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let gpu_layers = env("COLPALI_BENCH_GPU_LAYERS", 2);
+    let gpu_vision_layers = env("COLPALI_BENCH_GPU_VISION_LAYERS", 27);
     if std::env::var("COLPALI_BENCH_SKIP_CPU").is_err() {
         let start = Instant::now();
-        let ckpt = checkpoint(&fixture, 18);
+        let ckpt = checkpoint(&fixture, 27, 18);
         let built = start.elapsed().as_secs_f64();
         let mut enc = ColPaliEncoder::new(ckpt, CpuBackend::new()).expect("encoder");
         println!(
@@ -216,10 +223,10 @@ fn main() {
         }
     };
     let start = Instant::now();
-    let ckpt = checkpoint(&fixture, gpu_layers);
+    let ckpt = checkpoint(&fixture, gpu_vision_layers, gpu_layers);
     let mut enc = ColPaliEncoder::new(ckpt, GpuBackend::new(ctx)).expect("gpu encoder");
     println!(
-        "colpali on the gpu backend: SigLIP (27 layers) + projector + {gpu_layers} of Gemma's 18 layers, uploaded in {:.1} s; {}",
+        "colpali on the gpu backend: {gpu_vision_layers} of SigLIP's 27 layers + projector + {gpu_layers} of Gemma's 18 layers, uploaded in {:.1} s; {}",
         start.elapsed().as_secs_f64(),
         enc.describe_backend()
     );

@@ -151,7 +151,7 @@ pub fn pixel_values(img: &RgbImage, cfg: &SiglipImageConfig) -> Result<Vec<f32>>
 /// `[3, height, width]` pixel values cut into row-major patches of `[3, p, p]`:
 /// `[(height/p)·(width/p), 3·p·p]` (the Conv2d's im2col).
 pub fn patch_rows(pixels: &[f32], height: usize, width: usize, p: usize) -> Result<HostMatrix> {
-    if p == 0 || pixels.len() != 3 * height * width || height % p != 0 || width % p != 0 {
+    if p == 0 || pixels.len() != 3 * height * width || !height.is_multiple_of(p) || !width.is_multiple_of(p) {
         return Err(Error::shape(
             "siglip patches",
             format!(

@@ -151,9 +151,9 @@ impl PaliGemmaConfig {
         }
         if heads == 0
             || text.num_key_value_heads == 0
-            || heads % text.num_key_value_heads != 0
+            || !heads.is_multiple_of(text.num_key_value_heads)
             || text.head_dim == 0
-            || text.head_dim % 2 != 0
+            || !text.head_dim.is_multiple_of(2)
         {
             return Err(format!(
                 "inconsistent text settings: {heads} heads, {} kv heads, head_dim {}",
@@ -182,7 +182,7 @@ impl PaliGemmaConfig {
             return Err("vision_use_head = true: PaliGemma's SigLIP has no pooling head".into());
         }
         if vision.num_attention_heads == 0
-            || vh % vision.num_attention_heads != 0
+            || !vh.is_multiple_of(vision.num_attention_heads)
             || vision.patch_size == 0
             || vision.image_size < vision.patch_size
             || vision.num_channels != 3
