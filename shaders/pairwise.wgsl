@@ -5,10 +5,10 @@
 //   mode 0 (cosine distance):      out[i, j] = 1 − Σ_c x[i, c] · x[j, c]
 //   mode 1 (squared Euclidean):    out[i, j] = Σ_c (x[i, c] − x[j, c])²
 // One invocation per output element (t = global index over all blocks; its
-// block is found by binary search of out_off); accumulation in f32.
+// block is found by binary search of spans.out_off); accumulation in f32.
 // Bindings (group 0):
 //   0 x      storage read  array<f32>   all blocks back to back
-//   1 meta   storage read  array<u32>   [blocks, 4]: in_off, rows, cols, out_off
+//   1 spans  storage read  array<u32>   [blocks, 4]: in_off, rows, cols, out_off
 //   2 out    storage rw    array<f32>   [Σ rows[b]²]
 //   3 params uniform       Params
 
@@ -22,7 +22,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> meta: array<u32>;
+@group(0) @binding(1) var<storage, read> spans: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
@@ -41,16 +41,16 @@ fn main(
     var hi = params.blocks;
     while (hi - lo > 1u) {
         let mid = (lo + hi) / 2u;
-        if (meta[mid * 4u + 3u] <= t) {
+        if (spans[mid * 4u + 3u] <= t) {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    let in_off = meta[lo * 4u];
-    let rows = meta[lo * 4u + 1u];
-    let cols = meta[lo * 4u + 2u];
-    let local = t - meta[lo * 4u + 3u];
+    let in_off = spans[lo * 4u];
+    let rows = spans[lo * 4u + 1u];
+    let cols = spans[lo * 4u + 2u];
+    let local = t - spans[lo * 4u + 3u];
     let i = local / rows;
     let j = local % rows;
     let a = in_off + i * cols;

@@ -151,7 +151,7 @@ pub fn ward_inputs(compute: &Compute, x: &[f32], blocks: &[Block]) -> Result<Vec
                 &mut encoder,
                 &crate::kernels::pairwise::Buffers {
                     x: &xbuf,
-                    meta: &m1,
+                    spans: &m1,
                     out: d.buffer(),
                 },
                 (blocks.len(), total, COSINE),
@@ -161,7 +161,7 @@ pub fn ward_inputs(compute: &Compute, x: &[f32], blocks: &[Block]) -> Result<Vec
                 &mut encoder,
                 &crate::kernels::pairwise::Buffers {
                     x: d.buffer(),
-                    meta: &m2,
+                    spans: &m2,
                     out: e.buffer(),
                 },
                 (second.len(), total, SQUARED_EUCLIDEAN),

@@ -33,7 +33,7 @@ super::kernel_buffers! {
         /// All blocks' rows back to back.
         x: &'a wgpu::Buffer,
         /// `[blocks, 4]` u32: input offset, rows, cols, output offset.
-        meta: &'a wgpu::Buffer,
+        spans: &'a wgpu::Buffer,
         /// `[Σ rows²]` out.
         out: &'a wgpu::Buffer,
     }
