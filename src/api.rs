@@ -1074,7 +1074,8 @@ impl Index {
                         score += v;
                     }
                     let patch = page.as_ref().and_then(|p| {
-                        (j >= p.first && j < p.first + p.rows * p.cols)
+                        (p.first..p.first + p.rows * p.cols)
+                            .contains(&j)
                             .then(|| ((j - p.first) / p.cols, (j - p.first) % p.cols))
                     });
                     matches.push(TokenMatch {

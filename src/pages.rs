@@ -266,8 +266,8 @@ pub fn heat_map(
         let colour = hot(v);
         let p = page.get_pixel(x, y).0;
         let grey = (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) * 0.45;
-        for k in 0..3 {
-            px.0[k] = (grey + 0.55 * colour[k] as f32).round().min(255.0) as u8;
+        for (out, c) in px.0.iter_mut().zip(colour) {
+            *out = (grey + 0.55 * c as f32).round().min(255.0) as u8;
         }
     }
     Ok(out)

@@ -295,14 +295,14 @@ fn cli_indexes_a_pdf_folder_explains_and_evaluates() {
             "index", "--device", "cpu", "--nbits", "4", "--dpi", "30", "--model",
         ]
         .iter()
-        .map(|s| os(s))
+        .map(|&s| os(s))
         .collect();
         v.push(tiny_model().into_os_string());
         v.push(os("--pdf"));
         v.push(docs.clone().into_os_string());
         v.push(os("--index"));
         v.push(index.clone().into_os_string());
-        v.extend(extra.iter().map(|s| os(s)));
+        v.extend(extra.iter().map(|&s| os(s)));
         v
     };
     // The broken PDF stops the build, naming it; --skip-bad-pages lists it.

@@ -82,13 +82,13 @@ pub fn pairwise_cpu(x: &[f32], blocks: &[Block], mode: u32) -> Vec<f32> {
                 let xj = &x[b.offset + j * b.cols..][..b.cols];
                 let mut acc = 0f32;
                 if mode == COSINE {
-                    for c in 0..b.cols {
-                        acc += xi[c] * xj[c];
+                    for (a, b) in xi.iter().zip(xj) {
+                        acc += a * b;
                     }
                     1.0 - acc
                 } else {
-                    for c in 0..b.cols {
-                        let d = xi[c] - xj[c];
+                    for (a, b) in xi.iter().zip(xj) {
+                        let d = a - b;
                         acc += d * d;
                     }
                     acc
