@@ -12,10 +12,15 @@ dpi="${2:-100}"
 python="${PYTHON:-python3}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cargo build --release --example render_pdf --manifest-path "$here/Cargo.toml" >&2
+# RENDER_PDF: a render_pdf binary already built (else it is built here).
+render="${RENDER_PDF:-}"
+if [ -z "$render" ]; then
+  cargo build --release --example render_pdf --manifest-path "$here/Cargo.toml" >&2
+  render="$here/target/release/examples/render_pdf"
+fi
 for pdf in "$data"/*.pdf; do
   name="$(basename "$pdf" .pdf)"
-  "$here/target/release/examples/render_pdf" "$pdf" "$dpi" "$work/$name/hayro" >/dev/null
+  "$render" "$pdf" "$dpi" "$work/$name/hayro" >/dev/null
   mkdir -p "$work/$name/poppler"
   pdftoppm -r "$dpi" -png "$pdf" "$work/$name/poppler/p"
 done

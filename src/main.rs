@@ -231,7 +231,7 @@ fn list_pages(
         pages.truncate(n);
     }
     if pages.is_empty() {
-        bail!("{}: no PDF pages or PNG/JPEG images", path.display());
+        bail!("{}: no PDF pages, no PNG or JPEG images", path.display());
     }
     Ok((pages, skipped))
 }
