@@ -28,6 +28,7 @@ pub use crate::index::{
 };
 pub use crate::io::{Record as Document, VectorSet};
 pub use crate::model::{DeviceChoice as Device, TokenVectors};
+pub use crate::pages::{list_pages, PageInput, PageRecord, PageSource};
 pub use crate::search::{Hit, PlaidParams, SearchOptions};
 
 /// Fingerprint recorded for indexes built from vectors of an unknown model.
@@ -234,6 +235,127 @@ impl Model {
         Index::build_from_vectors(path, &set, Some(self), options, Device::Cpu)
     }
 
+    /// Encodes page documents (image files and PDF pages, from
+    /// [`crate::pages::list_pages`]): PDF pages are rendered on another thread
+    /// while earlier pages are encoded, at most a few pages in memory.
+    /// `progress(done, total)` after every batch. A page that fails to load or
+    /// render is an error naming its file and page, or with
+    /// `options.skip_bad_pages` a warning in [`EncodedPages::warnings`].
+    pub fn encode_pages(
+        &self,
+        pages: &[PageInput],
+        options: &PageOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<EncodedPages> {
+        let target_pixels = match &*self.encoder() {
+            Inner::Pages(e) => e.target_pixels(),
+            Inner::Text(_) => {
+                return Err(Error::Input(
+                    "this is a text model (ColBERT): it does not encode pages".into(),
+                ))
+            }
+        };
+        if let Some(dpi) = options.dpi {
+            if !(dpi.is_finite() && dpi > 0.0 && dpi <= 1200.0) {
+                return Err(Error::Input(format!(
+                    "resolution {dpi} DPI is out of range (0 to 1200)"
+                )));
+            }
+        }
+        let batch = options.batch_size.max(1);
+        let render = crate::pages::RenderOptions {
+            dpi: options.dpi,
+            target_pixels,
+            queue: batch,
+        };
+        let mut out = EncodedPages::default();
+        let mut pending: Vec<crate::pages::RenderedPage> = Vec::with_capacity(batch);
+        let total = pages.len();
+        let mut done = 0;
+        let flush =
+            |pending: &mut Vec<crate::pages::RenderedPage>, out: &mut EncodedPages| -> Result<()> {
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                let mut g = self.encoder();
+                let Inner::Pages(e) = &mut *g else {
+                    return Err(Error::Input("not a page model".into()));
+                };
+                let images: Vec<crate::vision::RgbImage> =
+                    pending.iter().map(|p| p.image.clone()).collect();
+                let encoded = e.encode_images(&images)?;
+                for (p, tv) in pending.drain(..).zip(encoded) {
+                    let (first, rows, cols) = e.patch_grid(&tv, p.image.width, p.image.height)?;
+                    let input = &pages[p.index];
+                    out.ids.push(input.id.clone());
+                    out.records.push(crate::pages::PageRecord {
+                        source: input.source.clone(),
+                        dpi: p.dpi,
+                        width: p.image.width as u32,
+                        height: p.image.height as u32,
+                        first,
+                        rows,
+                        cols,
+                    });
+                    out.vectors.push(tv);
+                }
+                Ok(())
+            };
+        crate::pages::stream_pages(pages, &render, &mut |i, item| {
+            match item {
+                Ok(page) => {
+                    pending.push(page);
+                    if pending.len() >= batch {
+                        flush(&mut pending, &mut out)?;
+                    }
+                }
+                Err(e) if options.skip_bad_pages => {
+                    out.warnings.push(format!("skipped {}: {e}", pages[i].id));
+                }
+                Err(e) => return Err(e),
+            }
+            done += 1;
+            if pending.is_empty() || done == total {
+                progress(done, total);
+            }
+            Ok(())
+        })?;
+        flush(&mut pending, &mut out)?;
+        progress(total, total);
+        if out.ids.is_empty() {
+            return Err(Error::Input(
+                "no page could be encoded (every page failed)".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Encodes `pages` as [`Model::encode_pages`] does and builds their index at
+    /// `path`, recording each page's source and patch grid (for explanations).
+    /// Returns the index and the warnings of skipped pages.
+    pub fn index_pages(
+        &self,
+        pages: &[PageInput],
+        path: impl AsRef<Path>,
+        options: &IndexOptions,
+        page_options: &PageOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Index, Vec<String>)> {
+        let encoded = self.encode_pages(pages, page_options, progress)?;
+        let blocks: Vec<Vec<f32>> = encoded.vectors.into_iter().map(|t| t.vectors).collect();
+        let set = VectorSet::from_blocks(Some(encoded.ids), self.dim, &blocks)?;
+        drop(blocks);
+        let index = Index::build_with_pages(
+            path.as_ref(),
+            &set,
+            Some(self),
+            options,
+            Device::Cpu,
+            Some(encoded.records),
+        )?;
+        Ok((index, encoded.warnings))
+    }
+
     /// Tokens the texts become and how many are truncated (no forward pass).
     pub fn count_tokens(&self, texts: &[&str], queries: bool) -> Result<TokenCounts> {
         let mut g = self.encoder();
@@ -258,6 +380,16 @@ impl Model {
             )
         };
         Ok(TokenCounts { tokens, truncated })
+    }
+
+    /// For each vector a document text becomes (text models), its span in the
+    /// text in characters, `start..end`; `None` for the `[CLS]`, marker and
+    /// `[SEP]` vectors. With an explanation's `doc_token`, what to highlight.
+    pub fn document_token_spans(&self, text: &str) -> Result<Vec<Option<(usize, usize)>>> {
+        let mut g = self.encoder();
+        Self::text_encoder(&mut g, "document token spans")?
+            .tokenizer()
+            .document_spans(text)
     }
 
     /// Runs one tiny batch so shaders are compiled before anything is timed.
@@ -373,6 +505,39 @@ fn sort_ranked(r: &mut [(usize, f32)]) {
     r.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
 }
 
+/// How pages are rendered and encoded ([`Model::encode_pages`]).
+#[derive(Debug, Clone)]
+pub struct PageOptions {
+    /// PDF resolution; `None` (default): per page, the smallest whole DPI at
+    /// which the page has at least as many pixels as the model's
+    /// pre-processing keeps (it resizes down from there).
+    pub dpi: Option<f32>,
+    /// Page failures become warnings instead of errors.
+    pub skip_bad_pages: bool,
+    /// Pages per forward pass (also the rendering queue's length).
+    pub batch_size: usize,
+}
+
+impl Default for PageOptions {
+    fn default() -> Self {
+        Self {
+            dpi: None,
+            skip_bad_pages: false,
+            batch_size: 4,
+        }
+    }
+}
+
+/// Encoded pages: ids, vectors, what the index records of each page, and the
+/// warnings of pages skipped.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedPages {
+    pub ids: Vec<String>,
+    pub vectors: Vec<TokenVectors>,
+    pub records: Vec<PageRecord>,
+    pub warnings: Vec<String>,
+}
+
 /// How to build an index.
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
@@ -387,6 +552,12 @@ pub struct IndexOptions {
     /// When another process is writing the same index path: wait for it
     /// (`true`) or fail at once with [`crate::Error::Locked`] (`false`).
     pub wait_for_lock: bool,
+    /// Token pooling (Ward clustering of each document's vectors, PyLate's
+    /// `hierarchical_pooling`): about `pool_factor` vectors become one
+    /// (1 = none).
+    pub pool_factor: usize,
+    /// Leading vectors of each document kept out of pooling (PyLate's default 1).
+    pub protected_tokens: usize,
 }
 
 impl Default for IndexOptions {
@@ -398,6 +569,8 @@ impl Default for IndexOptions {
             kmeans_iters: d.kmeans_iters,
             seed: d.seed,
             wait_for_lock: d.wait_for_lock,
+            pool_factor: d.pooling.factor,
+            protected_tokens: d.pooling.protected,
         }
     }
 }
@@ -410,6 +583,10 @@ impl IndexOptions {
             kmeans_iters: self.kmeans_iters,
             seed: self.seed,
             wait_for_lock: self.wait_for_lock,
+            pooling: store::pool::Pooling {
+                factor: self.pool_factor,
+                protected: self.protected_tokens,
+            },
             compute,
             ..store::IndexOptions::default()
         }
@@ -465,7 +642,17 @@ impl Index {
         options: &IndexOptions,
         device: Device,
     ) -> Result<Index> {
-        let path = path.as_ref();
+        Self::build_with_pages(path.as_ref(), vectors, model, options, device, None)
+    }
+
+    fn build_with_pages(
+        path: &Path,
+        vectors: &VectorSet,
+        model: Option<&Model>,
+        options: &IndexOptions,
+        device: Device,
+        pages: Option<Vec<PageRecord>>,
+    ) -> Result<Index> {
         let info = vectors_model(vectors, model)?;
         let compute = match model {
             Some(m) => m.compute.clone(),
@@ -481,7 +668,10 @@ impl Index {
             &vectors.ids,
             &info,
             path,
-            &options.to_build(compute.clone()),
+            &store::IndexOptions {
+                pages,
+                ..options.to_build(compute.clone())
+            },
             &mut |_| {},
         )?;
         Self::open_with_compute(path, Some(compute))
@@ -726,6 +916,187 @@ impl Index {
                 score,
             })
             .collect())
+    }
+}
+
+/// One query token's best match in a document.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TokenMatch {
+    /// Position among the query's vectors.
+    pub query_token: usize,
+    /// Position among the document's (stored, decompressed) vectors.
+    pub doc_token: usize,
+    /// The similarity: this query token's contribution to the score.
+    pub score: f32,
+    /// For a page: the matched patch's `(row, col)` in the patch grid, when the
+    /// matched vector is an image patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<(usize, usize)>,
+}
+
+/// Why a document matched a query: per query token, the document vector that
+/// gave its maximum and the score it contributed (they sum to `score`, the
+/// exact MaxSim of the decompressed vectors).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explanation {
+    pub id: String,
+    pub score: f32,
+    pub matches: Vec<TokenMatch>,
+    /// Vectors of the document.
+    pub doc_len: usize,
+    /// For a page document: its source and patch grid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<PageRecord>,
+    /// Every query-token × document-token similarity, `matches.len() × doc_len`.
+    #[serde(skip)]
+    pub similarity: Vec<f32>,
+}
+
+impl Explanation {
+    /// The similarity of query token `q` (or, with `None`, the sum over the
+    /// query's tokens) to each patch of the page, `rows × cols` row-major;
+    /// `None` for a document that is not a page.
+    pub fn patch_map(&self, q: Option<usize>) -> Option<Vec<f32>> {
+        let p = self.page.as_ref()?;
+        let n = p.rows * p.cols;
+        if p.first + n > self.doc_len {
+            return None;
+        }
+        let qs: Vec<usize> = match q {
+            Some(q) if q < self.matches.len() => vec![q],
+            Some(_) => return None,
+            None => (0..self.matches.len()).collect(),
+        };
+        let mut map = vec![0f32; n];
+        for q in qs {
+            let row = &self.similarity[q * self.doc_len + p.first..][..n];
+            for (m, v) in map.iter_mut().zip(row) {
+                *m += v;
+            }
+        }
+        Some(map)
+    }
+
+    /// Writes the page's heat maps into `dir` as PNGs of the page's size: one
+    /// per query token (`{prefix}-q{i}.png`) and one summed over the query
+    /// (`{prefix}-sum.png`). Returns the files written; nothing for a document
+    /// that is not a page.
+    pub fn write_heat_maps(&self, dir: &Path, prefix: &str) -> Result<Vec<std::path::PathBuf>> {
+        let Some(p) = &self.page else {
+            return Ok(Vec::new());
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let page = crate::pages::load_record_image(p)?;
+        let mut written = Vec::new();
+        let mut one = |map: Vec<f32>, name: String| -> Result<()> {
+            let img = crate::pages::heat_map(&page, &map, p.rows, p.cols)?;
+            let path = dir.join(name);
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .map_err(|e| Error::Input(format!("encoding {}: {e}", path.display())))?;
+            crate::io::output::write_file(&path, &[], &png)?;
+            written.push(path);
+            Ok(())
+        };
+        if let Some(map) = self.patch_map(None) {
+            one(map, format!("{prefix}-sum.png"))?;
+        }
+        for q in 0..self.matches.len() {
+            if let Some(map) = self.patch_map(Some(q)) {
+                one(map, format!("{prefix}-q{q}.png"))?;
+            }
+        }
+        Ok(written)
+    }
+}
+
+impl Index {
+    /// Explains `hits` (from a search of this index) for the query text:
+    /// see [`Index::explain_vectors`]. Runs on the model's device.
+    pub fn explain(&self, model: &Model, query: &str, hits: &[Hit]) -> Result<Vec<Explanation>> {
+        self.check_model(model)?;
+        let q = model.encode_queries(&[query])?;
+        self.explain_vectors(&q[0].vectors, hits, Some(model.compute()))
+    }
+
+    /// For each of `hits`, from the exact (decompressed) vectors of that
+    /// document only: every query-token × document-token similarity (on
+    /// `compute`, else the device the index searches on), each query token's
+    /// best document vector and its contribution.
+    pub fn explain_vectors(
+        &self,
+        query: &[f32],
+        hits: &[Hit],
+        compute: Option<&Compute>,
+    ) -> Result<Vec<Explanation>> {
+        let dim = self.dim();
+        if query.is_empty() || !query.len().is_multiple_of(dim) {
+            return Err(Error::Input(format!(
+                "the query's {} values are not a non-empty whole number of {dim}-d vectors",
+                query.len()
+            )));
+        }
+        let docs = hits
+            .iter()
+            .map(|h| self.doc_index(&h.id))
+            .collect::<Result<Vec<u32>>>()?;
+        let compute = match compute {
+            Some(c) => c.clone(),
+            None => self.searcher(None)?.compute().clone(),
+        };
+        let (vectors, offsets) = self.inner.decompress_docs(&compute, &docs)?;
+        let qlen = query.len() / dim;
+        // Pooled vectors no longer map to patches: no patch grid then.
+        let pages = self
+            .metadata()
+            .pages
+            .as_ref()
+            .filter(|_| self.metadata().pooling.is_none_or(|p| p.factor <= 1));
+        let mut out = Vec::with_capacity(docs.len());
+        for (i, &doc) in docs.iter().enumerate() {
+            let d = &vectors[offsets[i] * dim..offsets[i + 1] * dim];
+            let n = d.len() / dim;
+            let sim = crate::backend::ops::similarity(&compute, query, d, dim)?;
+            let page = pages.and_then(|p| p.get(doc as usize)).cloned();
+            let mut matches = Vec::with_capacity(qlen);
+            let mut score = 0f32;
+            for q in 0..qlen {
+                let row = &sim[q * n..(q + 1) * n];
+                // MaxSim's rule: the maximum over the document's vectors,
+                // non-finite maxima skipped; ties to the earlier vector.
+                let mut best: Option<(usize, f32)> = None;
+                for (j, &v) in row.iter().enumerate() {
+                    if best.is_none_or(|(_, b)| v > b) {
+                        best = Some((j, v));
+                    }
+                }
+                if let Some((j, v)) = best {
+                    if v.is_finite() {
+                        score += v;
+                    }
+                    let patch = page.as_ref().and_then(|p| {
+                        (p.first..p.first + p.rows * p.cols)
+                            .contains(&j)
+                            .then(|| ((j - p.first) / p.cols, (j - p.first) % p.cols))
+                    });
+                    matches.push(TokenMatch {
+                        query_token: q,
+                        doc_token: j,
+                        score: v,
+                        patch,
+                    });
+                }
+            }
+            out.push(Explanation {
+                id: self.doc_ids()[doc as usize].clone(),
+                score,
+                matches,
+                doc_len: n,
+                page,
+                similarity: sim,
+            });
+        }
+        Ok(out)
     }
 }
 

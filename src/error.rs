@@ -55,6 +55,15 @@ pub enum Error {
     #[error("model config {}: {message}", path.display())]
     Config { path: PathBuf, message: String },
 
+    /// A PDF that cannot be read (`page` None) or one of its pages (from 1)
+    /// that cannot be rendered.
+    #[error("PDF {}{}: {message}", path.display(), page.map(|p| format!(", page {p}")).unwrap_or_default())]
+    Pdf {
+        path: PathBuf,
+        page: Option<usize>,
+        message: String,
+    },
+
     #[error("invalid input: {0}")]
     Input(String),
 

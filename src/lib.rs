@@ -42,6 +42,7 @@ pub mod api;
 pub mod error;
 pub mod eval;
 pub mod io;
+pub mod pages;
 
 /// The engine's internals (backends, kernels, models, index, search): public
 /// only with the `internals` feature, which the crate's own tests and benches

@@ -180,21 +180,95 @@ fn read_texts(path: &Path, limit: Option<usize>, queries: bool) -> Result<Vec<Do
     Ok(records)
 }
 
+/// A PDF resolution: a number above 0, at most 1200.
+fn dpi(s: &str) -> std::result::Result<f32, String> {
+    let d: f32 = s.trim().parse().map_err(|_| {
+        format!("'{s}' is not a number (expected a resolution above 0, at most 1200)")
+    })?;
+    if !(d.is_finite() && d > 0.0 && d <= 1200.0) {
+        return Err(format!(
+            "{d} is out of range: expected above 0, at most 1200 DPI"
+        ));
+    }
+    Ok(d)
+}
+
+#[derive(clap::Args, Clone)]
+struct PageArgs {
+    /// PDF rendering resolution (default: per page, the smallest DPI that gives the
+    /// model's pre-processing its full pixel budget)
+    #[arg(long, value_parser = dpi)]
+    dpi: Option<f32>,
+    /// A page (or PDF) that fails to render becomes a warning, listed at the end, instead of an error
+    #[arg(long)]
+    skip_bad_pages: bool,
+}
+
+/// A progress bar counting pages, hidden for `--json`.
+fn page_bar(hidden: bool) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} pages [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if hidden {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// The pages of `path` (PDFs, images, or a folder of both), cut to `limit`.
+fn list_pages(
+    path: &Path,
+    limit: Option<usize>,
+    skip_bad: bool,
+) -> Result<(Vec<api::PageInput>, Vec<String>)> {
+    let (mut pages, skipped) = api::list_pages(path, skip_bad)
+        .with_context(|| format!("listing the pages of {}", path.display()))?;
+    if let Some(n) = limit {
+        pages.truncate(n);
+    }
+    if pages.is_empty() {
+        bail!("{}: no PDF pages, no PNG or JPEG images", path.display());
+    }
+    Ok((pages, skipped))
+}
+
+fn print_warnings(warnings: &[String]) {
+    if !warnings.is_empty() {
+        eprintln!(
+            "colwgpu: warning: {} page(s) or file(s) skipped:",
+            warnings.len()
+        );
+        for w in warnings {
+            eprintln!("  {w}");
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct EncodeArgs {
     /// Model directory (Hugging Face BERT + ColBERT head, PyLate or stanford layout)
     #[arg(long)]
     model: PathBuf,
     /// Queries: BEIR queries.jsonl or one text per line
-    #[arg(long, conflicts_with_all = ["docs", "images"], required_unless_present_any = ["docs", "images"])]
+    #[arg(long, conflicts_with_all = ["docs", "images"], required_unless_present_any = ["docs", "images", "pdf"])]
     queries: Option<PathBuf>,
     /// Documents: BEIR corpus.jsonl or one text per line
     #[arg(long, conflicts_with = "images")]
     docs: Option<PathBuf>,
     /// Page images (a PNG/JPEG file, or a directory of them; ids = file names without
     /// extension), for a page-image model (ColQwen2 or ColPali)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pdf")]
     images: Option<PathBuf>,
+    /// A PDF, or a directory of PDFs and page images: every PDF page is a document
+    /// with id FILE#PAGE (pages from 1), for a page-image model
+    #[arg(long, conflicts_with_all = ["docs", "queries"])]
+    pdf: Option<PathBuf>,
+    #[command(flatten)]
+    pages: PageArgs,
     /// Output file (.safetensors): vectors, offsets, token_ids; ids and the model in metadata
     #[arg(long)]
     out: PathBuf,
@@ -214,94 +288,63 @@ struct EncodeArgs {
     device: DeviceArgs,
 }
 
-/// The page images at `path` (a file, or the PNG/JPEG files of a directory in
-/// name order) and their ids (file names without the extension, as BEIR-style
-/// qrels name pages: `images/7.png` is document `7`).
-fn list_images(path: &Path, limit: Option<usize>) -> Result<(Vec<PathBuf>, Vec<String>)> {
-    let mut files = if path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                        matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
-                    })
-            })
-            .collect();
-        v.sort();
-        v
-    } else {
-        vec![path.to_path_buf()]
-    };
-    if let Some(n) = limit {
-        files.truncate(n);
-    }
-    if files.is_empty() {
-        bail!("{}: no PNG or JPEG images", path.display());
-    }
-    let ids = files
-        .iter()
-        .map(|f| {
-            f.file_stem()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
-    Ok((files, ids))
-}
-
-/// `encode --images`: page images through a ColQwen2 or ColPali model.
-fn encode_images(a: &EncodeArgs, images: &Path) -> Result<()> {
-    let inputs: [&Path; 2] = [images, &a.model];
+/// `encode --images` / `--pdf`: pages through a page-image model.
+fn encode_pages(a: &EncodeArgs, source: &Path) -> Result<()> {
+    let inputs: [&Path; 2] = [source, &a.model];
     colwgpu::io::output::check_file_target(&a.out, &inputs)?;
-    let (files, ids) = list_images(images, a.limit)?;
+    let (pages, mut warnings) = list_pages(source, a.limit, a.pages.skip_bad_pages)?;
     let model = a.device.open_model(&a.model, a.batch_size)?;
     if !model.takes_images() {
         bail!(
-            "{} is a text model: --images needs a page-image model (ColQwen2 or ColPali)",
+            "{} is a text model: --images / --pdf need a page-image model (ColQwen2 or ColPali)",
             a.model.display()
         );
     }
-    let progress = text_bar(files.len(), "pages", a.json);
+    let bar = page_bar(a.json);
     let start = Instant::now();
-    let mut encoded = Vec::with_capacity(files.len());
-    for part in files.chunks(a.batch_size.max(1)) {
-        let paths: Vec<&Path> = part.iter().map(PathBuf::as_path).collect();
-        encoded.extend(model.encode_images(&paths)?);
-        progress.inc(part.len() as u64);
-    }
-    progress.finish_and_clear();
+    let options = api::PageOptions {
+        dpi: a.pages.dpi,
+        skip_bad_pages: a.pages.skip_bad_pages,
+        batch_size: a.batch_size.min(8),
+    };
+    let encoded = model.encode_pages(&pages, &options, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     colwgpu::io::write_vectors(
         &a.out,
-        &ids,
-        &encoded,
+        &encoded.ids,
+        &encoded.vectors,
         model.dim(),
         &api::vector_metadata(&model, "documents"),
         &inputs,
     )?;
-    let vectors: usize = encoded.iter().map(|e| e.len()).sum();
+    let vectors: usize = encoded.vectors.iter().map(|e| e.len()).sum();
+    warnings.extend(encoded.warnings);
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"images": files.len(), "vectors": vectors, "seconds": seconds, "device": model.describe()})
+            serde_json::json!({"pages": encoded.ids.len(), "vectors": vectors, "seconds": seconds,
+                "device": model.describe(), "skipped": warnings})
         );
     } else {
         eprintln!(
-            "encoded {} page images → {vectors} vectors of dim {} in {seconds:.2} s on {}; wrote {}",
-            files.len(),
+            "encoded {} pages → {vectors} vectors of dim {} in {seconds:.2} s on {}; wrote {}",
+            encoded.ids.len(),
             model.dim(),
             model.describe(),
             a.out.display()
         );
+        print_warnings(&warnings);
     }
     Ok(())
 }
 
 fn encode(a: EncodeArgs) -> Result<()> {
-    if let Some(images) = &a.images {
-        return encode_images(&a, images);
+    if let Some(pages) = a.images.as_ref().or(a.pdf.as_ref()) {
+        return encode_pages(&a, pages);
     }
     let (input, is_query) = match (&a.queries, &a.docs) {
         (Some(q), None) => (q, true),
@@ -395,12 +438,18 @@ struct IndexArgs {
     #[arg(long, required_unless_present = "vectors")]
     model: Option<PathBuf>,
     /// BEIR corpus.jsonl (or one text per line), encoded now
-    #[arg(long, conflicts_with_all = ["vectors", "images"], required_unless_present_any = ["vectors", "images"])]
+    #[arg(long, conflicts_with_all = ["vectors", "images", "pdf"], required_unless_present_any = ["vectors", "images", "pdf"])]
     corpus: Option<PathBuf>,
     /// Page images (a PNG/JPEG file or a directory of them; ids = file names without
     /// extension), encoded now with a page-image model (ColQwen2 or ColPali)
-    #[arg(long, conflicts_with = "vectors")]
+    #[arg(long, conflicts_with_all = ["vectors", "pdf"])]
     images: Option<PathBuf>,
+    /// A PDF, or a directory of PDFs and page images: every PDF page is a document
+    /// with id FILE#PAGE (pages from 1), encoded now with a page-image model
+    #[arg(long, conflicts_with = "vectors")]
+    pdf: Option<PathBuf>,
+    #[command(flatten)]
+    pages: PageArgs,
     /// Precomputed document token vectors: the .safetensors `colwgpu encode --docs` writes,
     /// or a .npy array ([texts, len, dim], or [rows, dim] with --offsets)
     #[arg(long)]
@@ -432,6 +481,12 @@ struct IndexArgs {
     /// If another process is writing this index, wait for it instead of failing at once
     #[arg(long)]
     wait: bool,
+    /// Token pooling: Ward-cluster each document's vectors so about N become one (1 = none)
+    #[arg(long, default_value_t = 1, value_parser = at_least_1)]
+    pool_factor: usize,
+    /// With --pool-factor: leading vectors of each document kept unpooled (PyLate's default)
+    #[arg(long, default_value_t = 1)]
+    protected_tokens: usize,
     /// Print the summary as one JSON line on stdout
     #[arg(long)]
     json: bool,
@@ -485,17 +540,21 @@ fn read_vector_args(
 
 fn build_index(a: IndexArgs) -> Result<()> {
     // The index replaces a directory: never one holding (or inside) an input.
-    let inputs: Vec<&Path> = [&a.corpus, &a.vectors, &a.offsets, &a.ids, &a.model]
-        .into_iter()
-        .flatten()
-        .map(PathBuf::as_path)
-        .collect();
+    let inputs: Vec<&Path> = [
+        &a.corpus, &a.vectors, &a.offsets, &a.ids, &a.model, &a.images, &a.pdf,
+    ]
+    .into_iter()
+    .flatten()
+    .map(PathBuf::as_path)
+    .collect();
     colwgpu::io::output::check_not_input(&a.index, &inputs)?;
     let options = IndexOptions {
         nbits: a.nbits,
         num_centroids: a.centroids,
         kmeans_iters: a.kmeans_iters,
         wait_for_lock: a.wait,
+        pool_factor: a.pool_factor,
+        protected_tokens: a.protected_tokens,
         ..IndexOptions::default()
     };
     let model = match &a.model {
@@ -503,6 +562,7 @@ fn build_index(a: IndexArgs) -> Result<()> {
         None => None,
     };
     let start = Instant::now();
+    let mut warnings: Vec<String> = Vec::new();
     let context = || format!("building index {}", a.index.display());
     let index = match (&a.corpus, &a.vectors) {
         (Some(corpus), _) => {
@@ -537,21 +597,38 @@ fn build_index(a: IndexArgs) -> Result<()> {
                 .with_context(context)?
         }
         (None, None) => {
-            let images = a
+            let source = a
                 .images
                 .as_deref()
-                .context("give --corpus FILE or --images DIR (with --model), or --vectors FILE")?;
-            let model = model.as_ref().context("--images needs --model")?;
+                .or(a.pdf.as_deref())
+                .context("give --corpus FILE, --images DIR or --pdf FILE|DIR (with --model), or --vectors FILE")?;
+            let model = model.as_ref().context("--images / --pdf need --model")?;
             if !model.takes_images() {
-                bail!(
-                    "--images needs a page-image model (ColQwen2 or ColPali); this is a text model"
-                );
+                bail!("--images / --pdf need a page-image model (ColQwen2 or ColPali); this is a text model");
             }
-            let (files, ids) = list_images(images, a.limit)?;
-            let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-            model
-                .index_images(&paths, ids, &a.index, &options)
-                .with_context(context)?
+            let (pages, skipped) = list_pages(source, a.limit, a.pages.skip_bad_pages)?;
+            warnings.extend(skipped);
+            let bar = page_bar(a.json);
+            let page_options = api::PageOptions {
+                dpi: a.pages.dpi,
+                skip_bad_pages: a.pages.skip_bad_pages,
+                batch_size: a.batch_size.min(8),
+            };
+            let (index, skipped) = model
+                .index_pages(
+                    &pages,
+                    &a.index,
+                    &options,
+                    &page_options,
+                    &mut |done, total| {
+                        bar.set_length(total as u64);
+                        bar.set_position(done as u64);
+                    },
+                )
+                .with_context(context)?;
+            bar.finish_and_clear();
+            warnings.extend(skipped);
+            index
         }
     };
     let seconds = start.elapsed().as_secs_f64();
@@ -564,7 +641,7 @@ fn build_index(a: IndexArgs) -> Result<()> {
                 "docs": m.num_docs, "vectors": m.num_vectors, "centroids": m.num_centroids,
                 "nbits": m.nbits, "bytes_per_vector": m.bytes_per_vector, "index_bytes": bytes,
                 "seconds": seconds, "device": m.settings.compute,
-                "codec_mean_cosine": m.stats.codec_mean_cosine,
+                "codec_mean_cosine": m.stats.codec_mean_cosine, "skipped": warnings,
             })
         );
     } else {
@@ -582,6 +659,7 @@ fn build_index(a: IndexArgs) -> Result<()> {
             m.stats.codec_mean_cosine,
             a.index.display()
         );
+        print_warnings(&warnings);
     }
     Ok(())
 }
@@ -649,10 +727,112 @@ struct SearchArgs {
     /// JSON lines output: {"query_id", "query", "results": [{"rank", "doc_id", "score"}]}
     #[arg(long)]
     json: bool,
+    /// Why each result matched: per query token, the document token or patch giving its
+    /// maximum and its contribution (from the results' exact vectors)
+    #[arg(long, conflicts_with = "query_vectors")]
+    explain: bool,
+    /// With --explain on a page index: write heat maps (PNG, per query token and summed) here
+    #[arg(long, requires = "explain")]
+    explain_dir: Option<PathBuf>,
+    /// With --explain on a text index: the corpus the index was built from, to show the
+    /// matched tokens' text and character offsets
+    #[arg(long, requires = "explain")]
+    corpus: Option<PathBuf>,
     #[command(flatten)]
     knobs: SearchKnobs,
     #[command(flatten)]
     device: DeviceArgs,
+}
+
+/// A file-name-safe form of a document id.
+fn safe_name(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `--explain`: explanations of `hits` for query `text`, printed (or returned
+/// as JSON) and heat maps written to `dir`.
+#[allow(clippy::too_many_arguments)]
+fn explain_hits(
+    index: &Index,
+    model: &Model,
+    query_id: &str,
+    text: &str,
+    hits: &[Hit],
+    json: bool,
+    dir: Option<&Path>,
+    corpus: Option<&std::collections::HashMap<String, String>>,
+) -> Result<Vec<serde_json::Value>> {
+    let explanations = index.explain(model, text, hits)?;
+    let mut out = Vec::with_capacity(explanations.len());
+    for (rank, e) in explanations.iter().enumerate() {
+        // Text documents: each matched vector's span in the document's text.
+        let doc_text = corpus.and_then(|c| c.get(&e.id));
+        let spans = match doc_text {
+            Some(t) if !model.takes_images() => Some(model.document_token_spans(t)?),
+            _ => None,
+        };
+        let span_of = |j: usize| -> Option<(usize, usize, String)> {
+            let (a, b) = spans.as_ref()?.get(j).copied().flatten()?;
+            let t: String = doc_text?.chars().skip(a).take(b - a).collect();
+            Some((a, b, t))
+        };
+        let mut files = Vec::new();
+        if let Some(dir) = dir {
+            let prefix = format!("{}-{}-{}", safe_name(query_id), rank + 1, safe_name(&e.id));
+            files = e
+                .write_heat_maps(dir, &prefix)
+                .with_context(|| format!("writing heat maps of {} into {}", e.id, dir.display()))?;
+        }
+        if json {
+            let mut v = serde_json::to_value(e)?;
+            v["heat_maps"] = serde_json::json!(files);
+            if spans.is_some() {
+                if let Some(ms) = v["matches"].as_array_mut() {
+                    for m in ms.iter_mut() {
+                        let j = m["doc_token"].as_u64().unwrap_or(0) as usize;
+                        if let Some((a, b, t)) = span_of(j) {
+                            m["start"] = serde_json::json!(a);
+                            m["end"] = serde_json::json!(b);
+                            m["text"] = serde_json::json!(t);
+                        }
+                    }
+                }
+            }
+            out.push(v);
+        } else {
+            println!("  why {} ({:.4}):", e.id, e.score);
+            for m in &e.matches {
+                match m.patch {
+                    Some((r, c)) => println!(
+                        "    query token {:>3} → patch row {r} col {c} (vector {}): {:.4}",
+                        m.query_token, m.doc_token, m.score
+                    ),
+                    None => match span_of(m.doc_token) {
+                        Some((a, b, t)) => println!(
+                            "    query token {:>3} → {t:?} (chars {a}..{b}, vector {}): {:.4}",
+                            m.query_token, m.doc_token, m.score
+                        ),
+                        None => println!(
+                            "    query token {:>3} → document vector {}: {:.4}",
+                            m.query_token, m.doc_token, m.score
+                        ),
+                    },
+                }
+            }
+            for f in &files {
+                println!("    heat map: {}", f.display());
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[derive(clap::Args)]
@@ -794,8 +974,54 @@ fn search(a: SearchArgs) -> Result<()> {
     let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
     let bar = indicatif::ProgressBar::hidden();
     let (hits, encode_s, search_s) = run_queries(&index, &model, &texts, &a.knobs, &bar)?;
+    let corpus: Option<std::collections::HashMap<String, String>> = match &a.corpus {
+        Some(path) => Some(
+            read_texts(path, None, false)?
+                .into_iter()
+                .map(|d| (d.id, d.text))
+                .collect(),
+        ),
+        None => None,
+    };
     for (r, h) in records.iter().zip(&hits) {
+        if a.explain && a.json {
+            let why = explain_hits(
+                &index,
+                &model,
+                &r.id,
+                &r.text,
+                h,
+                true,
+                a.explain_dir.as_deref(),
+                corpus.as_ref(),
+            )?;
+            let results: Vec<_> = h
+                .iter()
+                .zip(why)
+                .enumerate()
+                .map(|(i, (x, w))| {
+                    serde_json::json!({"rank": i + 1, "doc_id": x.id, "score": x.score, "explain": w})
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"query_id": r.id, "query": r.text, "results": results})
+            );
+            continue;
+        }
         print_hits(a.json, a.query.is_some(), &r.id, Some(&r.text), h);
+        if a.explain {
+            explain_hits(
+                &index,
+                &model,
+                &r.id,
+                &r.text,
+                h,
+                false,
+                a.explain_dir.as_deref(),
+                corpus.as_ref(),
+            )?;
+        }
     }
     if !a.json {
         eprintln!(

@@ -205,3 +205,27 @@ impl Compute {
         }
     }
 }
+
+/// `s = q · dᵀ` (`q`: `m × dim`, `d`: `n × dim`, row-major) on the backend:
+/// every query-token × document-token similarity, `m × n` row-major (what an
+/// explanation of a MaxSim score needs; the GPU path is the `matmul` kernel
+/// behind `Backend::linear`).
+pub fn similarity(compute: &Compute, q: &[f32], d: &[f32], dim: usize) -> Result<Vec<f32>> {
+    use super::{Activation, Backend, HostMatrix};
+    let (m, n) = (q.len() / dim.max(1), d.len() / dim.max(1));
+    if m == 0 || n == 0 {
+        return Ok(vec![0.0; m * n]);
+    }
+    let qm = HostMatrix::new(m, dim, q.to_vec())?;
+    let dm = HostMatrix::new(n, dim, d.to_vec())?;
+    fn run<B: Backend>(b: &mut B, q: &HostMatrix, d: &HostMatrix) -> Result<Vec<f32>> {
+        let w = b.weight("document vectors", d)?;
+        let x = b.upload_tensor(q)?;
+        let y = b.linear(&x, &w, None, Activation::Identity)?;
+        Ok(b.read(&y)?.data)
+    }
+    match compute {
+        Compute::Cpu => run(&mut super::cpu::CpuBackend::new(), &qm, &dm),
+        Compute::Gpu(ctx) => run(&mut super::gpu::GpuBackend::new(ctx.clone()), &qm, &dm),
+    }
+}

@@ -37,6 +37,10 @@ pub const FILES: &[(&str, &str)] = &[
     ),
     ("kmeans.wgsl", include_str!("../../shaders/kmeans.wgsl")),
     (
+        "pairwise.wgsl",
+        include_str!("../../shaders/pairwise.wgsl"),
+    ),
+    (
         "residual_codec.wgsl",
         include_str!("../../shaders/residual_codec.wgsl"),
     ),

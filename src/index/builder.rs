@@ -67,6 +67,13 @@ pub struct IndexOptions {
     /// When another process is writing the same index path: wait for it
     /// (`true`) or fail at once with [`Error::Locked`] (`false`, the default).
     pub wait_for_lock: bool,
+    /// Page documents: where each came from and its patch grid, recorded in
+    /// the metadata for explanations (one per document, in order).
+    pub pages: Option<Vec<crate::pages::PageRecord>>,
+    /// Token pooling of each document's vectors before indexing (factor 1: none).
+    pub pooling: super::pool::Pooling,
+    /// The pooling to record in the metadata (set by the build that pools).
+    pub recorded_pooling: Option<super::pool::Pooling>,
 }
 
 impl Default for IndexOptions {
@@ -81,6 +88,9 @@ impl Default for IndexOptions {
             chunk_docs: 1024,
             compute: Compute::Cpu,
             wait_for_lock: false,
+            pages: None,
+            pooling: super::pool::Pooling::default(),
+            recorded_pooling: None,
         }
     }
 }
@@ -188,6 +198,35 @@ impl VectorSource for InMemorySource<'_> {
     }
 }
 
+/// Another source's documents, token-pooled ([`super::pool`]) on `compute`.
+pub struct PooledSource<'a> {
+    pub inner: &'a mut dyn VectorSource,
+    pub pooling: super::pool::Pooling,
+    pub compute: crate::backend::Compute,
+}
+
+impl VectorSource for PooledSource<'_> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn num_docs(&self) -> usize {
+        self.inner.num_docs()
+    }
+    fn planned_lengths(&mut self) -> Result<Vec<usize>> {
+        Ok(self
+            .inner
+            .planned_lengths()?
+            .into_iter()
+            .map(|n| self.pooling.pooled_len(n))
+            .collect())
+    }
+    fn vectors(&mut self, docs: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let dim = self.inner.dim();
+        let raw = self.inner.vectors(docs)?;
+        super::pool::pool_documents(&self.compute, &raw, dim, &self.pooling)
+    }
+}
+
 /// Encodes `docs` with `encoder` and writes their index to `out_dir`
 /// (replacing an index there only once the new one is complete).
 pub fn build_index(
@@ -224,6 +263,20 @@ fn validate(
                 source.num_docs()
             ),
         ));
+    }
+    if options.pooling.factor == 0 {
+        return Err(Error::Input(
+            "pool factor 0: it must be at least 1 (1 = no pooling)".into(),
+        ));
+    }
+    if let Some(pages) = &options.pages {
+        if pages.len() != doc_ids.len() {
+            return Err(Error::Input(format!(
+                "{} page records for {} documents",
+                pages.len(),
+                doc_ids.len()
+            )));
+        }
     }
     let mut seen = HashSet::with_capacity(doc_ids.len());
     for (i, id) in doc_ids.iter().enumerate() {
@@ -295,6 +348,22 @@ pub fn build_index_with(
 ) -> Result<BuildSummary> {
     let start = Instant::now();
     validate(source, doc_ids, model, options)?;
+    if options.pooling.factor > 1 {
+        let mut pooled = PooledSource {
+            inner: source,
+            pooling: options.pooling,
+            compute: options.compute.clone(),
+        };
+        let inner = IndexOptions {
+            pooling: super::pool::Pooling::default(),
+            recorded_pooling: Some(options.pooling),
+            ..options.clone()
+        };
+        let mut summary = build_index_with(&mut pooled, doc_ids, model, out_dir, &inner, progress)?;
+        // Recorded in metadata.json by the inner build (`recorded_pooling`).
+        summary.metadata.pooling = Some(options.pooling);
+        return Ok(summary);
+    }
     // The target directory is checked, its writer lock taken and its leftovers
     // tidied before any work (counting tokenizes the whole corpus): a second
     // writer is refused at once.
@@ -721,6 +790,8 @@ fn metadata(
             kmeans_mean_cosine: trained.kmeans_mean_cosine,
             build_seconds: seconds,
         },
+        pages: options.pages.clone(),
+        pooling: options.recorded_pooling,
         files,
     }
 }

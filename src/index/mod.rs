@@ -22,6 +22,7 @@ pub mod builder;
 pub mod codec;
 pub mod kmeans;
 pub mod lock;
+pub mod pool;
 mod rng;
 pub mod store;
 

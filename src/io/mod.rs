@@ -2,6 +2,7 @@
 //! and encoded token vectors (safetensors, readable from Python).
 
 pub mod output;
+pub mod pdf;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

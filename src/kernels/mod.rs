@@ -13,6 +13,7 @@ pub mod layernorm;
 pub mod matmul;
 pub mod maxsim;
 pub mod norm;
+pub mod pairwise;
 pub mod plaid;
 pub mod residual_codec;
 pub mod rotary;
@@ -51,6 +52,8 @@ pub const ALL: &[KernelSpec] = &[
     elementwise::SWIGLU,
     rotary::SPEC,
     attention_gqa::SPEC,
+    // Token pooling.
+    pairwise::SPEC,
 ];
 
 /// One kernel's storage bindings as the Rust side names them (the WGSL
@@ -64,6 +67,10 @@ pub struct BindingNames {
 
 /// Every kernel's binding names (one entry per [`ALL`] spec).
 pub const BINDING_NAMES: &[BindingNames] = &[
+    BindingNames {
+        spec: pairwise::SPEC,
+        names: pairwise::Buffers::NAMES,
+    },
     BindingNames {
         spec: embed::SPEC,
         names: embed::Buffers::NAMES,
@@ -268,6 +275,15 @@ pub fn params_layouts() -> Vec<ParamsLayout> {
             }
         ),
         params_layout!("kmeans.wgsl", kmeans::Params { n, k, dim, _pad }),
+        params_layout!(
+            "pairwise.wgsl",
+            pairwise::Params {
+                blocks,
+                total,
+                mode,
+                _pad
+            }
+        ),
         params_layout!(
             "residual_codec.wgsl",
             residual_codec::Params {

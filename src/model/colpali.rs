@@ -442,6 +442,43 @@ impl<B: Backend> ColPaliEncoder<B> {
         })
     }
 
+    /// Pixels a page is resized to (SigLIP's square input): what rendering a
+    /// PDF page needs.
+    pub fn target_pixels(&self) -> usize {
+        let side = self.config.vision.image_size;
+        side * side
+    }
+
+    /// Where a page's image-patch vectors are among its output rows: the
+    /// first row and the patch grid `(rows, cols)`, row-major. Every page is
+    /// resized to the square input, so the grid does not depend on the page's
+    /// size; the image tokens come first in the document prompt.
+    pub fn patch_grid(
+        &self,
+        tv: &TokenVectors,
+        _width: usize,
+        _height: usize,
+    ) -> Result<(usize, usize, usize)> {
+        let grid = self.config.vision.grid();
+        let image_token = self.config.image_token_id;
+        let first = tv
+            .ids
+            .iter()
+            .position(|&i| i == image_token)
+            .ok_or_else(|| Error::Input("the page's tokens hold no image token".into()))?;
+        let count = tv.ids[first..]
+            .iter()
+            .take_while(|&&i| i == image_token)
+            .count();
+        if count != grid * grid {
+            return Err(Error::shape(
+                "patch grid",
+                format!("{count} image tokens for a {grid}×{grid} grid"),
+            ));
+        }
+        Ok((first, grid, grid))
+    }
+
     /// Pre-processing with this model's settings: `[3, h, w]` pixel values.
     pub fn pixel_values(&self, img: &RgbImage) -> Result<Vec<f32>> {
         pixel_values(img, &self.image)

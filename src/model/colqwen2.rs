@@ -15,7 +15,7 @@ use crate::model::qwen2_vl::{
     mrope_positions, text_forward, vision_forward, Prefixes, Qwen2VlConfig, Qwen2VlWeights,
     TensorSet,
 };
-use crate::vision::{pixel_patches, ImageProcessorConfig, Patches, RgbImage};
+use crate::vision::{pixel_patches, smart_resize, ImageProcessorConfig, Patches, RgbImage};
 
 /// The page prompt around the image tokens.
 pub const DOC_PREFIX: &str = "<|im_start|>user\n<|vision_start|>";
@@ -236,6 +236,45 @@ impl<B: Backend> ColQwen2Encoder<B> {
     }
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+    /// Pixels a page is resized to at most (what rendering a PDF page needs).
+    pub fn target_pixels(&self) -> usize {
+        self.image.max_pixels
+    }
+    /// Where a page's image-patch vectors are among its output rows: the first
+    /// row, and the merged patch grid `(rows, cols)` (row-major), for an image
+    /// of `width × height` pixels encoded to `tv`.
+    pub fn patch_grid(
+        &self,
+        tv: &TokenVectors,
+        width: usize,
+        height: usize,
+    ) -> Result<(usize, usize, usize)> {
+        let factor = self.image.patch_size * self.image.merge_size;
+        let (h, w) = smart_resize(
+            height,
+            width,
+            factor,
+            self.image.min_pixels,
+            self.image.max_pixels,
+        )?;
+        let (rows, cols) = (h / factor, w / factor);
+        let first = tv
+            .ids
+            .iter()
+            .position(|&i| i == self.image_token)
+            .ok_or_else(|| Error::Input("the page's tokens hold no image token".into()))?;
+        let count = tv.ids[first..]
+            .iter()
+            .take_while(|&&i| i == self.image_token)
+            .count();
+        if count != rows * cols {
+            return Err(Error::shape(
+                "patch grid",
+                format!("{count} image tokens for a {rows}×{cols} grid"),
+            ));
+        }
+        Ok((first, rows, cols))
     }
     pub fn backend_mut(&mut self) -> &mut B {
         &mut self.backend

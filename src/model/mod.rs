@@ -272,6 +272,22 @@ impl PageEncoder {
         each_page!(self, e => e.dim())
     }
 
+    /// Pixels a page image is resized to at most by the model's pre-processing.
+    pub fn target_pixels(&self) -> usize {
+        each_page!(self, e => e.target_pixels())
+    }
+
+    /// `(first row, grid rows, grid cols)` of the image-patch vectors in `tv`,
+    /// the output for a `width × height` page image.
+    pub fn patch_grid(
+        &self,
+        tv: &TokenVectors,
+        width: usize,
+        height: usize,
+    ) -> Result<(usize, usize, usize)> {
+        each_page!(self, e => e.patch_grid(tv, width, height))
+    }
+
     pub fn describe_backend(&self) -> String {
         each_page!(self, e => e.describe_backend())
     }

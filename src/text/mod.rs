@@ -207,6 +207,50 @@ impl ColbertTokenizer {
             .collect())
     }
 
+    /// For each vector a document's text becomes (the tokens
+    /// [`Self::documents`] gives that [`Self::keeps`]), its span in `text` in
+    /// characters (Unicode scalar values), `start..end`; `None` for the
+    /// `[CLS]`, marker and `[SEP]` tokens.
+    pub fn document_spans(&self, text: &str) -> Result<Vec<Option<(usize, usize)>>> {
+        let t = &self.tokens;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        let room = t.document_length - 3;
+        // Byte offset → character offset.
+        let mut chars = vec![0usize; text.len() + 1];
+        let mut n = 0;
+        for (b, _) in text.char_indices() {
+            chars[b] = n;
+            n += 1;
+        }
+        chars[text.len()] = n;
+        for b in (0..text.len()).rev() {
+            if !text.is_char_boundary(b) {
+                chars[b] = chars[b + 1];
+            }
+        }
+        let mut spans = Vec::new();
+        for id in [t.cls, t.document_marker] {
+            if self.keeps(id) {
+                spans.push(None);
+            }
+        }
+        for (id, &(a, b)) in enc.get_ids().iter().zip(enc.get_offsets()).take(room) {
+            if self.keeps(*id) {
+                spans.push(Some((chars[a.min(text.len())], chars[b.min(text.len())])));
+            }
+        }
+        if self.keeps(t.sep) {
+            spans.push(None);
+        }
+        Ok(spans)
+    }
+
     /// Whether a document token is kept in the output (not punctuation, not padding).
     pub fn keeps(&self, id: u32) -> bool {
         id != self.tokens.pad && !self.tokens.skiplist.contains(&id)

@@ -149,6 +149,14 @@ pub struct Metadata {
     pub bytes_per_vector: usize,
     pub settings: Settings,
     pub stats: Stats,
+    /// Page documents (page-image indexes built from image files or PDFs):
+    /// each page's source and patch grid, in document order. Absent in text
+    /// indexes and in indexes written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<Vec<crate::pages::PageRecord>>,
+    /// Token pooling applied to the documents' vectors before indexing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<crate::index::pool::Pooling>,
     /// Every data file with its size and CRC-32.
     pub files: BTreeMap<String, FileEntry>,
 }
