@@ -21,7 +21,9 @@
 pub mod builder;
 pub mod codec;
 pub mod kmeans;
+pub mod live;
 pub mod lock;
+pub mod metadb;
 mod rng;
 pub mod store;
 
