@@ -178,9 +178,21 @@ fn build_base(path: &Path, n: usize) -> State {
 
 /// Whether the index at `path` holds exactly `state` (ids, a sample's
 /// stored vectors and scores, metadata); `Err` says what differs.
-fn check(path: &Path, state: &State, rng: &mut Rng) -> Result<(), String> {
+fn check(
+    path: &Path,
+    state: &State,
+    generation: u64,
+    focus: &[String],
+    rng: &mut Rng,
+) -> Result<(), String> {
     let index =
         Index::open_on(path, Device::Cpu, &Default::default()).map_err(|e| e.to_string())?;
+    if index.generation() != generation {
+        return Err(format!(
+            "generation {}, expected {generation}",
+            index.generation()
+        ));
+    }
     let got: BTreeSet<&str> = index.doc_ids().iter().map(String::as_str).collect();
     let want: BTreeSet<&str> = state.keys().map(String::as_str).collect();
     if got != want || index.num_docs() != state.len() {
@@ -194,8 +206,12 @@ fn check(path: &Path, state: &State, rng: &mut Rng) -> Result<(), String> {
     }
     let raw = colwgpu::index::Index::open(path).map_err(|e| e.to_string())?;
     let ids: Vec<&String> = state.keys().collect();
+    // The documents the interrupted mutation touched, and a random sample.
+    let mut sample: Vec<&String> = focus.iter().filter(|id| state.contains_key(*id)).collect();
     for _ in 0..4 {
-        let id = ids[rng.below(ids.len() as u64) as usize];
+        sample.push(ids[rng.below(ids.len() as u64) as usize]);
+    }
+    for id in sample {
         let (seed, op) = state[id];
         let v = vectors(id, seed);
         let d = raw
@@ -203,12 +219,27 @@ fn check(path: &Path, state: &State, rng: &mut Rng) -> Result<(), String> {
             .iter()
             .position(|x| x == id)
             .ok_or("id vanished")?;
-        let c = raw.codec().compress_cpu(&v);
-        if raw.doc_codes(d) != c.codes || raw.doc_residuals(d) != c.packed {
-            return Err(format!("{id}: stored vectors are not version {seed}'s"));
-        }
+        // Compressed against the codebook as it was when the document was
+        // added (outlier clustering may have appended centroids since): some
+        // prefix of today's centroids.
+        let full = raw.codec();
+        let c = (1..=full.num_centroids())
+            .rev()
+            .find_map(|k| {
+                let codec = colwgpu::index::ResidualCodec::new(
+                    DIM,
+                    full.nbits,
+                    full.centroids[..k * DIM].to_vec(),
+                    full.bucket_cutoffs.clone(),
+                    full.bucket_weights.clone(),
+                )
+                .ok()?;
+                let c = codec.compress_cpu(&v);
+                (raw.doc_codes(d) == c.codes && raw.doc_residuals(d) == c.packed).then_some(c)
+            })
+            .ok_or_else(|| format!("{id}: stored vectors are not version {seed}'s"))?;
         // Exact MaxSim of the document against its own vectors, from the codec.
-        let dec = raw.codec().decompress_cpu(&c.codes, &c.packed);
+        let dec = full.decompress_cpu(&c.codes, &c.packed);
         let expected: f64 = v
             .chunks(DIM)
             .map(|q| {
@@ -258,8 +289,15 @@ fn check(path: &Path, state: &State, rng: &mut Rng) -> Result<(), String> {
         let f = index
             .filter_ids(&Filter::new("op >= ?", vec![json!(0)]))
             .map_err(|e| e.to_string())?;
-        if f.into_iter().collect::<BTreeSet<_>>() != with_meta {
-            return Err("the metadata filter does not see exactly the live documents".into());
+        let f: BTreeSet<String> = f.into_iter().collect();
+        if f != with_meta {
+            return Err(format!(
+                "the metadata filter does not see exactly the live documents: unexpected \
+                 {:?}, missing {:?} (journal present: {})",
+                f.difference(&with_meta).take(5).collect::<Vec<_>>(),
+                with_meta.difference(&f).take(5).collect::<Vec<_>>(),
+                path.join("metadata.sqlite-journal").exists()
+            ));
         }
     }
     Ok(())
@@ -280,6 +318,8 @@ fn random_kills() {
     let mut state = build_base(&path, 40);
     let mut rng = Rng::new(seed);
     let (mut next_id, mut op_no) = (0u64, 0u64);
+    // Every planned mutation commits exactly one generation.
+    let mut generation = 0u64;
     let exe = std::env::current_exe().unwrap();
     let (mut before, mut after, mut clean) = (0, 0, 0);
     let start = Instant::now();
@@ -303,10 +343,8 @@ fn random_kills() {
             BufReader::new(out)
                 .lines()
                 .map_while(|l| l.ok())
-                .filter_map(|l| {
-                    l.strip_prefix("done ")
-                        .and_then(|n| n.parse::<usize>().ok())
-                })
+                // libtest may print "test kill_child ... " before the first ack.
+                .filter_map(|l| l.split("done ").nth(1)?.trim().parse::<usize>().ok())
                 .max()
         });
         let delay = 20 + rng.below(180);
@@ -325,15 +363,23 @@ fn random_kills() {
             s_done = apply(&s_done, op);
         }
         let s_next = ops.get(done).map(|op| apply(&s_done, op));
-        let r_done = check(&path, &s_done, &mut rng);
+        let focus: Vec<String> = match ops.get(done) {
+            Some(Op::Add(d, _)) | Some(Op::Update(d, _)) => d.iter().map(|x| x.0.clone()).collect(),
+            Some(Op::Delete(ids)) => ids.clone(),
+            None => Vec::new(),
+        };
+        let g_done = generation + done as u64;
+        let r_done = check(&path, &s_done, g_done, &focus, &mut rng);
         state = match (r_done, s_next) {
             (Ok(()), _) => {
                 before += 1;
+                generation = g_done;
                 s_done
             }
-            (Err(e), Some(next)) => match check(&path, &next, &mut rng) {
+            (Err(e), Some(next)) => match check(&path, &next, g_done + 1, &focus, &mut rng) {
                 Ok(()) => {
                     after += 1;
+                    generation = g_done + 1;
                     next
                 }
                 Err(e2) => panic!(
