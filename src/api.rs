@@ -750,6 +750,21 @@ impl Index {
         Ok(out)
     }
 
+    /// [`Index::search_encoded`] with a metadata filter.
+    pub fn search_filtered_encoded(
+        &self,
+        model: &Model,
+        queries: &[TokenVectors],
+        options: &SearchOptions,
+        filter: &Filter,
+    ) -> Result<Vec<Vec<Hit>>> {
+        self.check_model(model)?;
+        let allowed = self.allowed(filter)?;
+        let searcher = self.searcher(Some(model.compute()))?;
+        let blocks: Vec<&[f32]> = queries.iter().map(|e| e.vectors.as_slice()).collect();
+        self.search_blocks_in(&searcher, &blocks, options, Some(&allowed))
+    }
+
     /// [`Index::search_vectors`] with a metadata filter.
     pub fn search_vectors_filtered(
         &self,

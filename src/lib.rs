@@ -42,6 +42,8 @@ pub mod api;
 pub mod error;
 pub mod eval;
 pub mod io;
+#[cfg(feature = "server")]
+pub mod server;
 
 /// The engine's internals (backends, kernels, models, index, search): public
 /// only with the `internals` feature, which the crate's own tests and benches

@@ -84,6 +84,120 @@ enum Command {
     Delete(DeleteArgs),
     /// Rewrite an index without its deleted documents (reclaims space, rebuilds the lists)
     Compact(CompactArgs),
+    /// Serve indexes over HTTP: search, add / update / delete, metadata, encode (docs/openapi.yaml)
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// An index to serve, as NAME=DIR (repeat for more)
+    #[arg(long = "index", required = true)]
+    indexes: Vec<String>,
+    /// Model directory (text search, adds of texts, /encode); default: the first index's model
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Serve without a model (vector search and vector adds only)
+    #[arg(long, conflicts_with = "model")]
+    no_model: bool,
+    /// Address to bind (loopback by default)
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port (0: any free port, printed at start)
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Longest wait, in milliseconds, for more queries to batch with the first
+    #[arg(long, default_value_t = 2.0)]
+    batch_wait_ms: f64,
+    /// Most queries encoded in one batch (at least 1)
+    #[arg(long, default_value_t = 32, value_parser = at_least_1)]
+    max_batch: usize,
+    /// Text queries waiting at most; beyond, 503 (at least 1)
+    #[arg(long, default_value_t = 1024, value_parser = at_least_1)]
+    queue: usize,
+    /// Largest request body, MiB (at least 1)
+    #[arg(long, default_value_t = 16, value_parser = at_least_1)]
+    body_limit_mb: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    let mut indexes = Vec::new();
+    for spec in &a.indexes {
+        let Some((name, dir)) = spec
+            .split_once('=')
+            .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+        else {
+            bail!("--index takes NAME=DIR, got '{spec}'");
+        };
+        if indexes.iter().any(|(n, _): &(String, PathBuf)| n == name) {
+            bail!("index name '{name}' is given twice");
+        }
+        indexes.push((name.to_string(), PathBuf::from(dir)));
+    }
+    if !(a.batch_wait_ms.is_finite() && (0.0..=1000.0).contains(&a.batch_wait_ms)) {
+        bail!("--batch-wait-ms must be between 0 and 1000");
+    }
+    let model = if a.no_model {
+        None
+    } else {
+        Some(match &a.model {
+            Some(d) => a.device.open_model(d, a.max_batch)?,
+            None => {
+                let first = Index::open(&indexes[0].1)
+                    .with_context(|| format!("opening index {}", indexes[0].1.display()))?;
+                let dir = first.model_dir().map(Path::to_path_buf).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "index {} does not record its model: give --model or --no-model",
+                        indexes[0].1.display()
+                    )
+                })?;
+                a.device.open_model(&dir, a.max_batch)?
+            }
+        })
+    };
+    let addr: std::net::SocketAddr = format!("{}:{}", a.host, a.port)
+        .parse()
+        .with_context(|| format!("'{}:{}' is not an address to bind", a.host, a.port))?;
+    let options = colwgpu::server::ServeOptions {
+        indexes,
+        addr,
+        batch_wait: std::time::Duration::from_secs_f64(a.batch_wait_ms / 1e3),
+        max_batch: a.max_batch,
+        queue: a.queue,
+        body_limit: a.body_limit_mb << 20,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            if let Ok(addr) = rx.await {
+                eprintln!("colwgpu serve: listening on http://{addr}");
+            }
+        });
+        let shutdown = async {
+            let term = async {
+                #[cfg(unix)]
+                if let Ok(mut s) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    s.recv().await;
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            eprintln!("colwgpu serve: draining in-flight requests");
+        };
+        colwgpu::server::serve(model, options, shutdown, Some(tx)).await
+    })?;
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -310,6 +424,7 @@ fn main() {
         Command::Add(args) => add(args),
         Command::Delete(args) => delete(args),
         Command::Compact(args) => compact(args),
+        Command::Serve(args) => serve(args),
     };
     if let Err(e) = result {
         eprintln!("colwgpu: error: {e:#}");
