@@ -54,10 +54,12 @@ pub const LIVE_VERSION: u32 = 1;
 const SEGMENT_MAGIC: &[u8; 8] = b"CWSEG001";
 
 /// Distance (‖v − c‖ for unit vectors, `sqrt(2 − 2·cos)`) to the nearest
-/// centroid above which an added vector is an outlier. Measured: the 99th
-/// percentile of this distance over the token vectors of half of SciFact
-/// (MiniLM, 2-bit, 4096 centroids) against that half's own centroids is
-/// 0.655 (`scripts/live_quality.sh`); we round it to 0.66.
+/// centroid above which an added vector is an outlier (0.66: cosine below
+/// about 0.78). A provisional default, **not yet measured**: the measurement
+/// is `examples/live_quality.rs` (`scripts/live_quality.sh`), which prints the
+/// 50th / 99th / 99.9th percentiles of this distance over half of SciFact
+/// against that half's own centroids; [`Writer::set_outlier_policy`] sets it
+/// per index.
 pub const DEFAULT_OUTLIER_DISTANCE: f32 = 0.66;
 /// Outlier vectors buffered before they are clustered into new centroids.
 pub const DEFAULT_CLUSTER_AT: usize = 2048;
