@@ -446,8 +446,8 @@ fn merge(dir: &Path, snap: Snapshot) -> Index {
     let mut doclens = Vec::new();
     let mut ids = Vec::new();
     let mut globals = Vec::new();
-    for d in 0..base.num_docs() {
-        if dead[d] {
+    for (d, &gone) in dead.iter().enumerate().take(base.num_docs()) {
+        if gone {
             continue;
         }
         codes.extend_from_slice(base.doc_codes(d));
