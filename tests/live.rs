@@ -299,6 +299,9 @@ fn outliers_become_new_centroids() {
     assert_eq!(hits[0][0].id, "far12");
 }
 
+/// Which corpus positions a filter must keep.
+type Keep = Box<dyn Fn(usize) -> bool>;
+
 fn meta_of(i: usize) -> serde_json::Value {
     let topic = ["bio", "chem", "phys"][i % 3];
     json!({"year": 2000 + (i % 10) as i64, "topic": topic, "n": i, "tags": ["t", i % 7]})
@@ -342,7 +345,7 @@ fn filtered_search_is_the_exhaustive_filtered_top_k() {
         .map(|(i, d)| (d.0.as_str(), i))
         .collect();
     let index = open(&path);
-    let cases: Vec<(Filter, Box<dyn Fn(usize) -> bool>)> = vec![
+    let cases: Vec<(Filter, Keep)> = vec![
         (
             Filter::new("topic = ?", vec![json!("bio")]),
             Box::new(|i| i % 3 == 0),
