@@ -23,6 +23,8 @@ use crate::model::{Encoder, PageEncoder};
 use crate::search::{maxsim_scores, ScoreRequest, Searcher};
 
 pub use crate::gpu::GpuOptions;
+pub use crate::index::live::{AddSummary, NewDoc};
+pub use crate::index::metadb::Filter;
 pub use crate::index::{
     BuildSummary, FileEntry, Metadata, ModelInfo, Progress, Settings, Stage, Stats,
 };
@@ -601,6 +603,7 @@ pub struct Index {
     compute: Mutex<Option<Compute>>,
     searcher: Mutex<Option<Arc<Searcher>>>,
     by_id: OnceLock<HashMap<String, u32>>,
+    by_global: OnceLock<HashMap<u32, u32>>,
 }
 
 impl std::fmt::Debug for Index {
@@ -628,6 +631,7 @@ impl Index {
             compute: Mutex::new(compute),
             searcher: Mutex::new(None),
             by_id: OnceLock::new(),
+            by_global: OnceLock::new(),
         })
     }
 
@@ -830,6 +834,16 @@ impl Index {
         queries: &[&[f32]],
         options: &SearchOptions,
     ) -> Result<Vec<Vec<Hit>>> {
+        self.search_blocks_in(searcher, queries, options, None)
+    }
+
+    fn search_blocks_in(
+        &self,
+        searcher: &Searcher,
+        queries: &[&[f32]],
+        options: &SearchOptions,
+        allowed: Option<&[bool]>,
+    ) -> Result<Vec<Vec<Hit>>> {
         let dim = self.dim();
         for (i, q) in queries.iter().enumerate() {
             if q.is_empty() || !q.len().is_multiple_of(dim) {
@@ -848,10 +862,110 @@ impl Index {
                 end += 1;
             }
             let flat: Vec<f32> = queries[start..end].concat();
-            out.extend(searcher.search(&flat, len / dim, options)?);
+            out.extend(match allowed {
+                Some(a) => searcher.search_filtered(&flat, len / dim, options, a)?,
+                None => searcher.search(&flat, len / dim, options)?,
+            });
             start = end;
         }
         Ok(out)
+    }
+
+    /// The generation of the live snapshot this handle shows (0 for an index
+    /// never mutated). Reopen to see later mutations.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+
+    /// One flag per document: whether its metadata satisfies `filter`.
+    fn allowed(&self, filter: &Filter) -> Result<Vec<bool>> {
+        let globals = crate::index::metadb::filter(self.path(), filter)?;
+        let mut allowed = vec![false; self.num_docs()];
+        let local = self.by_global();
+        for g in globals {
+            if let Some(&d) = local.get(&g) {
+                allowed[d as usize] = true;
+            }
+        }
+        Ok(allowed)
+    }
+
+    fn by_global(&self) -> &HashMap<u32, u32> {
+        self.by_global.get_or_init(|| {
+            (0..self.num_docs())
+                .map(|d| (self.inner.global_doc(d), d as u32))
+                .collect()
+        })
+    }
+
+    /// Ids of the documents (in this snapshot) whose metadata satisfies
+    /// `filter`, in index order.
+    pub fn filter_ids(&self, filter: &Filter) -> Result<Vec<String>> {
+        let allowed = self.allowed(filter)?;
+        Ok(allowed
+            .iter()
+            .enumerate()
+            .filter(|(_, &a)| a)
+            .map(|(d, _)| self.doc_ids()[d].clone())
+            .collect())
+    }
+
+    /// The metadata objects of documents `ids` (`None` where one has none).
+    pub fn document_metadata(&self, ids: &[&str]) -> Result<Vec<Option<serde_json::Value>>> {
+        let globals = ids
+            .iter()
+            .map(|id| Ok(self.inner.global_doc(self.doc_index(id)? as usize)))
+            .collect::<Result<Vec<u32>>>()?;
+        crate::index::metadb::get(self.path(), &globals)
+    }
+
+    /// [`Index::search_batch`] over only the documents whose metadata
+    /// satisfies `filter` (applied to PLAID's candidates before scoring; the
+    /// search runs on the CPU).
+    pub fn search_filtered(
+        &self,
+        model: &Model,
+        queries: &[&str],
+        options: &SearchOptions,
+        filter: &Filter,
+    ) -> Result<Vec<Vec<Hit>>> {
+        self.check_model(model)?;
+        let allowed = self.allowed(filter)?;
+        let searcher = self.searcher(Some(model.compute()))?;
+        let mut out = Vec::with_capacity(queries.len());
+        for chunk in queries.chunks(32) {
+            let encoded = model.encode_queries(chunk)?;
+            let blocks: Vec<&[f32]> = encoded.iter().map(|e| e.vectors.as_slice()).collect();
+            out.extend(self.search_blocks_in(&searcher, &blocks, options, Some(&allowed))?);
+        }
+        Ok(out)
+    }
+
+    /// [`Index::search_encoded`] with a metadata filter.
+    pub fn search_filtered_encoded(
+        &self,
+        model: &Model,
+        queries: &[TokenVectors],
+        options: &SearchOptions,
+        filter: &Filter,
+    ) -> Result<Vec<Vec<Hit>>> {
+        self.check_model(model)?;
+        let allowed = self.allowed(filter)?;
+        let searcher = self.searcher(Some(model.compute()))?;
+        let blocks: Vec<&[f32]> = queries.iter().map(|e| e.vectors.as_slice()).collect();
+        self.search_blocks_in(&searcher, &blocks, options, Some(&allowed))
+    }
+
+    /// [`Index::search_vectors`] with a metadata filter.
+    pub fn search_vectors_filtered(
+        &self,
+        queries: &[&[f32]],
+        options: &SearchOptions,
+        filter: &Filter,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let allowed = self.allowed(filter)?;
+        let searcher = self.searcher(None)?;
+        self.search_blocks_in(&searcher, queries, options, Some(&allowed))
     }
 
     fn doc_index(&self, id: &str) -> Result<u32> {
@@ -1097,6 +1211,138 @@ impl Index {
             });
         }
         Ok(out)
+    }
+}
+
+/// The one writer of an index: adds, updates and deletes documents (each an
+/// atomic commit: killed at any instant, the index reopens as before or after
+/// it), sets metadata, compacts. Holds the index's lock until dropped; readers
+/// ([`Index::open`]) keep the snapshot they opened.
+pub struct IndexWriter {
+    inner: store::live::Writer,
+    model: ModelInfo,
+}
+
+impl std::fmt::Debug for IndexWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl IndexWriter {
+    /// Opens the index at `path` for writing, waiting up to `wait` for
+    /// another writer to finish (zero: fail at once with [`Error::Locked`]).
+    pub fn open(path: impl AsRef<Path>, wait: std::time::Duration) -> Result<Self> {
+        let path = path.as_ref();
+        let inner = store::live::Writer::open(path, wait, Compute::Cpu)?;
+        let model = store::read_metadata(path)?.model;
+        Ok(Self { inner, model })
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+    /// Live documents.
+    pub fn num_docs(&self) -> usize {
+        self.inner.num_docs()
+    }
+    pub fn contains(&self, id: &str) -> bool {
+        self.inner.contains(id)
+    }
+    pub fn path(&self) -> &Path {
+        self.inner.dir()
+    }
+    /// Outlier vectors buffered, not yet clustered into new centroids.
+    pub fn pending_outliers(&self) -> usize {
+        self.inner.manifest().num_outliers
+    }
+
+    fn check_model(&self, model: &Model) -> Result<()> {
+        if self.model.fingerprint == UNKNOWN_MODEL {
+            if model.dim != self.inner.dim() {
+                return Err(Error::Input(format!(
+                    "index {} holds {}-d vectors but model {} makes {}-d vectors",
+                    self.path().display(),
+                    self.inner.dim(),
+                    model.info.name,
+                    model.dim
+                )));
+            }
+            return Ok(());
+        }
+        if self.model.fingerprint != model.info.fingerprint {
+            return Err(Error::Input(format!(
+                "index {} was built with model '{}' ({}), not with '{}' ({}): add with the \
+                 indexing model",
+                self.path().display(),
+                self.model.name,
+                self.model.fingerprint,
+                model.info.name,
+                model.info.fingerprint
+            )));
+        }
+        Ok(())
+    }
+
+    /// Encodes `docs` with `model` (the index's model) and adds them, with
+    /// `metadata[i]` (if given, one per document) as document `i`'s metadata.
+    /// `update`: replace existing documents with these ids instead.
+    pub fn add_texts(
+        &mut self,
+        model: &Model,
+        docs: &[Document],
+        metadata: Option<&[Option<serde_json::Value>]>,
+        update: bool,
+    ) -> Result<AddSummary> {
+        self.check_model(model)?;
+        if let Some(m) = metadata {
+            if m.len() != docs.len() {
+                return Err(Error::Input(format!(
+                    "{} metadata entries for {} documents",
+                    m.len(),
+                    docs.len()
+                )));
+            }
+        }
+        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+        let encoded = model.encode_documents(&texts)?;
+        let new: Vec<NewDoc> = docs
+            .iter()
+            .zip(encoded)
+            .enumerate()
+            .map(|(i, (d, e))| NewDoc {
+                id: d.id.clone(),
+                vectors: e.vectors,
+                metadata: metadata.and_then(|m| m[i].clone()),
+            })
+            .collect();
+        self.inner.add(&new, update)
+    }
+
+    /// Adds documents given as token vectors (unit rows, the index's dimension).
+    pub fn add_vectors(&mut self, docs: &[NewDoc], update: bool) -> Result<AddSummary> {
+        self.inner.add(docs, update)
+    }
+
+    /// Deletes documents by id (all must exist); returns the new generation.
+    pub fn delete(&mut self, ids: &[&str]) -> Result<u64> {
+        self.inner.delete(ids)
+    }
+
+    /// Sets (replaces) the metadata of existing documents.
+    pub fn set_metadata(&mut self, items: &[(&str, serde_json::Value)]) -> Result<()> {
+        self.inner.set_metadata(items)
+    }
+
+    /// The outlier distance and the buffer size that triggers clustering.
+    pub fn set_outlier_policy(&mut self, distance: f32, cluster_at: usize) -> Result<()> {
+        self.inner.set_outlier_policy(distance, cluster_at)
+    }
+
+    /// Rewrites the index without deleted documents (atomic swap, like a
+    /// build); returns the documents kept. Consumes the writer (and its lock).
+    pub fn compact(self) -> Result<usize> {
+        self.inner.compact()
     }
 }
 

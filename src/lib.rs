@@ -43,6 +43,8 @@ pub mod error;
 pub mod eval;
 pub mod io;
 pub mod pages;
+#[cfg(feature = "server")]
+pub mod server;
 
 /// The engine's internals (backends, kernels, models, index, search): public
 /// only with the `internals` feature, which the crate's own tests and benches
@@ -62,8 +64,8 @@ macro_rules! internal_modules {
 internal_modules!(backend, gpu, index, kernels, model, search, text, vision);
 
 pub use api::{
-    Device, Document, Hit, Index, IndexOptions, Model, ModelOptions, SearchOptions, TokenVectors,
-    VectorSet,
+    Device, Document, Filter, Hit, Index, IndexOptions, IndexWriter, Model, ModelOptions,
+    SearchOptions, TokenVectors, VectorSet,
 };
 pub use error::{Error, Result};
 

@@ -78,6 +78,300 @@ enum Command {
     Search(SearchArgs),
     /// Search every judged query of a BEIR qrels file and report nDCG@10, Recall@10/100, MRR@10
     Eval(EvalArgs),
+    /// Add (or with --update replace) documents in an existing index, without rebuilding
+    Add(AddArgs),
+    /// Delete documents from an index by id (hidden from search at once)
+    Delete(DeleteArgs),
+    /// Rewrite an index without its deleted documents (reclaims space, rebuilds the lists)
+    Compact(CompactArgs),
+    /// Serve indexes over HTTP: search, add / update / delete, metadata, encode (docs/openapi.yaml)
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// An index to serve, as NAME=DIR (repeat for more)
+    #[arg(long = "index", required = true)]
+    indexes: Vec<String>,
+    /// Model directory (text search, adds of texts, /encode); default: the first index's model
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Serve without a model (vector search and vector adds only)
+    #[arg(long, conflicts_with = "model")]
+    no_model: bool,
+    /// Address to bind (loopback by default)
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port (0: any free port, printed at start)
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Longest wait, in milliseconds, for more queries to batch with the first
+    #[arg(long, default_value_t = 2.0)]
+    batch_wait_ms: f64,
+    /// Most queries encoded in one batch (at least 1)
+    #[arg(long, default_value_t = 32, value_parser = at_least_1)]
+    max_batch: usize,
+    /// Text queries waiting at most; beyond, 503 (at least 1)
+    #[arg(long, default_value_t = 1024, value_parser = at_least_1)]
+    queue: usize,
+    /// Largest request body, MiB (at least 1)
+    #[arg(long, default_value_t = 16, value_parser = at_least_1)]
+    body_limit_mb: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    let mut indexes = Vec::new();
+    for spec in &a.indexes {
+        let Some((name, dir)) = spec
+            .split_once('=')
+            .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+        else {
+            bail!("--index takes NAME=DIR, got '{spec}'");
+        };
+        if indexes.iter().any(|(n, _): &(String, PathBuf)| n == name) {
+            bail!("index name '{name}' is given twice");
+        }
+        indexes.push((name.to_string(), PathBuf::from(dir)));
+    }
+    if !(a.batch_wait_ms.is_finite() && (0.0..=1000.0).contains(&a.batch_wait_ms)) {
+        bail!("--batch-wait-ms must be between 0 and 1000");
+    }
+    let model = if a.no_model {
+        None
+    } else {
+        Some(match &a.model {
+            Some(d) => a.device.open_model(d, a.max_batch)?,
+            None => {
+                let first = Index::open(&indexes[0].1)
+                    .with_context(|| format!("opening index {}", indexes[0].1.display()))?;
+                let dir = first.model_dir().map(Path::to_path_buf).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "index {} does not record its model: give --model or --no-model",
+                        indexes[0].1.display()
+                    )
+                })?;
+                a.device.open_model(&dir, a.max_batch)?
+            }
+        })
+    };
+    let addr: std::net::SocketAddr = format!("{}:{}", a.host, a.port)
+        .parse()
+        .with_context(|| format!("'{}:{}' is not an address to bind", a.host, a.port))?;
+    let options = colwgpu::server::ServeOptions {
+        indexes,
+        addr,
+        batch_wait: std::time::Duration::from_secs_f64(a.batch_wait_ms / 1e3),
+        max_batch: a.max_batch,
+        queue: a.queue,
+        body_limit: a.body_limit_mb << 20,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            if let Ok(addr) = rx.await {
+                eprintln!("colwgpu serve: listening on http://{addr}");
+            }
+        });
+        let shutdown = async {
+            let term = async {
+                #[cfg(unix)]
+                if let Ok(mut s) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    s.recv().await;
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            eprintln!("colwgpu serve: draining in-flight requests");
+        };
+        colwgpu::server::serve(model, options, shutdown, Some(tx)).await
+    })?;
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct AddArgs {
+    /// Index directory (built by `colwgpu index`)
+    #[arg(long)]
+    index: PathBuf,
+    /// Model directory; default: the model the index was built with
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// BEIR corpus.jsonl (or one text per line), encoded now
+    #[arg(long, conflicts_with = "vectors", required_unless_present = "vectors")]
+    corpus: Option<PathBuf>,
+    /// Precomputed document token vectors (.safetensors from `colwgpu encode --docs`)
+    #[arg(long)]
+    vectors: Option<PathBuf>,
+    /// Document metadata: JSON lines {"id": "...", "metadata": {...}}
+    #[arg(long)]
+    metadata: Option<PathBuf>,
+    /// Replace documents with these ids (they must exist) instead of adding new ones
+    #[arg(long)]
+    update: bool,
+    /// Seconds to wait for another writer of the index (default: fail at once)
+    #[arg(long, default_value_t = 0.0)]
+    wait: f64,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(clap::Args)]
+struct DeleteArgs {
+    #[arg(long)]
+    index: PathBuf,
+    /// Document ids
+    ids: Vec<String>,
+    /// More ids, one per line
+    #[arg(long)]
+    ids_file: Option<PathBuf>,
+    /// Seconds to wait for another writer of the index
+    #[arg(long, default_value_t = 0.0)]
+    wait: f64,
+}
+
+#[derive(clap::Args)]
+struct CompactArgs {
+    #[arg(long)]
+    index: PathBuf,
+    /// Seconds to wait for another writer of the index
+    #[arg(long, default_value_t = 0.0)]
+    wait: f64,
+}
+
+fn wait_arg(secs: f64) -> Result<std::time::Duration> {
+    if !(secs.is_finite() && secs >= 0.0) {
+        bail!("--wait must be a number of seconds, 0 or more (got {secs})");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// `{"id": ..., "metadata": {...}}` lines, by id.
+fn read_metadata_lines(
+    path: &Path,
+) -> Result<std::collections::HashMap<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading metadata {}", path.display()))?;
+    let mut out = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
+        let (Some(id), Some(m)) = (v.get("id").and_then(|x| x.as_str()), v.get("metadata")) else {
+            bail!(
+                "{} line {}: expected {{\"id\": \"...\", \"metadata\": {{...}}}}",
+                path.display(),
+                i + 1
+            );
+        };
+        out.insert(id.to_string(), m.clone());
+    }
+    Ok(out)
+}
+
+fn add(a: AddArgs) -> Result<()> {
+    let wait = wait_arg(a.wait)?;
+    let mut meta = match &a.metadata {
+        Some(p) => read_metadata_lines(p)?,
+        None => Default::default(),
+    };
+    let t = Instant::now();
+    let summary = if let Some(path) = &a.vectors {
+        let set = read_vector_args(path, None, None, None)?;
+        let mut writer = colwgpu::IndexWriter::open(&a.index, wait)
+            .with_context(|| format!("opening index {} for writing", a.index.display()))?;
+        let docs: Vec<api::NewDoc> = (0..set.len())
+            .map(|i| api::NewDoc {
+                id: set.ids[i].clone(),
+                vectors: set.get(i).to_vec(),
+                metadata: meta.remove(&set.ids[i]),
+            })
+            .collect();
+        writer.add_vectors(&docs, a.update)?
+    } else {
+        let Some(corpus) = &a.corpus else {
+            bail!("give --corpus FILE or --vectors FILE");
+        };
+        let records = read_texts(corpus, None, false)?;
+        let index = Index::open(&a.index)
+            .with_context(|| format!("opening index {}", a.index.display()))?;
+        let model = match &a.model {
+            Some(d) => a.device.open_model(d, 32)?,
+            None => index.open_model(a.device.choice()?)?,
+        };
+        drop(index);
+        let mut writer = colwgpu::IndexWriter::open(&a.index, wait)
+            .with_context(|| format!("opening index {} for writing", a.index.display()))?;
+        let m: Vec<Option<serde_json::Value>> =
+            records.iter().map(|r| meta.remove(&r.id)).collect();
+        writer.add_texts(&model, &records, Some(&m), a.update)?
+    };
+    if let Some(id) = meta.keys().next() {
+        eprintln!(
+            "warning: metadata for '{id}' (and {} more) matched no added document",
+            meta.len() - 1
+        );
+    }
+    eprintln!(
+        "{} {} documents ({} vectors, {} outliers, {} new centroids) in {:.2} s: generation {}",
+        if a.update { "updated" } else { "added" },
+        summary.docs,
+        summary.vectors,
+        summary.outliers,
+        summary.new_centroids,
+        t.elapsed().as_secs_f64(),
+        summary.generation
+    );
+    Ok(())
+}
+
+fn delete(a: DeleteArgs) -> Result<()> {
+    let mut ids = a.ids.clone();
+    if let Some(p) = &a.ids_file {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        ids.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from),
+        );
+    }
+    if ids.is_empty() {
+        bail!("no ids to delete: give them as arguments or with --ids-file");
+    }
+    let mut writer = colwgpu::IndexWriter::open(&a.index, wait_arg(a.wait)?)
+        .with_context(|| format!("opening index {} for writing", a.index.display()))?;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let generation = writer.delete(&refs)?;
+    eprintln!("deleted {} documents: generation {generation}", refs.len());
+    Ok(())
+}
+
+fn compact(a: CompactArgs) -> Result<()> {
+    let writer = colwgpu::IndexWriter::open(&a.index, wait_arg(a.wait)?)
+        .with_context(|| format!("opening index {} for writing", a.index.display()))?;
+    let t = Instant::now();
+    let kept = writer.compact()?;
+    eprintln!(
+        "compacted {}: {kept} documents in {:.2} s",
+        a.index.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// A count that must be at least 1 (the message states the range).
@@ -127,6 +421,10 @@ fn main() {
         Command::Index(args) => build_index(args),
         Command::Search(args) => search(args),
         Command::Eval(args) => eval(args),
+        Command::Add(args) => add(args),
+        Command::Delete(args) => delete(args),
+        Command::Compact(args) => compact(args),
+        Command::Serve(args) => serve(args),
     };
     if let Err(e) = result {
         eprintln!("colwgpu: error: {e:#}");
@@ -738,6 +1036,13 @@ struct SearchArgs {
     /// matched tokens' text and character offsets
     #[arg(long, requires = "explain")]
     corpus: Option<PathBuf>,
+    /// Metadata filter: an SQL condition on the metadata columns with ? placeholders
+    /// (e.g. "year >= ? AND topic = ?")
+    #[arg(long)]
+    filter: Option<String>,
+    /// A value bound to the filter's next ? (JSON: 2020, "biology", true); repeat in order
+    #[arg(long = "param", requires = "filter")]
+    params: Vec<String>,
     #[command(flatten)]
     knobs: SearchKnobs,
     #[command(flatten)]
@@ -833,6 +1138,23 @@ fn explain_hits(
         }
     }
     Ok(out)
+}
+
+impl SearchArgs {
+    fn filter(&self) -> Result<Option<colwgpu::Filter>> {
+        let Some(cond) = &self.filter else {
+            return Ok(None);
+        };
+        let params = self
+            .params
+            .iter()
+            .map(|p| {
+                // A bare word is a string; anything else must be JSON.
+                serde_json::from_str(p).or_else(|_| Ok(serde_json::Value::String(p.clone())))
+            })
+            .collect::<Result<Vec<serde_json::Value>>>()?;
+        Ok(Some(colwgpu::Filter::new(cond.clone(), params)))
+    }
 }
 
 #[derive(clap::Args)]
@@ -947,7 +1269,10 @@ fn search(a: SearchArgs) -> Result<()> {
         let set = read_vector_args(path, None, None, None)?;
         let blocks: Vec<&[f32]> = (0..set.len()).map(|i| set.get(i)).collect();
         let t = Instant::now();
-        let hits = index.search_vectors(&blocks, &a.knobs.options())?;
+        let hits = match a.filter()? {
+            Some(f) => index.search_vectors_filtered(&blocks, &a.knobs.options(), &f)?,
+            None => index.search_vectors(&blocks, &a.knobs.options())?,
+        };
         let search_s = t.elapsed().as_secs_f64();
         for (id, h) in set.ids.iter().zip(&hits) {
             print_hits(a.json, false, id, None, h);
@@ -973,7 +1298,14 @@ fn search(a: SearchArgs) -> Result<()> {
         open_for_search(&a.index, a.model.as_deref(), &a.device, a.knobs.batch_size)?;
     let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
     let bar = indicatif::ProgressBar::hidden();
-    let (hits, encode_s, search_s) = run_queries(&index, &model, &texts, &a.knobs, &bar)?;
+    let (hits, encode_s, search_s) = match a.filter()? {
+        Some(f) => {
+            let t = Instant::now();
+            let hits = index.search_filtered(&model, &texts, &a.knobs.options(), &f)?;
+            (hits, 0.0, t.elapsed().as_secs_f64())
+        }
+        None => run_queries(&index, &model, &texts, &a.knobs, &bar)?,
+    };
     let corpus: Option<std::collections::HashMap<String, String>> = match &a.corpus {
         Some(path) => Some(
             read_texts(path, None, false)?

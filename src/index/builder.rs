@@ -718,7 +718,7 @@ fn compress_all(
 
 /// Stages 5 and 6: inverted lists, and every other data file written into `tmp`
 /// (centroids as f16; codes and lists as u16 where they fit).
-fn write_arrays(
+pub(crate) fn write_arrays(
     tmp: &TempIndexDir,
     codec: &ResidualCodec,
     codes: &[u32],

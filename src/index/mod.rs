@@ -21,8 +21,10 @@
 pub mod builder;
 pub mod codec;
 pub mod kmeans;
+pub mod live;
 pub mod lock;
 pub mod pool;
+pub mod metadb;
 mod rng;
 pub mod store;
 

@@ -225,3 +225,47 @@ pub fn rerank_set(scores: &[f32], qlen: usize, view: &CodesView, params: &PlaidP
     out.sort_unstable();
     out
 }
+
+/// [`rerank_set`] restricted to the documents `allowed[d]` (a metadata filter,
+/// applied to the candidates *before* any scoring). When at most `ndocs / 4`
+/// documents are allowed, all of them are reranked exactly; when the probed
+/// cells hold fewer than `ndocs` allowed documents, every allowed document
+/// enters the pruned interaction stage. Either way, `min(k, allowed)` results
+/// come back whenever `ndocs / 4 ≥ k`.
+pub fn rerank_set_filtered(
+    scores: &[f32],
+    qlen: usize,
+    view: &CodesView,
+    params: &PlaidParams,
+    allowed: &[bool],
+) -> Vec<u32> {
+    let all: Vec<u32> = (0..view.num_docs() as u32)
+        .filter(|&d| allowed.get(d as usize).copied().unwrap_or(false))
+        .collect();
+    let reranked = (params.ndocs / 4).max(1);
+    if all.len() <= reranked {
+        return all;
+    }
+    let mut cands: Vec<u32> = candidates(scores, qlen, view, params.ncells)
+        .into_iter()
+        .filter(|&d| allowed[d as usize])
+        .collect();
+    if cands.len() < params.ndocs {
+        cands = all;
+    }
+    let keep: Vec<bool> = (0..view.num_centroids)
+        .map(|c| {
+            scores[c * qlen..][..qlen]
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max)
+                >= params.centroid_score_threshold
+        })
+        .collect();
+    let pruned = approx_scores(scores, qlen, view, &cands, Some(&keep));
+    let stage3 = best(&cands, &pruned, params.ndocs);
+    let full = approx_scores(scores, qlen, view, &stage3, None);
+    let mut out = best(&stage3, &full, reranked);
+    out.sort_unstable();
+    out
+}

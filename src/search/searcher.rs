@@ -190,6 +190,41 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
         self.resident.search(self, queries, qlen, options)
     }
 
+    /// Searches only the documents `allowed[d]` (one flag per document of
+    /// the index; from a metadata filter). The filter restricts PLAID's
+    /// candidates before scoring ([`plaid::rerank_set_filtered`]); runs on the
+    /// CPU twins whatever the backend.
+    pub fn search_filtered(
+        &self,
+        queries: &[f32],
+        qlen: usize,
+        options: &SearchOptions,
+        allowed: &[bool],
+    ) -> Result<Vec<Vec<Hit>>> {
+        let dim = self.index.dim();
+        if qlen == 0 || !queries.len().is_multiple_of(qlen * dim) {
+            return Err(Error::shape(
+                "search",
+                format!(
+                    "{} query values are not a whole number of {qlen}×{dim} queries",
+                    queries.len()
+                ),
+            ));
+        }
+        if allowed.len() != self.index.num_docs() {
+            return Err(Error::shape(
+                "filtered search",
+                format!(
+                    "{} filter flags for {} documents",
+                    allowed.len(),
+                    self.index.num_docs()
+                ),
+            ));
+        }
+        options.validate(self.index.num_docs())?;
+        self.search_host_masked(queries, qlen, options, Some(allowed))
+    }
+
     /// The batch on the CPU twins: PLAID stages 1–4 per query (rayon), then
     /// decompression and exact MaxSim of each query's survivors, then top-k.
     pub(crate) fn search_host(
@@ -198,13 +233,25 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
         qlen: usize,
         options: &SearchOptions,
     ) -> Result<Vec<Vec<Hit>>> {
+        self.search_host_masked(queries, qlen, options, None)
+    }
+
+    fn search_host_masked(
+        &self,
+        queries: &[f32],
+        qlen: usize,
+        options: &SearchOptions,
+        allowed: Option<&[bool]>,
+    ) -> Result<Vec<Vec<Hit>>> {
         let dim = self.index.dim();
         let nq = queries.len() / (qlen * dim);
         let sets: Vec<Vec<u32>> = if options.exhaustive {
-            let all: Vec<u32> = (0..self.index.num_docs() as u32).collect();
+            let all: Vec<u32> = (0..self.index.num_docs() as u32)
+                .filter(|&d| allowed.is_none_or(|a| a[d as usize]))
+                .collect();
             vec![all; nq]
         } else {
-            self.rerank_sets(queries, qlen, &options.params())?
+            self.rerank_sets(queries, qlen, &options.params(), allowed)?
         };
         let mut out = Vec::with_capacity(nq);
         for (qi, set) in sets.iter().enumerate() {
@@ -230,6 +277,7 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
         queries: &[f32],
         qlen: usize,
         params: &PlaidParams,
+        allowed: Option<&[bool]>,
     ) -> Result<Vec<Vec<u32>>> {
         let dim = self.index.dim();
         let view = self.view();
@@ -238,7 +286,10 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
             .par_chunks(qlen * dim)
             .map(|q| {
                 let s = plaid::centroid_scores(self.index.centroids(), k, q, qlen, dim);
-                plaid::rerank_set(&s, qlen, &view, params)
+                match allowed {
+                    Some(a) => plaid::rerank_set_filtered(&s, qlen, &view, params, a),
+                    None => plaid::rerank_set(&s, qlen, &view, params),
+                }
             })
             .collect())
     }

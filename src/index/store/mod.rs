@@ -24,7 +24,7 @@
 //! commit), [`read`] ([`Index`]: opening by stage, the accessors).
 
 mod meta;
-mod read;
+pub(crate) mod read;
 mod write;
 
 pub use meta::{

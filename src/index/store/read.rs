@@ -19,6 +19,8 @@ use crate::index::codec::{GpuCodec, ResidualCodec};
 enum Bytes {
     Mapped(memmap2::Mmap),
     Owned(Vec<u64>, usize),
+    /// u32 words held in memory (the merged arrays of a live index).
+    Words(Vec<u32>),
 }
 
 impl Bytes {
@@ -26,6 +28,7 @@ impl Bytes {
         match self {
             Bytes::Mapped(m) => m,
             Bytes::Owned(v, len) => &bytemuck::cast_slice(v)[..*len],
+            Bytes::Words(v) => bytemuck::cast_slice(v),
         }
     }
 }
@@ -104,6 +107,20 @@ pub struct Index {
     ivf_offsets: Array<u64>,
     doc_ids: Vec<String>,
     gpu_codec: Mutex<Option<Arc<GpuCodec>>>,
+    /// For an index with live changes (`live.json`): the snapshot's
+    /// generation and, per document, its stable global number (base documents
+    /// first, then each segment's, deleted ones included) — what the metadata
+    /// database keys rows by. `None` for a plain (never mutated) index.
+    live: Option<LiveView>,
+}
+
+/// What a live snapshot adds to an [`Index`].
+#[derive(Debug, Clone)]
+pub(crate) struct LiveView {
+    pub generation: u64,
+    pub globals: Vec<u32>,
+    /// Global numbers allotted so far (deleted documents included).
+    pub total_globals: u32,
 }
 
 impl std::fmt::Debug for Index {
@@ -130,6 +147,14 @@ impl Index {
     /// data file, checking its size and checksum, (3) decodes the arrays,
     /// (4) checks the invariants search relies on. Errors name the file at fault.
     pub fn open_with(dir: &Path, options: &OpenOptions) -> Result<Self> {
+        if dir.join(crate::index::live::MANIFEST).is_file() {
+            return crate::index::live::open_snapshot(dir, options);
+        }
+        Self::open_base(dir, options)
+    }
+
+    /// Opens the base (format 3) arrays only, ignoring any live changes.
+    pub(crate) fn open_base(dir: &Path, options: &OpenOptions) -> Result<Self> {
         let meta = check_metadata(dir)?;
         let maps = map_files(dir, &meta, options)?;
         let parts = decode(dir, &meta, maps)?;
@@ -155,7 +180,75 @@ impl Index {
             ivf_offsets,
             doc_ids,
             gpu_codec: Mutex::new(None),
+            live: None,
         })
+    }
+
+    /// An index held in memory: the merged arrays of a live snapshot
+    /// (inverted lists rebuilt here). `metadata`'s counts are set from the arrays.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_memory(
+        dir: &Path,
+        mut metadata: Metadata,
+        codec: ResidualCodec,
+        codes: Vec<u32>,
+        residuals: Vec<u32>,
+        doclens: Vec<u32>,
+        doc_ids: Vec<String>,
+        live: LiveView,
+    ) -> Self {
+        let k = codec.num_centroids();
+        let (ivf, ivf_offsets) = crate::index::builder::inverted_lists(&codes, &doclens, k);
+        let mut doc_offsets = Vec::with_capacity(doclens.len() + 1);
+        let mut acc = 0u64;
+        doc_offsets.push(0);
+        for &l in &doclens {
+            acc += l as u64;
+            doc_offsets.push(acc);
+        }
+        metadata.num_docs = doclens.len();
+        metadata.num_vectors = codes.len();
+        metadata.num_centroids = k;
+        metadata.bytes_per_vector = codec.bytes_per_vector();
+        if !doclens.is_empty() {
+            metadata.stats.avg_doclen = codes.len() as f64 / doclens.len() as f64;
+            metadata.stats.max_doclen = doclens.iter().copied().max().unwrap_or(0) as usize;
+        }
+        let n = ivf_offsets.len();
+        Self {
+            dir: dir.to_path_buf(),
+            metadata,
+            codec,
+            codes: Indices::Widened(codes),
+            residuals: array(Bytes::Words(residuals)),
+            doclens,
+            doc_offsets,
+            ivf: Indices::Widened(ivf),
+            ivf_offsets: array(Bytes::Owned(ivf_offsets, n * 8)),
+            doc_ids,
+            gpu_codec: Mutex::new(None),
+            live: Some(live),
+        }
+    }
+
+    /// The generation of the live snapshot this index shows (0: never mutated).
+    pub fn generation(&self) -> u64 {
+        self.live.as_ref().map_or(0, |l| l.generation)
+    }
+
+    /// The stable global number of document `d` (its row in the metadata
+    /// database): `d` itself for a never-mutated index.
+    pub fn global_doc(&self, d: usize) -> u32 {
+        self.live
+            .as_ref()
+            .map_or(d as u32, |l| l.globals.get(d).copied().unwrap_or(u32::MAX))
+    }
+
+    /// Global numbers allotted so far (deleted documents included).
+    pub fn total_globals(&self) -> u32 {
+        self.live
+            .as_ref()
+            .map_or(self.num_docs() as u32, |l| l.total_globals)
     }
 
     pub fn dir(&self) -> &Path {

@@ -176,6 +176,15 @@ impl TempIndexDir {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
         let lock = crate::index::lock::IndexLock::acquire(target, wait)?;
+        Self::create_locked(target, lock)
+    }
+
+    /// [`TempIndexDir::create`] for a caller that already holds the index's
+    /// lock (a live index's writer compacting it).
+    pub(crate) fn create_locked(
+        target: &Path,
+        lock: crate::index::lock::IndexLock,
+    ) -> Result<Self> {
         // A crash between the two renames of a commit leaves the previous index
         // as `<target>.old-<pid>` and no target: put it back first.
         let stale = stale_siblings(target);

@@ -1,0 +1,197 @@
+//! Issue 12's quality check of the live index: index a seeded half of a
+//! corpus (precomputed vectors), add the other half in ten batches, and
+//! compare nDCG@10 with a full rebuild; time per added document against the
+//! rebuild; the outlier distance measured on the half (the 99th percentile of
+//! each token vector's distance to its nearest centroid); filtered search
+//! QPS and recall@10 (against the exhaustive filtered top-10) with filters
+//! keeping 50%, 5% and 0.1% of the corpus.
+//!
+//! `scripts/live_quality.sh` encodes SciFact and runs this:
+//! `cargo run --release --example live_quality -- DOCS.safetensors QUERIES.safetensors QRELS.tsv OUTDIR`
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use colwgpu::api::NewDoc;
+use colwgpu::{Device, Filter, Index, IndexOptions, IndexWriter, SearchOptions, VectorSet};
+
+fn subset(set: &VectorSet, picks: &[usize]) -> VectorSet {
+    let mut vectors = Vec::new();
+    let mut offsets = vec![0usize];
+    for &i in picks {
+        vectors.extend_from_slice(set.get(i));
+        offsets.push(offsets.last().unwrap() + set.get(i).len() / set.dim);
+    }
+    VectorSet {
+        ids: picks.iter().map(|&i| set.ids[i].clone()).collect(),
+        dim: set.dim,
+        vectors,
+        offsets,
+        kind: set.kind.clone(),
+        model_path: set.model_path.clone(),
+        model_fingerprint: set.model_fingerprint.clone(),
+    }
+}
+
+fn ndcg(index: &Index, queries: &[(&str, &[f32])], qrels: &colwgpu::eval::Qrels) -> f64 {
+    let blocks: Vec<&[f32]> = queries.iter().map(|q| q.1).collect();
+    let hits = index
+        .search_vectors(&blocks, &SearchOptions::new(10))
+        .unwrap();
+    let total: f64 = queries
+        .iter()
+        .zip(&hits)
+        .map(|((id, _), h)| {
+            let ranking: Vec<&str> = h.iter().map(|x| x.id.as_str()).collect();
+            colwgpu::eval::ndcg_at(&ranking, &qrels[*id], 10)
+        })
+        .sum();
+    total / queries.len() as f64
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 5 {
+        anyhow::bail!("usage: live_quality DOCS.safetensors QUERIES.safetensors QRELS.tsv OUTDIR");
+    }
+    let docs = colwgpu::io::read_vectors(args[1].as_ref(), None)?;
+    let qset = colwgpu::io::read_vectors(args[2].as_ref(), None)?;
+    let qrels = colwgpu::eval::read_qrels(args[3].as_ref())?;
+    let out = PathBuf::from(&args[4]);
+    std::fs::create_dir_all(&out)?;
+    let queries: Vec<(&str, &[f32])> = (0..qset.len())
+        .filter(|&i| qrels.contains_key(&qset.ids[i]))
+        .map(|i| (qset.ids[i].as_str(), qset.get(i)))
+        .collect();
+    let n = docs.len();
+    let opts = IndexOptions::default();
+
+    // Full rebuild.
+    let t = Instant::now();
+    let full = Index::build_from_vectors(out.join("full"), &docs, None, &opts, Device::Cpu)?;
+    let rebuild_s = t.elapsed().as_secs_f64();
+    let ndcg_full = ndcg(&full, &queries, &qrels);
+
+    // A seeded half, then the rest in ten batches.
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut s = 0x5eed_u64;
+    for i in (1..n).rev() {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        order.swap(i, (s >> 33) as usize % (i + 1));
+    }
+    let (first, rest) = order.split_at(n / 2);
+    let half_path = out.join("live");
+    let t = Instant::now();
+    let half =
+        Index::build_from_vectors(&half_path, &subset(&docs, first), None, &opts, Device::Cpu)?;
+    let half_s = t.elapsed().as_secs_f64();
+    let ndcg_half = ndcg(&half, &queries, &qrels);
+
+    // The outlier distance, measured on the half against its own centroids.
+    let raw = colwgpu::index::Index::open(&half_path)?;
+    let hv = subset(&docs, first);
+    let (_, best) = colwgpu::index::kmeans::assign_cpu(&hv.vectors, hv.dim, raw.centroids());
+    let mut dist: Vec<f32> = best
+        .iter()
+        .map(|&c| (2.0 - 2.0 * c).max(0.0).sqrt())
+        .collect();
+    dist.sort_by(f32::total_cmp);
+    let pct = |p: f64| dist[((dist.len() - 1) as f64 * p) as usize];
+    let (p50, p99, p999) = (pct(0.5), pct(0.99), pct(0.999));
+    drop((raw, half));
+
+    let mut w = IndexWriter::open(&half_path, Duration::ZERO)?;
+    let mut add_s = 0.0;
+    let mut outliers = 0;
+    let mut new_centroids = 0;
+    for batch in rest.chunks(rest.len().div_ceil(10)) {
+        let new: Vec<NewDoc> = batch
+            .iter()
+            .map(|&i| NewDoc {
+                id: docs.ids[i].clone(),
+                vectors: docs.get(i).to_vec(),
+                metadata: Some(serde_json::json!({ "n": i })),
+            })
+            .collect();
+        let t = Instant::now();
+        let s = w.add_vectors(&new, false)?;
+        add_s += t.elapsed().as_secs_f64();
+        outliers += s.outliers;
+        new_centroids += s.new_centroids;
+    }
+    // Metadata for the base half too (for the filter measurements).
+    let items: Vec<(&str, serde_json::Value)> = first
+        .iter()
+        .map(|&i| (docs.ids[i].as_str(), serde_json::json!({ "n": i })))
+        .collect();
+    w.set_metadata(&items)?;
+    drop(w);
+    let live = Index::open_on(&half_path, Device::Cpu, &Default::default())?;
+    assert_eq!(live.num_docs(), n);
+    let ndcg_live = ndcg(&live, &queries, &qrels);
+
+    // Filters keeping 50%, 5%, 0.1% of the documents (by their position n).
+    let blocks: Vec<&[f32]> = queries.iter().map(|q| q.1).collect();
+    let mut filters = Vec::new();
+    for (name, keep) in [("50%", 0.5), ("5%", 0.05), ("0.1%", 0.001)] {
+        let f = Filter::new(
+            "n < ?",
+            vec![serde_json::json!(((n as f64) * keep).round() as i64)],
+        );
+        let passing = live.filter_ids(&f)?.len();
+        let t = Instant::now();
+        let got = live.search_vectors_filtered(&blocks, &SearchOptions::new(10), &f)?;
+        let secs = t.elapsed().as_secs_f64();
+        let exact = live.search_vectors_filtered(
+            &blocks,
+            &SearchOptions {
+                k: 10,
+                plaid: None,
+                exhaustive: true,
+            },
+            &f,
+        )?;
+        let mut hit = 0usize;
+        let mut total = 0usize;
+        for (g, e) in got.iter().zip(&exact) {
+            let e: HashSet<&str> = e.iter().map(|h| h.id.as_str()).collect();
+            hit += g.iter().filter(|h| e.contains(h.id.as_str())).count();
+            total += e.len();
+        }
+        filters.push(serde_json::json!({
+            "keeps": name, "documents": passing, "qps": queries.len() as f64 / secs,
+            "recall_at_10_vs_exhaustive_filtered": hit as f64 / total.max(1) as f64,
+        }));
+    }
+    let t = Instant::now();
+    let unf = live.search_vectors(&blocks, &SearchOptions::new(10))?;
+    let unf_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
+    drop(unf);
+    drop(live);
+
+    let t = Instant::now();
+    let kept = IndexWriter::open(&half_path, Duration::ZERO)?.compact()?;
+    let compact_s = t.elapsed().as_secs_f64();
+    let compacted = Index::open_on(&half_path, Device::Cpu, &Default::default())?;
+    let ndcg_compacted = ndcg(&compacted, &queries, &qrels);
+
+    let summary = serde_json::json!({
+        "docs": n, "queries": queries.len(),
+        "rebuild_seconds": rebuild_s, "rebuild_ms_per_doc": 1e3 * rebuild_s / n as f64,
+        "half_build_seconds": half_s,
+        "added_docs": rest.len(), "add_seconds": add_s,
+        "add_ms_per_doc": 1e3 * add_s / rest.len() as f64,
+        "outliers": outliers, "new_centroids": new_centroids,
+        "outlier_distance_p50": p50, "outlier_distance_p99": p99, "outlier_distance_p999": p999,
+        "ndcg10_full_rebuild": ndcg_full, "ndcg10_half_only": ndcg_half,
+        "ndcg10_half_plus_10_adds": ndcg_live, "ndcg10_after_compact": ndcg_compacted,
+        "ndcg10_delta": ndcg_live - ndcg_full,
+        "compact_seconds": compact_s, "compacted_docs": kept,
+        "unfiltered_qps": unf_qps, "filters": filters,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
