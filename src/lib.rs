@@ -61,8 +61,8 @@ macro_rules! internal_modules {
 internal_modules!(backend, gpu, index, kernels, model, search, text, vision);
 
 pub use api::{
-    Device, Document, Hit, Index, IndexOptions, Model, ModelOptions, SearchOptions, TokenVectors,
-    VectorSet,
+    Device, Document, Hit, Index, IndexOptions, Model, ModelOptions, Precision, SearchOptions,
+    TokenVectors, VectorSet,
 };
 pub use error::{Error, Result};
 
