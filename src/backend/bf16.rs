@@ -152,8 +152,23 @@ pub fn linear(
         return;
     }
     if k > 0 && amx_available() {
-        return linear_amx(x, m, w, bias, y, gelu, parallel);
+        linear_amx(x, m, w, bias, y, gelu, parallel)
+    } else {
+        linear_vdp(x, m, w, bias, y, gelu, parallel)
     }
+}
+
+/// [`linear`] with `vdpbf16ps` (AVX512-BF16); inputs checked by the caller.
+fn linear_vdp(
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    gelu: bool,
+    parallel: bool,
+) {
+    let (n, k) = (w.n, w.k);
     let panels = n.div_ceil(NR);
     let row_blocks = m.div_ceil(MC);
     let threads = if parallel {
@@ -562,12 +577,16 @@ mod amx {
                     }
                     None => dst.copy_from_slice(src),
                 }
-                if gelu {
-                    super::super::vecmath::gelu_in_place(dst);
-                }
             }
         }
         std::arch::asm!("tilerelease", options(nostack, nomem));
+        if gelu {
+            let (c0, c1) = (p0 * NR, (p1 * NR).min(n));
+            for r in 0..rows {
+                let row = std::slice::from_raw_parts_mut(y.add((i0 + r) * n + c0), c1 - c0);
+                super::super::vecmath::gelu_in_place(row);
+            }
+        }
     }
 }
 
@@ -595,6 +614,45 @@ mod amx {
     }
 }
 
+/// `src` rounded to bf16 pairs in `dst` (`src.len().div_ceil(2)` of them are
+/// written): 32 values per `vcvtne2ps2bf16` (round to nearest even; like the
+/// scalar [`to_bf16`] except that subnormal inputs become zero), the tail scalar.
+fn round_row(src: &[f32], dst: &mut [u32]) {
+    let k = src.len();
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        done = k / 32 * 32;
+        // SAFETY: AVX512-BF16 is available; reads src[..done] and writes
+        // dst[..done / 2], both in bounds (dst holds at least k.div_ceil(2)).
+        unsafe { round_row_avx512(src.as_ptr(), dst.as_mut_ptr(), done / 32) };
+    }
+    let mut pairs = src[done..].chunks_exact(2);
+    for (d, p) in dst[done / 2..].iter_mut().zip(pairs.by_ref()) {
+        *d = pair(p[0], p[1]);
+    }
+    if let [last] = pairs.remainder() {
+        dst[k / 2] = pair(*last, 0.0);
+    }
+}
+
+/// `blocks` × 32 floats → 32 bf16 each.
+///
+/// # Safety
+/// `src` has `32·blocks` readable floats, `dst` `16·blocks` writable u32;
+/// AVX512-BF16 is available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round_row_avx512(src: *const f32, dst: *mut u32, blocks: usize) {
+    for b in 0..blocks {
+        let lo = _mm512_loadu_ps(src.add(32 * b));
+        let hi = _mm512_loadu_ps(src.add(32 * b + 16));
+        // Lanes 0-15 of the result come from the second operand.
+        let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+        _mm512_storeu_si512(dst.add(16 * b) as *mut _, v);
+    }
+}
+
 /// [`linear`] on AMX: `x` rounded to bf16 once (rows padded to 32, k to
 /// the packed depth), then tasks of 32 rows × a range of panels.
 fn linear_amx(
@@ -612,14 +670,7 @@ fn linear_amx(
     let mut xb = vec![0u32; blocks * bm * kq];
     let convert = |(row, dst): (usize, &mut [u32])| {
         if row < m {
-            let src = &x[row * k..][..k];
-            let mut pairs = src.chunks_exact(2);
-            for (d, p) in dst.iter_mut().zip(pairs.by_ref()) {
-                *d = pair(p[0], p[1]);
-            }
-            if let [last] = pairs.remainder() {
-                dst[k / 2] = pair(*last, 0.0);
-            }
+            round_row(&x[row * k..][..k], dst);
         }
     };
     if parallel {
@@ -735,10 +786,18 @@ mod tests {
                     let w = values(n * k, 2);
                     let b = values(n, 3);
                     let packed = PackedWeight::pack(&w, n, k);
-                    let mut y = vec![f32::NAN; m * n];
                     let bias = with_bias.then_some(&b[..]);
-                    linear(&x, m, &packed, bias, &mut y, false, parallel);
+                    let mut runs = vec![];
+                    let mut y = vec![f32::NAN; m * n];
+                    linear_vdp(&x, m, &packed, bias, &mut y, false, parallel);
+                    runs.push(("avx512-bf16", y));
+                    if amx_available() && k > 0 {
+                        let mut y = vec![f32::NAN; m * n];
+                        linear_amx(&x, m, &packed, bias, &mut y, false, parallel);
+                        runs.push(("amx-bf16", y));
+                    }
                     let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+                    for (kernel, y) in &runs {
                     for i in 0..m {
                         for j in 0..n {
                             let mut want = if with_bias { b[j] as f64 } else { 0.0 };
@@ -752,12 +811,29 @@ mod tests {
                             let tol = 2.0 * f32::EPSILON as f64 * mag * (k as f64).sqrt() + 1e-30;
                             assert!(
                                 (got - want).abs() <= tol,
-                                "({m},{n},{k}) bias={with_bias} at ({i},{j}): {got} vs {want}"
+                                "{kernel} ({m},{n},{k}) bias={with_bias} at ({i},{j}): {got} vs {want}"
                             );
                         }
                     }
+                    }
                 }
             }
+        }
+    }
+
+    /// The vector rounding of activations equals the scalar one on normal
+    /// values, ties included, and the tail past the last 32 is handled.
+    #[test]
+    fn row_rounding_matches_scalar() {
+        let mut src = values(101, 7);
+        src[3] = 1.0 + 1.0 / 256.0; // a tie, to even (down)
+        src[4] = f32::from_bits(0x3F81_8000); // a tie, to even (up)
+        src[5] = -0.0;
+        let mut dst = vec![0u32; 51];
+        round_row(&src, &mut dst);
+        for (q, d) in dst.iter().enumerate() {
+            let hi = src.get(2 * q + 1).copied().unwrap_or(0.0);
+            assert_eq!(*d, pair(src[2 * q], hi), "pair {q}");
         }
     }
 
