@@ -157,12 +157,12 @@ run() {
             done
         done
         # PLAID over a SciFact slice, queries/s end to end (encode + search).
-        if "$bin/colwgpu" index --model "$DIR/model" --docs "$DIR/data/corpus.jsonl" --limit "$PLAID_DOCS" \
-            --device "$DEVICE" --out "$work/scifact.index" > "$work/index.txt" 2>&1; then
+        if "$bin/colwgpu" index --model "$DIR/model" --corpus "$DIR/data/corpus.jsonl" --limit "$PLAID_DOCS" \
+            --device "$DEVICE" --index "$work/scifact.index" > "$work/index.txt" 2>&1; then
             local s0 s1
             s0=$(date +%s.%N)
-            if "$bin/colwgpu" search --index "$work/scifact.index" --queries "$DIR/data/queries.jsonl" \
-                --device "$DEVICE" -k 10 > "$work/search.txt" 2>&1; then
+            if "$bin/colwgpu" search --index "$work/scifact.index" --model "$DIR/model" \
+                --queries "$DIR/data/queries.jsonl" --device "$DEVICE" -k 10 > "$work/search.txt" 2>&1; then
                 s1=$(date +%s.%N)
                 python3 -c 'import sys; print(f"| PLAID search, {sys.argv[3]} queries over {sys.argv[4]} docs, end to end incl. load | {int(sys.argv[3])/(float(sys.argv[2])-float(sys.argv[1])):.1f} queries/s |")' \
                     "$s0" "$s1" "$(wc -l < "$DIR/data/queries.jsonl")" "$PLAID_DOCS" >> "$work/rows.txt"
