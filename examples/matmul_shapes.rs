@@ -41,7 +41,6 @@ fn main() {
         rayon::current_num_threads(),
         bf16::available()
     );
-    attention();
     for &m in &rows {
         for &(n, k) in &[
             (1152, 384),
@@ -86,41 +85,4 @@ fn main() {
             );
         }
     }
-}
-
-/// Multi-head attention at MiniLM document shapes (32 sequences × 184 tokens,
-/// 12 heads of 32), CPU seconds per call: run once with and once without
-/// `COLWGPU_NO_FAST_ATTENTION=1` to compare the AVX-512 path with `gemm`.
-fn attention() {
-    use colwgpu::backend::cpu::CpuBackend;
-    use colwgpu::backend::{Backend, HostMatrix, TokenBatch};
-    let (b, seq, heads, d) = (32, 184, 12, 32);
-    let hidden = heads * d;
-    let qkv: Vec<f32> = (0..b * seq * 3 * hidden)
-        .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.05)
-        .collect();
-    let qkv = HostMatrix::new(b * seq, 3 * hidden, qkv).unwrap();
-    let batch = TokenBatch {
-        ids: vec![0; b * seq],
-        type_ids: vec![0; b * seq],
-        batch: b,
-        seq_len: seq,
-        key_lens: (0..b).map(|i| (seq - i) as u32).collect(),
-    };
-    let mut backend = CpuBackend::new();
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        let s = clock();
-        for _ in 0..10 {
-            let out = backend.attention(&qkv, &batch, heads).unwrap();
-            backend.recycle(out);
-        }
-        best = best.min((clock() - s) / 10.0);
-    }
-    let flops = 4.0 * (b * heads * seq * seq * d) as f64;
-    println!(
-        "attention b{b} l{seq} h{heads}x{d}: {:.1} ms CPU per call, {:.1} GFLOP/s per CPU second",
-        best * 1e3,
-        flops / best / 1e9
-    );
 }

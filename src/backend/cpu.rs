@@ -412,11 +412,10 @@ fn multi_head_attention(
     // tensor in place through strides. Tasks write disjoint column blocks of
     // `out`, so the output pointer is shared across them.
     let out_ptr = SendPtr(out.as_mut_ptr());
-    // Scratch per rayon split, reused across its tasks.
-    let fast = super::attention512::supports(d);
-    (0..batch.batch * heads).into_par_iter().for_each_init(
-        || (Vec::new(), super::attention512::Scratch::default()),
-        |(scores, scratch), task| {
+    // A scores buffer per rayon split, reused across its tasks.
+    (0..batch.batch * heads)
+        .into_par_iter()
+        .for_each_init(Vec::new, |scores, task| {
             let (b, h) = (task / heads, task % heads);
             let n_keys = (batch.key_lens[b] as usize).min(seq);
             let out_ptr = &out_ptr;
@@ -433,30 +432,6 @@ fn multi_head_attention(
                         .fill(0.0);
                     }
                 }
-                return;
-            }
-            if fast {
-                let q = qkv.data[b * seq * 3 * hidden + h * d..].as_ptr();
-                // SAFETY: q, k = q + hidden and v = q + 2·hidden address rows
-                // b·seq..b·seq+seq (stride 3·hidden) of head h's columns inside
-                // qkv.data; n_keys ≤ seq; the destination block (rows of sequence
-                // b, columns h·d..h·d+d of `out`) is written by this task alone;
-                // supports(d) was checked.
-                unsafe {
-                    super::attention512::head(
-                        q,
-                        q.add(hidden),
-                        q.add(2 * hidden),
-                        3 * hidden,
-                        seq,
-                        n_keys,
-                        d,
-                        1.0 / (d as f32).sqrt(),
-                        out_ptr.0.add(b * seq * hidden + h * d),
-                        hidden,
-                        scratch,
-                    )
-                };
                 return;
             }
             scores.clear();
@@ -477,8 +452,7 @@ fn multi_head_attention(
                     out_ptr.0.add(b * seq * hidden + h * d),
                 );
             }
-        },
-    );
+        });
     HostMatrix::new(rows, hidden, out)
 }
 

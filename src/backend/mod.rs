@@ -7,7 +7,6 @@ pub mod cpu;
 pub mod device;
 pub mod gpu;
 pub mod ops;
-pub mod attention512;
 pub mod bf16;
 pub mod vecmath;
 
