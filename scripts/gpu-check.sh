@@ -81,7 +81,12 @@ bundle() {
     else
         echo "no SciFact at $DATA_SRC: encode and PLAID rows will be skipped" >&2
     fi
-    du -sh "$DIR" >&2
+    # Symbols are not needed there; the run tool carries at most 64 MiB.
+    if command -v strip >/dev/null 2>&1; then strip "$DIR"/bin/* 2>/dev/null || true; fi
+    local mib
+    mib=$(du -sm "$DIR" | cut -f1)
+    echo "bundle: $mib MiB in $DIR" >&2
+    [ "$mib" -le 64 ] || echo "WARNING: the bundle is over 64 MiB ($mib MiB): carry it compressed or leave out the bench binaries" >&2
 }
 
 # safetensors f32 → f16 with the Rust side's own reader/writer is not a CLI
