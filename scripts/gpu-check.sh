@@ -125,7 +125,6 @@ PY
 run() {
     local bin=$DIR/bin
     [ -x "$bin/colwgpu" ] || { echo "no bundle at $DIR (run with --bundle first)" >&2; exit 1; }
-    local work
     work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
     trap 'rm -rf "$work"' EXIT
     local fails=0
@@ -154,7 +153,7 @@ run() {
             for dev in "$DEVICE" cpu; do
                 if "$bin/colwgpu" encode --model "$DIR/model" "--$kind" "$input" --limit "$n" \
                     --device "$dev" --json --out "$work/$dev-$kind.safetensors" > "$work/enc.json" 2> "$work/enc.err"; then
-                    python3 -c 'import json,sys; r=json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1]); print(f"| encode {sys.argv[2]} ({sys.argv[3]}, {r[\"texts\"]} texts) | {r[\"tokens_per_s\"]:.0f} tokens/s |")' \
+                    python3 -c 'import json,sys; r=json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1]); t=r["texts"]; s=r["tokens_per_s"]; print(f"| encode {sys.argv[2]} ({sys.argv[3]}, {t} texts) | {s:.0f} tokens/s |")' \
                         "$work/enc.json" "$kind" "$dev" >> "$work/rows.txt"
                 else
                     echo "encode $kind on $dev failed:"; tail -5 "$work/enc.err"; fails=1
