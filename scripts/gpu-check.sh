@@ -144,7 +144,7 @@ run() {
     COLWGPU_BENCH_ROWS=$ROWS "$bin/bench-kernels" --bench 'matmul/gpu' \
         --sample-size "$SAMPLES" --warm-up-time 1 --measurement-time 3 --noplot 2>&1 \
         | tee "$work/matmul.txt" | grep -E 'thrpt|^matmul' || fails=1
-    awk '/^matmul\//{name=$1} /thrpt:/{print "| matmul " name " | " $(NF-3) " " $(NF-2) " |"}' \
+    awk '/^matmul\//{name=$1} /thrpt:.*elem\/s/{print "| matmul " name " | " $(NF-3) " " $(NF-2) " |"}' \
         "$work/matmul.txt" | sed 's/Gelem\/s/GFLOP\/s/; s/Melem\/s/MFLOP\/s/; s/Telem\/s/TFLOP\/s/' >> "$work/rows.txt"
     if [ -f "$DIR/data/corpus.jsonl" ]; then
         for kind in docs queries; do
@@ -180,7 +180,7 @@ run() {
     # MaxSim and decompress from the search bench (GPU entries).
     "$bin/bench-search" --bench 'gpu' --sample-size "$SAMPLES" --warm-up-time 1 \
         --measurement-time 3 --noplot > "$work/search-bench.txt" 2>&1 || fails=1
-    awk '/^[a-z_]+\/[^ ]*gpu/{name=$1} /thrpt:/ && name!="" {print "| " name " | " $(NF-3) " " $(NF-2) " |"; name=""}' \
+    awk '/^[a-z_]+\/[^ ]*gpu/{name=$1} /thrpt:.*elem\/s/ && name!="" {print "| " name " | " $(NF-3) " " $(NF-2) " |"; name=""}' \
         "$work/search-bench.txt" >> "$work/rows.txt"
 
     echo
