@@ -128,6 +128,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `y[m, n] = bf16(x[m, k]) · bf16(w)ᵀ (+ bias)` summed in f32, then GELU when
 /// `gelu`; `y` is overwritten. Work is shared over the rayon pool when
 /// `parallel`. Panics on mismatched lengths or when [`available`] is false
@@ -693,7 +700,6 @@ fn linear_amx(
     let groups = panels.div_ceil(per_group);
     let out = OutPtr(y.as_mut_ptr());
     let task = |t: usize| {
-        let out = out;
         let (blk, g) = (t / groups, t % groups);
         let i0 = blk * bm;
         let p0 = g * per_group;
@@ -708,7 +714,7 @@ fn linear_amx(
                 i0,
                 w,
                 bias,
-                out.0,
+                out.ptr(),
                 n,
                 p0,
                 p1,
