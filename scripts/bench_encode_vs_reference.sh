@@ -4,6 +4,7 @@
 #
 #   scripts/bench_encode_vs_reference.sh [--docs N] [--queries M] [--gpu-docs N]
 #       [--gpu-queries M] [--batch B] [--model DIR] [--data DIR] [--no-gpu] [--no-build]
+#       [--precisions "f32 bf16"]
 #
 # Texts: the first N lines of DATA/corpus.jsonl and the first M lines of
 # DATA/queries.jsonl (what `colwgpu encode --limit` takes). The gpu backend gets its own,
@@ -14,7 +15,12 @@
 # load and output writing excluded); the reference's whole encode call after one warm-up
 # batch, torch at REF_THREADS threads, length-sorted batches of B.
 #
-# Environment: REF_PYTHON (default /work/refenv/bin/python), REF_THREADS (default 2),
+# The cpu backend runs once per precision (default: f32, plus bf16 when the CPU has
+# AVX512-BF16 or AMX-BF16); every ratio is against PyTorch's f32. The table is preceded
+# by the CPU model, its SIMD features and the load average (before and after), since
+# other processes on the machine change every figure.
+#
+# Environment: PRECISIONS, REF_PYTHON (default /work/refenv/bin/python), REF_THREADS (default 2),
 # COLWGPU_BIN (default target/release/colwgpu), DOCS, QUERIES, GPU_DOCS, GPU_QUERIES,
 # BATCH, MODEL, DATA (flags win over the environment).
 set -euo pipefail
@@ -32,6 +38,11 @@ MODEL=${MODEL:-models/colbert-minilm}
 DATA=${DATA:-../shared/data/scifact}
 RUN_GPU=1
 BUILD=1
+if grep -qw 'avx512_bf16\|amx_bf16' /proc/cpuinfo 2>/dev/null; then
+    PRECISIONS=${PRECISIONS:-f32 bf16}
+else
+    PRECISIONS=${PRECISIONS:-f32}
+fi
 
 usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -45,6 +56,7 @@ while [ $# -gt 0 ]; do
         --data) DATA=$2; shift 2 ;;
         --no-gpu) RUN_GPU=0; shift ;;
         --no-build) BUILD=0; shift ;;
+        --precisions) PRECISIONS=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -65,6 +77,12 @@ if [ "$BUILD" = 1 ]; then
     cargo build --release --quiet --bin colwgpu >&2
 fi
 [ -x "$BIN" ] || { echo "missing binary: $BIN (cargo build --release)" >&2; exit 1; }
+
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
+simd=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' \
+    | grep -E '^(avx2|fma|avx512f|avx512_bf16|avx512_fp16|avx512_vnni|amx_bf16|amx_int8|amx_tile)$' \
+    | sort | tr '\n' ' ' || true)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/colwgpu-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -95,17 +113,18 @@ if [ "$RUN_GPU" = 1 ]; then
 fi
 
 # --- colwgpu -----------------------------------------------------------------
-rust_bench() { # device kind(docs|queries) count
-    local device=$1 kind=$2 n=$3 flag input
+rust_bench() { # device kind(docs|queries) count [precision]
+    local device=$1 kind=$2 n=$3 precision=${4:-f32} flag input label
     [ "$n" -gt 0 ] || return 0
+    label=$device; [ "$precision" = f32 ] || label="$device $precision"
     if [ "$kind" = docs ]; then flag=--docs; input=$CORPUS; else flag=--queries; input=$QFILE; fi
-    echo "colwgpu --device $device: $n $kind..." >&2
-    if ! "$BIN" encode --model "$MODEL" "$flag" "$input" --out "$WORK/$device-$kind.safetensors" \
-        --device "$device" --limit "$n" --batch-size "$BATCH" --json \
+    echo "colwgpu --device $device --precision $precision: $n $kind..." >&2
+    if ! "$BIN" encode --model "$MODEL" "$flag" "$input" --out "$WORK/$device-$precision-$kind.safetensors" \
+        --device "$device" --precision "$precision" --limit "$n" --batch-size "$BATCH" --json \
         > "$WORK/rust.out" 2> "$WORK/rust.err"; then
         echo "colwgpu --device $device $kind failed:" >&2; tail -20 "$WORK/rust.err" >&2
         printf '{"impl":"colwgpu","backend":"%s","kind":"%s","texts":%s,"error":true}\n' \
-            "$device" "$kind" "$n" >> "$ROWS"
+            "$label" "$kind" "$n" >> "$ROWS"
         FAILED=1
         return 0
     fi
@@ -117,17 +136,22 @@ rust_bench() { # device kind(docs|queries) count
         return 0
     fi
     "$REF_PYTHON" -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(impl="colwgpu", backend=sys.argv[2], kind=sys.argv[3]); print(json.dumps(r))' \
-        "$line" "$device" "$kind" >> "$ROWS"
+        "$line" "$label" "$kind" >> "$ROWS"
 }
 
-rust_bench cpu docs "$DOCS"
-rust_bench cpu queries "$QUERIES"
+for p in $PRECISIONS; do
+    rust_bench cpu docs "$DOCS" "$p"
+    rust_bench cpu queries "$QUERIES" "$p"
+done
 if [ "$RUN_GPU" = 1 ]; then
     rust_bench gpu docs "$GPU_DOCS"
     rust_bench gpu queries "$GPU_QUERIES"
 fi
 
 # --- table -------------------------------------------------------------------
+echo "CPU: ${cpu_model:-unknown}, $(nproc 2>/dev/null || echo '?') logical CPUs; SIMD: ${simd:-none found}"
+echo "load average (1/5/15 min): before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
+echo
 "$REF_PYTHON" - "$ROWS" "$REF_THREADS" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]

@@ -29,7 +29,7 @@ pub use crate::index::{
     BuildSummary, FileEntry, Metadata, ModelInfo, Progress, Settings, Stage, Stats,
 };
 pub use crate::io::{Record as Document, VectorSet};
-pub use crate::model::{DeviceChoice as Device, TokenVectors};
+pub use crate::model::{DeviceChoice as Device, Precision, TokenVectors};
 pub use crate::pages::{list_pages, PageInput, PageRecord, PageSource};
 pub use crate::search::{Hit, PlaidParams, SearchOptions};
 
@@ -47,6 +47,9 @@ pub struct ModelOptions {
     /// The base model of a LoRA adapter directory (page-image models); by
     /// default found from `adapter_config.json`.
     pub base: Option<std::path::PathBuf>,
+    /// Arithmetic of the CPU backend's linear layers: f32 (default) or bf16
+    /// (AMX-BF16 / AVX512-BF16 CPUs only; refused on a GPU).
+    pub precision: Precision,
 }
 
 impl Default for ModelOptions {
@@ -56,6 +59,7 @@ impl Default for ModelOptions {
             gpu: GpuOptions::default(),
             batch_size: 32,
             base: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -112,13 +116,19 @@ impl Model {
             return Err(Error::Input("batch size must be at least 1".into()));
         }
         let (encoder, dim, compute) = if crate::model::is_page_model(dir) {
-            let mut e =
-                PageEncoder::open(dir, options.base.as_deref(), options.device, &options.gpu)?;
+            let mut e = PageEncoder::open(
+                dir,
+                options.base.as_deref(),
+                options.device,
+                &options.gpu,
+                options.precision,
+            )?;
             e.set_batch_size(options.batch_size);
             let (dim, compute) = (e.dim(), e.compute());
             (Inner::Pages(Box::new(e)), dim, compute)
         } else {
-            let mut e = Encoder::open(dir, options.device, &options.gpu)?;
+            let mut e =
+                Encoder::open_with_precision(dir, options.device, &options.gpu, options.precision)?;
             e.set_batch_size(options.batch_size)?;
             let (dim, compute) = (e.dim(), e.compute());
             (Inner::Text(Box::new(e)), dim, compute)

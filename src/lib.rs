@@ -65,7 +65,7 @@ internal_modules!(backend, gpu, index, kernels, model, search, text, vision);
 
 pub use api::{
     Device, Document, Filter, Hit, Index, IndexOptions, IndexWriter, Model, ModelOptions,
-    SearchOptions, TokenVectors, VectorSet,
+    Precision, SearchOptions, TokenVectors, VectorSet,
 };
 pub use error::{Error, Result};
 

@@ -26,6 +26,9 @@ struct DeviceArgs {
     /// auto (hardware GPU if present, else native CPU), cpu, or gpu (wgpu on any adapter, software included)
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Linear layers of the CPU backend: f32, or bf16 (bf16 weights and activations, f32 sums; CPUs with AMX-BF16 or AVX512-BF16)
+    #[arg(long, default_value = "f32")]
+    precision: String,
     /// Restrict wgpu to these backends: vulkan, metal, dx12, gl (comma separated; env WGPU_BACKEND)
     #[arg(long)]
     backend: Option<String>,
@@ -55,6 +58,7 @@ impl DeviceArgs {
                 device: self.choice()?,
                 gpu: self.gpu(),
                 batch_size,
+                precision: self.precision.parse()?,
             },
         )
         .with_context(|| format!("loading model {}", dir.display()))

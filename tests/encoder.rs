@@ -431,3 +431,59 @@ fn bad_input_files_give_clear_errors() {
     let r = colwgpu::io::read_records(&titled).unwrap();
     assert_eq!((r[0].id.as_str(), r[0].text.as_str()), ("7", "T body"));
 }
+
+/// `--precision bf16`: every token vector stays within cosine 0.999 of the f32
+/// one (measured on these texts: see the README's bf16 section), the token ids
+/// are the same, and a GPU refuses the mode clearly. On a CPU without
+/// AVX512-BF16/AMX the mode must be refused instead.
+#[test]
+fn bf16_precision_stays_close_to_f32() {
+    use colwgpu::model::Precision;
+    let dir = model_dir();
+    let open = |p| Encoder::open_with_precision(&dir, DeviceChoice::Cpu, &GpuOptions::default(), p);
+    let mut f32_enc = open(Precision::F32).unwrap();
+    let mut bf16_enc = match open(Precision::Bf16) {
+        Ok(e) => e,
+        Err(e) => {
+            assert!(!colwgpu::backend::bf16::available(), "{e}");
+            assert!(e.to_string().contains("bf16"), "{e}");
+            return;
+        }
+    };
+    assert!(bf16_enc.describe_backend().contains("bf16"));
+    let mut worst = 1.0f64;
+    for (a, b) in [
+        (
+            f32_enc.encode_documents(DOCS).unwrap(),
+            bf16_enc.encode_documents(DOCS).unwrap(),
+        ),
+        (
+            f32_enc.encode_queries(QUERIES).unwrap(),
+            bf16_enc.encode_queries(QUERIES).unwrap(),
+        ),
+    ] {
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.ids, y.ids);
+            for (u, v) in x.vectors.chunks(128).zip(y.vectors.chunks(128)) {
+                let dot: f64 = u.iter().zip(v).map(|(p, q)| *p as f64 * *q as f64).sum();
+                worst = worst.min(dot); // both unit vectors
+            }
+        }
+    }
+    eprintln!("bf16 vs f32: lowest token cosine {worst:.6}");
+    assert!(worst >= 0.999, "lowest token cosine {worst}");
+    assert!(
+        worst < 1.0 - 1e-7,
+        "bf16 gave f32-identical vectors ({worst})"
+    );
+    let gpu = Encoder::open_with_precision(
+        &dir,
+        DeviceChoice::Gpu,
+        &GpuOptions::default(),
+        Precision::Bf16,
+    );
+    match gpu {
+        Err(e) => assert!(e.to_string().contains("CPU backend only"), "{e}"),
+        Ok(_) => panic!("bf16 on a GPU must be refused"),
+    }
+}

@@ -13,7 +13,8 @@ use super::{
     check_rotary, check_same, check_swiglu, Activation, Backend, EmbeddingTables, HostMatrix,
     KeySpans, Shaped, TokenBatch, Unary,
 };
-use crate::error::Result;
+use super::{bf16, PackCache, Precision};
+use crate::error::{Error, Result};
 
 /// A host matrix is both the CPU backend's tensor and its weight.
 pub type CpuTensor = HostMatrix;
@@ -39,6 +40,8 @@ pub struct CpuBackend {
     /// Buffers of recycled activations, reused for new outputs: a fresh
     /// allocation of tens of MB is a fresh mmap, page-faulted in 4 KiB at a time.
     pool: Vec<Vec<f32>>,
+    /// Arithmetic of the linear layers.
+    precision: Precision,
 }
 
 /// Most buffers kept in [`CpuBackend::pool`] (a layer has ~8 activations alive).
@@ -47,6 +50,26 @@ const POOL_BUFFERS: usize = 8;
 impl CpuBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A backend whose linear layers run at `precision`; bf16 needs a CPU
+    /// with AMX-BF16 or AVX512-BF16 and is refused with a clear error elsewhere.
+    pub fn with_precision(precision: Precision) -> Result<Self> {
+        if precision == Precision::Bf16 && !bf16::available() {
+            return Err(Error::Input(
+                "--precision bf16 needs an x86-64 CPU with AVX512-BF16 (or AMX-BF16); \
+                 this CPU has neither: use --precision f32"
+                    .into(),
+            ));
+        }
+        Ok(Self {
+            precision,
+            ..Self::default()
+        })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Turns per-op timing on.
@@ -344,6 +367,31 @@ fn linear_forward(
         y.par_chunks_mut(GELU_ROWS_PER_TASK * n)
             .for_each(gelu_in_place);
     }
+    HostMatrix::new(m, n, y)
+}
+
+/// [`linear_forward`] with bf16 operands and f32 sums (the weight packed once,
+/// on first use, and kept with it).
+fn linear_bf16(
+    x: &HostMatrix,
+    w: &HostMatrix,
+    bias: Option<&HostMatrix>,
+    act: Activation,
+    mut y: Vec<f32>,
+) -> Result<HostMatrix> {
+    check_linear(x, w, bias)?;
+    let (m, n) = (x.rows, w.rows);
+    y.resize(m * n, 0.0);
+    let packed = PackCache::get(w);
+    bf16::linear(
+        &x.data,
+        m,
+        packed,
+        bias.map(|b| &b.data[..]),
+        &mut y,
+        act == Activation::Gelu,
+        true,
+    );
     HostMatrix::new(m, n, y)
 }
 
@@ -671,7 +719,14 @@ impl Backend for CpuBackend {
     type Weight = HostMatrix;
 
     fn describe(&self) -> String {
-        format!("cpu (native, {} threads)", rayon::current_num_threads())
+        match self.precision {
+            Precision::F32 => format!("cpu (native, {} threads)", rayon::current_num_threads()),
+            Precision::Bf16 => format!(
+                "cpu (native, {} threads, bf16 linears on {})",
+                rayon::current_num_threads(),
+                bf16::kernel_name()
+            ),
+        }
     }
 
     fn weight(&self, _label: &str, m: &HostMatrix) -> Result<HostMatrix> {
@@ -700,7 +755,10 @@ impl Backend for CpuBackend {
     ) -> Result<HostMatrix> {
         let start = Instant::now();
         let buffer = self.take_buffer(x.rows * w.rows);
-        let out = linear_forward(x, w, bias, act, buffer);
+        let out = match self.precision {
+            Precision::F32 => linear_forward(x, w, bias, act, buffer),
+            Precision::Bf16 => linear_bf16(x, w, bias, act, buffer),
+        };
         let op = match act {
             Activation::Identity => "linear",
             Activation::Gelu => "linear+gelu",

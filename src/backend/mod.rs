@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod device;
 pub mod gpu;
 pub mod ops;
+pub mod bf16;
 pub mod vecmath;
 
 pub use crate::kernels::matmul::Activation;
@@ -21,6 +22,71 @@ pub struct HostMatrix {
     pub rows: usize,
     pub cols: usize,
     pub data: Vec<f32>,
+    /// The CPU backend's bf16 packing of this matrix as a linear weight, made
+    /// on its first use in `--precision bf16` (weights are never modified
+    /// after loading; a matrix whose `data` is changed must not be reused as
+    /// a bf16 weight).
+    pub(crate) packed: PackCache,
+}
+
+/// Lazily packed bf16 form of a weight (see [`HostMatrix::packed`]).
+#[derive(Default, Clone)]
+pub(crate) struct PackCache(std::sync::OnceLock<std::sync::Arc<bf16::PackedWeight>>);
+
+impl PackCache {
+    /// The packed form of `m`, made on first call.
+    pub(crate) fn get(m: &HostMatrix) -> &bf16::PackedWeight {
+        m.packed
+            .0
+            .get_or_init(|| std::sync::Arc::new(bf16::PackedWeight::pack(&m.data, m.rows, m.cols)))
+    }
+}
+
+impl std::fmt::Debug for PackCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "packed" } else { "-" })
+    }
+}
+
+/// A cache, not part of the value.
+impl PartialEq for PackCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// Arithmetic of the CPU backend's linear layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 everywhere (the default).
+    #[default]
+    F32,
+    /// Linear layers with bf16 weights and activations, f32 accumulation
+    /// (AMX-BF16 or AVX512-BF16; refused on CPUs without either). Attention,
+    /// norms and GELU stay f32.
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(Error::Input(format!(
+                "unknown precision '{s}' (expected f32 or bf16)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
 }
 
 impl HostMatrix {
@@ -31,7 +97,12 @@ impl HostMatrix {
                 format!("{} values for a {rows}×{cols} matrix", data.len()),
             ));
         }
-        Ok(Self { rows, cols, data })
+        Ok(Self {
+            rows,
+            cols,
+            data,
+            packed: PackCache::default(),
+        })
     }
 
     /// A 1-row matrix (vectors: biases, LayerNorm parameters).
@@ -40,6 +111,7 @@ impl HostMatrix {
             rows: 1,
             cols: data.len(),
             data,
+            packed: PackCache::default(),
         }
     }
 
@@ -54,6 +126,7 @@ impl HostMatrix {
             rows: parts.iter().map(|p| p.rows).sum(),
             cols,
             data,
+            packed: PackCache::default(),
         })
     }
 

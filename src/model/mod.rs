@@ -18,9 +18,21 @@ pub use crate::backend::{resolve_device, DeviceChoice};
 pub use colbert::{Checkpoint, ColbertEncoder, HeadLayout, TokenVectors};
 
 use crate::backend::cpu::CpuBackend;
+pub use crate::backend::Precision;
 use crate::backend::gpu::GpuBackend;
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
+
+/// bf16 runs on the CPU backend only (no f16/bf16 storage in the WGSL path yet).
+fn refuse_gpu_precision(precision: Precision) -> Result<()> {
+    if precision == Precision::F32 {
+        return Ok(());
+    }
+    Err(Error::Input(format!(
+        "--precision {precision} is implemented for the CPU backend only; \
+         use --device cpu, or --precision f32 on a GPU"
+    )))
+}
 
 /// A ColBERT encoder on the backend chosen at run time.
 pub enum Encoder {
@@ -40,8 +52,28 @@ macro_rules! each {
 impl Encoder {
     /// Loads the checkpoint in `dir` onto the chosen device.
     pub fn open(dir: &Path, device: DeviceChoice, options: &GpuOptions) -> Result<Self> {
+        Self::open_with_precision(dir, device, options, Precision::F32)
+    }
+
+    /// [`Encoder::open`] with the CPU backend's linear layers at `precision`
+    /// (bf16 is CPU-only: refused on a GPU).
+    pub fn open_with_precision(
+        dir: &Path,
+        device: DeviceChoice,
+        options: &GpuOptions,
+        precision: Precision,
+    ) -> Result<Self> {
         let checkpoint = Checkpoint::load(dir)?;
-        Self::from_checkpoint(checkpoint, device, options)
+        Ok(match resolve_device(device, options)? {
+            Some(ctx) => {
+                refuse_gpu_precision(precision)?;
+                Encoder::Gpu(ColbertEncoder::new(checkpoint, GpuBackend::new(ctx))?)
+            }
+            None => Encoder::Cpu(ColbertEncoder::new(
+                checkpoint,
+                CpuBackend::with_precision(precision)?,
+            )?),
+        })
     }
 
     pub fn from_checkpoint(
@@ -214,30 +246,38 @@ impl PageEncoder {
         base: Option<&Path>,
         device: DeviceChoice,
         options: &GpuOptions,
+        precision: Precision,
     ) -> Result<Self> {
         Ok(match page_family(dir, base)? {
             PageFamily::ColQwen2 => {
                 let ckpt = colqwen2::ColQwen2Checkpoint::load_with_base(dir, base)?;
                 match resolve_device(device, options)? {
-                    Some(ctx) => PageEncoder::Gpu(colqwen2::ColQwen2Encoder::new(
-                        ckpt,
-                        GpuBackend::new(ctx),
-                    )?),
-                    None => {
-                        PageEncoder::Cpu(colqwen2::ColQwen2Encoder::new(ckpt, CpuBackend::new())?)
+                    Some(ctx) => {
+                        refuse_gpu_precision(precision)?;
+                        PageEncoder::Gpu(colqwen2::ColQwen2Encoder::new(
+                            ckpt,
+                            GpuBackend::new(ctx),
+                        )?)
                     }
+                    None => PageEncoder::Cpu(colqwen2::ColQwen2Encoder::new(
+                        ckpt,
+                        CpuBackend::with_precision(precision)?,
+                    )?),
                 }
             }
             PageFamily::ColPali => {
                 let ckpt = colpali::ColPaliCheckpoint::load_with_base(dir, base)?;
                 match resolve_device(device, options)? {
-                    Some(ctx) => PageEncoder::ColPaliGpu(colpali::ColPaliEncoder::new(
-                        ckpt,
-                        GpuBackend::new(ctx),
-                    )?),
+                    Some(ctx) => {
+                        refuse_gpu_precision(precision)?;
+                        PageEncoder::ColPaliGpu(colpali::ColPaliEncoder::new(
+                            ckpt,
+                            GpuBackend::new(ctx),
+                        )?)
+                    }
                     None => PageEncoder::ColPaliCpu(colpali::ColPaliEncoder::new(
                         ckpt,
-                        CpuBackend::new(),
+                        CpuBackend::with_precision(precision)?,
                     )?),
                 }
             }

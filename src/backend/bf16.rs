@@ -1,0 +1,863 @@
+//! The CPU backend's reduced-precision linear layer (`--precision bf16`):
+//! `y = x · wᵀ (+ bias)` with `x` and `w` rounded to bfloat16 (round to
+//! nearest even) and products summed in f32 by AVX512-BF16 `vdpbf16ps`
+//! (`acc += a₀·b₀ + a₁·b₁` per f32 lane, two k-steps per instruction).
+//!
+//! Layout (BLIS-style): `w` (`[n, k]`, the checkpoint's `[out, in]`) is packed
+//! once per weight into panels of [`NR`] = 32 output columns, one u32 per
+//! (k-pair, column) holding `bf16(w[j][2q]) | bf16(w[j][2q+1]) << 16` (zeros
+//! past `n` and past an odd `k`), so one k-pair of a panel is two 512-bit
+//! loads. A task owns a block of up to [`MC`] rows × a range of panels; per
+//! [`KC`]-deep slice of k it packs its rows of `x` the same way into tiles of
+//! [`MR`] = 12 rows (`tile[q][r]` = the pair of row r), then for every panel
+//! runs the 12 × 32 micro-kernel: 24 zmm accumulators, two panel loads and
+//! twelve broadcast `vdpbf16ps` pairs per k-pair. The first slice starts from
+//! the bias (or zero), later ones from the f32 partial sums in `y`; GELU, when
+//! asked, runs over the task's block while it is still in cache.
+//!
+//! Only on x86-64 CPUs with AVX512-BF16 ([`available`]); elsewhere the
+//! backend refuses the mode with a clear error (see `CpuBackend::with_precision`).
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+/// Output columns per panel (two zmm registers of f32 accumulators).
+pub const NR: usize = 32;
+/// Rows per micro-kernel tile.
+pub const MR: usize = 12;
+/// Depth (k-steps, even) of one k slice.
+const KC: usize = 512;
+/// Rows per task (a multiple of [`MR`]).
+const MC: usize = 96;
+
+/// True when this CPU has AVX512-BF16 (and AVX-512F) for [`linear`] (checked once).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `v` rounded to the nearest bfloat16 (ties to even), as bits; NaN stays NaN.
+#[inline(always)]
+pub fn to_bf16(v: f32) -> u16 {
+    let bits = v.to_bits();
+    if v.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let round = 0x7FFF + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+/// The f32 a bfloat16 bit pattern stands for.
+#[inline(always)]
+pub fn from_bf16(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// Two values as one bf16 pair (the first in the low half).
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16
+}
+
+/// `w` (`[n, k]`) in bf16, packed into panels of [`NR`] columns of `wᵀ`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedWeight {
+    n: usize,
+    k: usize,
+    /// Pairs per panel row: `k.div_ceil(2)` rounded up to [`TILE_PAIRS`].
+    kq: usize,
+    /// `panels × kq × NR` pairs.
+    data: Vec<u32>,
+}
+
+/// k-pairs per AMX tile row (64 bytes); packed weights pad k to a multiple.
+const TILE_PAIRS: usize = 16;
+
+impl PackedWeight {
+    /// Packs `w` (`n × k`, row-major), in parallel over panels.
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "bf16 pack: w is not n × k");
+        let panels = n.div_ceil(NR);
+        let kq = k.div_ceil(2).div_ceil(TILE_PAIRS) * TILE_PAIRS;
+        let mut data = vec![0u32; panels * kq * NR];
+        if kq > 0 {
+            data.par_chunks_mut(kq * NR)
+                .enumerate()
+                .for_each(|(panel, dst)| {
+                    let j0 = panel * NR;
+                    for j in 0..NR.min(n - j0) {
+                        let row = &w[(j0 + j) * k..][..k];
+                        for q in 0..k.div_ceil(2) {
+                            let hi = row.get(2 * q + 1).copied().unwrap_or(0.0);
+                            dst[q * NR + j] = pair(row[2 * q], hi);
+                        }
+                    }
+                });
+        }
+        Self { n, k, kq, data }
+    }
+
+    /// Output features (rows of `w`).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Input features (columns of `w`).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// A raw pointer shared by tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `y[m, n] = bf16(x[m, k]) · bf16(w)ᵀ (+ bias)` summed in f32, then GELU when
+/// `gelu`; `y` is overwritten. Work is shared over the rayon pool when
+/// `parallel`. Panics on mismatched lengths or when [`available`] is false
+/// (the backend checks both before calling).
+pub fn linear(
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    gelu: bool,
+    parallel: bool,
+) {
+    let (n, k) = (w.n, w.k);
+    assert!(available(), "bf16::linear needs AVX512-BF16");
+    assert_eq!(x.len(), m * k, "bf16: x is not m × k");
+    assert_eq!(y.len(), m * n, "bf16: y is not m × n");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "bf16: bias is not n long");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k > 0 && amx_available() {
+        linear_amx(x, m, w, bias, y, gelu, parallel)
+    } else {
+        linear_vdp(x, m, w, bias, y, gelu, parallel)
+    }
+}
+
+/// [`linear`] with `vdpbf16ps` (AVX512-BF16); inputs checked by the caller.
+fn linear_vdp(
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    gelu: bool,
+    parallel: bool,
+) {
+    let (n, k) = (w.n, w.k);
+    let panels = n.div_ceil(NR);
+    let row_blocks = m.div_ceil(MC);
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    // Enough tasks to keep every thread busy: split the panels too when there
+    // are few row blocks (short batches of queries).
+    let groups = if row_blocks >= 4 * threads || threads == 1 {
+        1
+    } else {
+        (4 * threads).div_ceil(row_blocks).min(panels)
+    };
+    let per_group = panels.div_ceil(groups);
+    let groups = panels.div_ceil(per_group);
+    let out = OutPtr(y.as_mut_ptr());
+    let task = |apack: &mut Vec<u32>, t: usize| {
+        let (rb, g) = (t / groups, t % groups);
+        let i0 = rb * MC;
+        let rows = MC.min(m - i0);
+        let p0 = g * per_group;
+        let p1 = (p0 + per_group).min(panels);
+        // SAFETY: the task writes rows i0..i0+rows, columns p0·NR..min(p1·NR, n)
+        // of y, a block no other task touches; all reads are in bounds of x,
+        // w.data and bias (lengths checked above); AVX512-BF16 is available.
+        unsafe { block(x, k, i0, rows, w, bias, out, n, p0, p1, apack, gelu) };
+    };
+    let tasks = row_blocks * groups;
+    if threads > 1 && tasks > 1 {
+        (0..tasks)
+            .into_par_iter()
+            .for_each_init(Vec::new, |apack, t| task(apack, t));
+    } else {
+        let mut apack = Vec::new();
+        for t in 0..tasks {
+            task(&mut apack, t);
+        }
+    }
+}
+
+/// One task: rows `i0..i0+rows` × panels `p0..p1`.
+///
+/// # Safety
+/// `y` addresses `m × n` floats and no other thread touches the block written
+/// here; AVX512-BF16 is available.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(
+    x: &[f32],
+    k: usize,
+    i0: usize,
+    rows: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: OutPtr,
+    n: usize,
+    p0: usize,
+    p1: usize,
+    apack: &mut Vec<u32>,
+    gelu: bool,
+) {
+    let tiles = rows.div_ceil(MR);
+    let kq_total = w.kq;
+    if k == 0 {
+        // y = bias (or 0).
+        for i in i0..i0 + rows {
+            let c0 = p0 * NR;
+            let c1 = (p1 * NR).min(n);
+            let dst = std::slice::from_raw_parts_mut(y.0.add(i * n + c0), c1 - c0);
+            match bias {
+                Some(b) => dst.copy_from_slice(&b[c0..c1]),
+                None => dst.fill(0.0),
+            }
+        }
+    }
+    let mut kb = 0;
+    while kb < k {
+        let kc = KC.min(k - kb);
+        let kq = kc.div_ceil(2);
+        // Pack the rows' k-slice, tile by tile: apack[(t·kq + q)·MR + r].
+        apack.clear();
+        apack.resize(tiles * kq * MR, 0);
+        for t in 0..tiles {
+            let dst = &mut apack[t * kq * MR..][..kq * MR];
+            for r in 0..MR.min(rows - t * MR) {
+                let src = &x[(i0 + t * MR + r) * k + kb..][..kc];
+                let mut pairs = src.chunks_exact(2);
+                for (q, p) in pairs.by_ref().enumerate() {
+                    dst[q * MR + r] = pair(p[0], p[1]);
+                }
+                if let [last] = pairs.remainder() {
+                    dst[(kq - 1) * MR + r] = pair(*last, 0.0);
+                }
+            }
+        }
+        for panel in p0..p1 {
+            let c0 = panel * NR;
+            let cols = NR.min(n - c0);
+            let b = w.data.as_ptr().add((panel * kq_total + kb / 2) * NR);
+            let init = if kb > 0 {
+                Init::Load
+            } else {
+                match bias {
+                    Some(bv) => Init::Bias(bv.as_ptr().add(c0)),
+                    None => Init::Zero,
+                }
+            };
+            for t in 0..tiles {
+                let r = MR.min(rows - t * MR);
+                micro_12x32(
+                    kq,
+                    apack.as_ptr().add(t * kq * MR),
+                    b,
+                    y.0.add((i0 + t * MR) * n + c0),
+                    n,
+                    r,
+                    cols,
+                    init,
+                );
+            }
+        }
+        kb += kc;
+    }
+    if gelu {
+        let c0 = p0 * NR;
+        let c1 = (p1 * NR).min(n);
+        for i in i0..i0 + rows {
+            let row = std::slice::from_raw_parts_mut(y.0.add(i * n + c0), c1 - c0);
+            super::vecmath::gelu_in_place(row);
+        }
+    }
+}
+
+/// Where a tile's accumulators start.
+#[derive(Clone, Copy)]
+enum Init {
+    Zero,
+    /// `NR` bias values (only the first `cols` are read).
+    Bias(*const f32),
+    /// The partial sums already in `c`.
+    Load,
+}
+
+/// One 12 × 32 tile over `kq` k-pairs: `c[r][j] = init + Σ_q a[q][r] · b[q][j]`
+/// (each term a bf16 pair dot product) for `r < rows`, `j < cols`.
+///
+/// # Safety
+/// `a` holds `kq·MR`, `b` `kq·NR` readable pairs; `c` addresses `rows` rows
+/// (stride `ldc`) of `cols` writable floats; AVX512-BF16 is available.
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn micro_12x32(
+    kq: usize,
+    a: *const u32,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    init: Init,
+) {
+    let m0: __mmask16 = if cols >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << cols) - 1) as __mmask16
+    };
+    let m1: __mmask16 = if cols >= 32 {
+        0xFFFF
+    } else if cols <= 16 {
+        0
+    } else {
+        ((1u32 << (cols - 16)) - 1) as __mmask16
+    };
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    match init {
+        Init::Zero => {}
+        Init::Bias(bias) => {
+            let b0 = _mm512_maskz_loadu_ps(m0, bias);
+            let b1 = _mm512_maskz_loadu_ps(m1, bias.add(16));
+            for row in acc.iter_mut() {
+                *row = [b0, b1];
+            }
+        }
+        Init::Load => {
+            for (r, row) in acc.iter_mut().enumerate().take(rows) {
+                let cr = c.add(r * ldc);
+                *row = [
+                    _mm512_maskz_loadu_ps(m0, cr),
+                    _mm512_maskz_loadu_ps(m1, cr.add(16)),
+                ];
+            }
+        }
+    }
+    let mut a = a;
+    let mut b = b;
+    for _ in 0..kq {
+        let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b as *const _));
+        let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(16) as *const _));
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(r) as i32));
+            row[0] = _mm512_dpbf16_ps(row[0], av, b0);
+            row[1] = _mm512_dpbf16_ps(row[1], av, b1);
+        }
+        a = a.add(MR);
+        b = b.add(NR);
+    }
+    for (r, row) in acc.iter().enumerate().take(rows) {
+        let cr = c.add(r * ldc);
+        _mm512_mask_storeu_ps(cr, m0, row[0]);
+        _mm512_mask_storeu_ps(cr.add(16), m1, row[1]);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_12x32(
+    _kq: usize,
+    _a: *const u32,
+    _b: *const u32,
+    _c: *mut f32,
+    _ldc: usize,
+    _rows: usize,
+    _cols: usize,
+    _init: Init,
+) {
+    unreachable!("bf16::available() is false off x86-64")
+}
+
+// ---- AMX-BF16: the same product on the tile unit (Sapphire Rapids and later).
+
+/// True when this CPU has AMX-BF16 and the OS granted this process the tile
+/// state (Linux `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`),
+/// asked once. `COLWGPU_NO_AMX=1` turns it off (then AVX512-BF16 is used).
+pub fn amx_available() -> bool {
+    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMX.get_or_init(|| {
+        if std::env::var_os("COLWGPU_NO_AMX").is_some_and(|v| v != "0") {
+            return false;
+        }
+        amx::request_permission()
+    })
+}
+
+/// Which kernel [`linear`] runs on this CPU ("amx-bf16", "avx512-bf16" or "none").
+pub fn kernel_name() -> &'static str {
+    if !available() {
+        "none"
+    } else if amx_available() {
+        "amx-bf16"
+    } else {
+        "avx512-bf16"
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod amx {
+    use super::*;
+
+    /// CPUID.(7,0):EDX bits 22 (AMX-BF16) and 24 (AMX-TILE), then the
+    /// process-wide permission for the tile data state.
+    pub fn request_permission() -> bool {
+        let leaf7 = __cpuid_count(7, 0);
+        if leaf7.edx & (1 << 22) == 0 || leaf7.edx & (1 << 24) == 0 {
+            return false;
+        }
+        const SYS_ARCH_PRCTL: usize = 158;
+        const ARCH_REQ_XCOMP_PERM: usize = 0x1023;
+        const XFEATURE_XTILEDATA: usize = 18;
+        let ret: isize;
+        // SAFETY: a plain Linux syscall with integer arguments; it only
+        // changes which xsave features this process may use.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") SYS_ARCH_PRCTL as isize => ret,
+                in("rdi") ARCH_REQ_XCOMP_PERM,
+                in("rsi") XFEATURE_XTILEDATA,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack)
+            );
+        }
+        ret == 0
+    }
+
+    /// Tile configuration (palette 1): tiles 0-7 all 16 rows × 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        colsb: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    const CONFIG: TileConfig = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+        rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+    };
+
+    /// Rows per AMX task block (two A tiles).
+    pub const BLOCK_ROWS: usize = 32;
+
+    /// `c[32][32] = a[32 rows][kq pairs] · b[kq pairs][32]` on tiles: C in
+    /// tmm0-3, A in tmm4-5, B in tmm6-7. `a` rows are `lda` bytes apart, `b`
+    /// rows (one k-pair of a 32-column panel) 128 bytes; `c` gets 32 rows of
+    /// 32 f32 (128 bytes apart).
+    ///
+    /// # Safety
+    /// The tile configuration is loaded on this thread; `a` addresses 32
+    /// rows of `kq` pairs, `b` `kq` rows of 32 pairs, `c` 32 × 32 floats;
+    /// `kq` is a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_32x32(kq: usize, a: *const u32, lda: usize, b: *const u32, c: *mut f32) {
+        std::arch::asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack)
+        );
+        let a1 = a.cast::<u8>().add(16 * lda);
+        let mut q = 0;
+        while q < kq {
+            let ap0 = a.cast::<u8>().add(q * 4);
+            let ap1 = a1.add(q * 4);
+            let bp0 = b.add(q * NR).cast::<u8>();
+            let bp1 = bp0.add(64);
+            std::arch::asm!(
+                "tileloadd tmm4, [{a0} + {lda}*1]",
+                "tileloadd tmm5, [{a1} + {lda}*1]",
+                "tileloadd tmm6, [{b0} + {ldb}*1]",
+                "tileloadd tmm7, [{b1} + {ldb}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) ap0,
+                a1 = in(reg) ap1,
+                b0 = in(reg) bp0,
+                b1 = in(reg) bp1,
+                lda = in(reg) lda,
+                ldb = in(reg) 128usize,
+                options(nostack, readonly)
+            );
+            q += TILE_PAIRS;
+        }
+        let c = c.cast::<u8>();
+        std::arch::asm!(
+            "tilestored [{c0} + {ldc}*1], tmm0",
+            "tilestored [{c1} + {ldc}*1], tmm1",
+            "tilestored [{c2} + {ldc}*1], tmm2",
+            "tilestored [{c3} + {ldc}*1], tmm3",
+            c0 = in(reg) c,
+            c1 = in(reg) c.add(64),
+            c2 = in(reg) c.add(16 * 128),
+            c3 = in(reg) c.add(16 * 128 + 64),
+            ldc = in(reg) 128usize,
+            options(nostack)
+        );
+    }
+
+    /// Rows `i0..i0+rows` (≤ 32) × panels `p0..p1` of `y` from the bf16 rows
+    /// `xb` (32 rows of `w.kq` pairs from row i0, zero-padded).
+    ///
+    /// # Safety
+    /// As [`super::linear`]'s task: the block of `y` is this task's alone;
+    /// `xb` addresses 32 rows of `w.kq` pairs; AMX is permitted.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn block(
+        xb: *const u32,
+        rows: usize,
+        i0: usize,
+        w: &PackedWeight,
+        bias: Option<&[f32]>,
+        y: *mut f32,
+        n: usize,
+        p0: usize,
+        p1: usize,
+        gelu: bool,
+    ) {
+        std::arch::asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
+        let mut c = [0f32; BLOCK_ROWS * NR];
+        for panel in p0..p1 {
+            let c0 = panel * NR;
+            let cols = NR.min(n - c0);
+            tile_32x32(
+                w.kq,
+                xb,
+                w.kq * 4,
+                w.data.as_ptr().add(panel * w.kq * NR),
+                c.as_mut_ptr(),
+            );
+            for r in 0..rows {
+                let dst = std::slice::from_raw_parts_mut(y.add((i0 + r) * n + c0), cols);
+                let src = &c[r * NR..][..cols];
+                match bias {
+                    Some(b) => {
+                        for ((d, s), b) in dst.iter_mut().zip(src).zip(&b[c0..]) {
+                            *d = s + b;
+                        }
+                    }
+                    None => dst.copy_from_slice(src),
+                }
+            }
+        }
+        std::arch::asm!("tilerelease", options(nostack, nomem));
+        if gelu {
+            let (c0, c1) = (p0 * NR, (p1 * NR).min(n));
+            for r in 0..rows {
+                let row = std::slice::from_raw_parts_mut(y.add((i0 + r) * n + c0), c1 - c0);
+                super::super::vecmath::gelu_in_place(row);
+            }
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod amx {
+    use super::*;
+    pub fn request_permission() -> bool {
+        false
+    }
+    pub const BLOCK_ROWS: usize = 32;
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn block(
+        _xb: *const u32,
+        _rows: usize,
+        _i0: usize,
+        _w: &PackedWeight,
+        _bias: Option<&[f32]>,
+        _y: *mut f32,
+        _n: usize,
+        _p0: usize,
+        _p1: usize,
+        _gelu: bool,
+    ) {
+        unreachable!("AMX is only used on x86-64 Linux")
+    }
+}
+
+/// `src` rounded to bf16 pairs in `dst` (`src.len().div_ceil(2)` of them are
+/// written): 32 values per `vcvtne2ps2bf16` (round to nearest even; like the
+/// scalar [`to_bf16`] except that subnormal inputs become zero), the tail scalar.
+fn round_row(src: &[f32], dst: &mut [u32]) {
+    let k = src.len();
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        done = k / 32 * 32;
+        // SAFETY: AVX512-BF16 is available; reads src[..done] and writes
+        // dst[..done / 2], both in bounds (dst holds at least k.div_ceil(2)).
+        unsafe { round_row_avx512(src.as_ptr(), dst.as_mut_ptr(), done / 32) };
+    }
+    let mut pairs = src[done..].chunks_exact(2);
+    for (d, p) in dst[done / 2..].iter_mut().zip(pairs.by_ref()) {
+        *d = pair(p[0], p[1]);
+    }
+    if let [last] = pairs.remainder() {
+        dst[k / 2] = pair(*last, 0.0);
+    }
+}
+
+/// `blocks` × 32 floats → 32 bf16 each.
+///
+/// # Safety
+/// `src` has `32·blocks` readable floats, `dst` `16·blocks` writable u32;
+/// AVX512-BF16 is available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round_row_avx512(src: *const f32, dst: *mut u32, blocks: usize) {
+    for b in 0..blocks {
+        let lo = _mm512_loadu_ps(src.add(32 * b));
+        let hi = _mm512_loadu_ps(src.add(32 * b + 16));
+        // Lanes 0-15 of the result come from the second operand.
+        let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+        _mm512_storeu_si512(dst.add(16 * b) as *mut _, v);
+    }
+}
+
+/// [`linear`] on AMX: `x` rounded to bf16 once (rows padded to 32, k to
+/// the packed depth), then tasks of 32 rows × a range of panels.
+fn linear_amx(
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    gelu: bool,
+    parallel: bool,
+) {
+    let (n, k, kq) = (w.n, w.k, w.kq);
+    let bm = amx::BLOCK_ROWS;
+    let blocks = m.div_ceil(bm);
+    let mut xb = vec![0u32; blocks * bm * kq];
+    let convert = |(row, dst): (usize, &mut [u32])| {
+        if row < m {
+            round_row(&x[row * k..][..k], dst);
+        }
+    };
+    if parallel {
+        xb.par_chunks_mut(kq).enumerate().for_each(convert);
+    } else {
+        xb.chunks_mut(kq).enumerate().for_each(convert);
+    }
+    let panels = n.div_ceil(NR);
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let groups = if blocks >= 4 * threads || threads == 1 {
+        1
+    } else {
+        (4 * threads).div_ceil(blocks).min(panels)
+    };
+    let per_group = panels.div_ceil(groups);
+    let groups = panels.div_ceil(per_group);
+    let out = OutPtr(y.as_mut_ptr());
+    let task = |t: usize| {
+        let (blk, g) = (t / groups, t % groups);
+        let i0 = blk * bm;
+        let p0 = g * per_group;
+        let p1 = (p0 + per_group).min(panels);
+        // SAFETY: rows i0..i0+32 of xb exist (padded); the task writes rows
+        // i0..min(i0+32, m), columns p0·NR..min(p1·NR, n) of y alone; AMX
+        // permission was granted (amx_available).
+        unsafe {
+            amx::block(
+                xb.as_ptr().add(i0 * kq),
+                bm.min(m - i0),
+                i0,
+                w,
+                bias,
+                out.ptr(),
+                n,
+                p0,
+                p1,
+                gelu,
+            )
+        };
+    };
+    let tasks = blocks * groups;
+    if threads > 1 && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bf16_rounding_is_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3F80);
+        // 1 + 2⁻⁸ is halfway between 1 and 1 + 2⁻⁷: ties to even (1.0).
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), 0x3F80);
+        // Just above halfway rounds up.
+        assert_eq!(to_bf16(f32::from_bits(0x3F80_8001)), 0x3F81);
+        // 1 + 3·2⁻⁸ is halfway between two odd/even neighbours: up to even.
+        assert_eq!(to_bf16(f32::from_bits(0x3F81_8000)), 0x3F82);
+        assert_eq!(to_bf16(-2.5), 0xC020);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+        for v in values(1000, 9) {
+            let r = from_bf16(to_bf16(v));
+            assert!((r - v).abs() <= v.abs() * (1.0 / 256.0), "{v} → {r}");
+        }
+    }
+
+    /// Exactly the f64 sum of the bf16-rounded products (up to f32 summation
+    /// error), on shapes that exercise every tail: rows not a multiple of MR
+    /// or MC, columns not a multiple of 16 or 32, odd k and k past one slice,
+    /// with and without bias, serial and parallel.
+    #[test]
+    fn matches_f64_sum_of_rounded_products() {
+        if !available() {
+            eprintln!("skipped: no AVX512-BF16 on this CPU");
+            return;
+        }
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (5, 7, 3),
+            (12, 32, 512),
+            (13, 33, 513),
+            (97, 50, 1100),
+            (200, 130, 385),
+            (31, 40, 0),
+            (64, 16, 17),
+        ] {
+            for with_bias in [false, true] {
+                for parallel in [false, true] {
+                    let x = values(m * k, 1);
+                    let w = values(n * k, 2);
+                    let b = values(n, 3);
+                    let packed = PackedWeight::pack(&w, n, k);
+                    let bias = with_bias.then_some(&b[..]);
+                    let mut runs = vec![];
+                    let mut y = vec![f32::NAN; m * n];
+                    linear_vdp(&x, m, &packed, bias, &mut y, false, parallel);
+                    runs.push(("avx512-bf16", y));
+                    if amx_available() && k > 0 {
+                        let mut y = vec![f32::NAN; m * n];
+                        linear_amx(&x, m, &packed, bias, &mut y, false, parallel);
+                        runs.push(("amx-bf16", y));
+                    }
+                    let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+                    for (kernel, y) in &runs {
+                    for i in 0..m {
+                        for j in 0..n {
+                            let mut want = if with_bias { b[j] as f64 } else { 0.0 };
+                            let mut mag = want.abs();
+                            for p in 0..k {
+                                let t = r(x[i * k + p]) * r(w[j * k + p]);
+                                want += t;
+                                mag += t.abs();
+                            }
+                            let got = y[i * n + j] as f64;
+                            let tol = 2.0 * f32::EPSILON as f64 * mag * (k as f64).sqrt() + 1e-30;
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{kernel} ({m},{n},{k}) bias={with_bias} at ({i},{j}): {got} vs {want}"
+                            );
+                        }
+                    }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vector rounding of activations equals the scalar one on normal
+    /// values, ties included, and the tail past the last 32 is handled.
+    #[test]
+    fn row_rounding_matches_scalar() {
+        let mut src = values(101, 7);
+        src[3] = 1.0 + 1.0 / 256.0; // a tie, to even (down)
+        src[4] = f32::from_bits(0x3F81_8000); // a tie, to even (up)
+        src[5] = -0.0;
+        let mut dst = vec![0u32; 51];
+        round_row(&src, &mut dst);
+        for (q, d) in dst.iter().enumerate() {
+            let hi = src.get(2 * q + 1).copied().unwrap_or(0.0);
+            assert_eq!(*d, pair(src[2 * q], hi), "pair {q}");
+        }
+    }
+
+    #[test]
+    fn gelu_epilogue_matches_separate_pass() {
+        if !available() {
+            return;
+        }
+        let (m, n, k) = (40, 70, 50);
+        let x = values(m * k, 4);
+        let w = values(n * k, 5);
+        let b = values(n, 6);
+        let packed = PackedWeight::pack(&w, n, k);
+        let mut plain = vec![0.0; m * n];
+        linear(&x, m, &packed, Some(&b), &mut plain, false, true);
+        crate::backend::vecmath::gelu_in_place(&mut plain);
+        let mut fused = vec![0.0; m * n];
+        linear(&x, m, &packed, Some(&b), &mut fused, true, true);
+        assert_eq!(plain, fused);
+    }
+}
