@@ -13,7 +13,7 @@
 //! an index can be searched from many threads at once.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::Compute;
@@ -304,7 +304,7 @@ impl Model {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(Index, BuildSummary)> {
         let path = path.as_ref();
-        let build = options.to_build(self.compute.clone());
+        let build = options.to_build(self.compute.clone())?;
         let summary = {
             let mut g = self.encoder();
             let enc = Self::text_encoder(&mut g, "indexing texts")?;
@@ -386,6 +386,11 @@ pub struct IndexOptions {
     /// When another process is writing the same index path: wait for it
     /// (`true`) or fail at once with [`crate::Error::Locked`] (`false`).
     pub wait_for_lock: bool,
+    /// Train nothing: compress with the centroids and codec of the index at
+    /// this path (built, say, on a sample of the whole corpus), so that the
+    /// shards of one corpus, built apart, score on one scale and their top-k
+    /// lists merge into the corpus's top-k. Its `nbits` and dimension must match.
+    pub codec_from: Option<PathBuf>,
 }
 
 impl Default for IndexOptions {
@@ -397,21 +402,27 @@ impl Default for IndexOptions {
             kmeans_iters: d.kmeans_iters,
             seed: d.seed,
             wait_for_lock: d.wait_for_lock,
+            codec_from: None,
         }
     }
 }
 
 impl IndexOptions {
-    fn to_build(&self, compute: Compute) -> store::IndexOptions {
-        store::IndexOptions {
+    fn to_build(&self, compute: Compute) -> Result<store::IndexOptions> {
+        let shared_codec = match &self.codec_from {
+            Some(dir) => Some(Arc::new(store::Index::open(dir)?.codec().clone())),
+            None => None,
+        };
+        Ok(store::IndexOptions {
             nbits: self.nbits,
             num_centroids: self.num_centroids,
             kmeans_iters: self.kmeans_iters,
             seed: self.seed,
             wait_for_lock: self.wait_for_lock,
             compute,
+            shared_codec,
             ..store::IndexOptions::default()
-        }
+        })
     }
 }
 
@@ -480,7 +491,7 @@ impl Index {
             &vectors.ids,
             &info,
             path,
-            &options.to_build(compute.clone()),
+            &options.to_build(compute.clone())?,
             &mut |_| {},
         )?;
         Self::open_with_compute(path, Some(compute))

@@ -423,6 +423,10 @@ struct IndexArgs {
     /// k-means iterations, at least 1 (ColBERTv2's default; 10 costs 2.5x the k-means time for +0.001 codec cosine)
     #[arg(long, default_value_t = 4, value_parser = at_least_1)]
     kmeans_iters: usize,
+    /// Train nothing: compress with the centroids and codec of the index DIR (e.g. one built
+    /// on a sample of the corpus), so shards built apart score on one scale
+    #[arg(long, value_name = "DIR")]
+    codec_from: Option<PathBuf>,
     /// Index only the first N documents (at least 1)
     #[arg(long, value_parser = at_least_1)]
     limit: Option<usize>,
@@ -485,17 +489,25 @@ fn read_vector_args(
 
 fn build_index(a: IndexArgs) -> Result<()> {
     // The index replaces a directory: never one holding (or inside) an input.
-    let inputs: Vec<&Path> = [&a.corpus, &a.vectors, &a.offsets, &a.ids, &a.model]
-        .into_iter()
-        .flatten()
-        .map(PathBuf::as_path)
-        .collect();
+    let inputs: Vec<&Path> = [
+        &a.corpus,
+        &a.vectors,
+        &a.offsets,
+        &a.ids,
+        &a.model,
+        &a.codec_from,
+    ]
+    .into_iter()
+    .flatten()
+    .map(PathBuf::as_path)
+    .collect();
     colwgpu::io::output::check_not_input(&a.index, &inputs)?;
     let options = IndexOptions {
         nbits: a.nbits,
         num_centroids: a.centroids,
         kmeans_iters: a.kmeans_iters,
         wait_for_lock: a.wait,
+        codec_from: a.codec_from.clone(),
         ..IndexOptions::default()
     };
     let model = match &a.model {
