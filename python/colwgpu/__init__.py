@@ -190,6 +190,7 @@ class Index:
         seed: int = 12345,
         device: str = "auto",
         wait: bool = False,
+        codec_from: Optional[Union[str, os.PathLike]] = None,
     ) -> "Index":
         """Builds an index at ``path`` (an index already there is replaced only
         once the new one is complete).
@@ -197,7 +198,9 @@ class Index:
         ``documents``: texts (encoded by ``model``), page image paths (with a
         page-image ``model``), or precomputed ``(tokens, dim)`` arrays (then
         ``model`` may be ``None``; if given it is recorded as the index's model).
-        ``ids`` default to ``"0"``, ``"1"``, …
+        ``ids`` default to ``"0"``, ``"1"``, …  ``codec_from``: train nothing,
+        compress with the centroids and codec of the index at that path (shards
+        of one corpus built apart then score on one scale).
         """
         if metadata is not None:
             raise ColwgpuError(
@@ -209,10 +212,11 @@ class Index:
         id_list = [str(i) for i in range(len(docs))] if ids is None else _texts(ids, "id")
         p = os.fspath(path)
         core_model = None if model is None else model._core
+        codec = None if codec_from is None else os.fspath(codec_from)
         if _is_vectors(docs[0]):
             vecs = [_as_vectors(d, f"document {i}") for i, d in enumerate(docs)]
             core = _Index.build_vectors(
-                p, vecs, id_list, core_model, nbits, num_centroids, seed, wait, device
+                p, vecs, id_list, core_model, nbits, num_centroids, seed, wait, device, codec
             )
         elif model is None:
             raise ColwgpuError(
@@ -220,10 +224,12 @@ class Index:
             )
         elif model.takes_images:
             paths = [os.fspath(d) for d in docs]
-            core = _Index.build_images(p, core_model, paths, id_list, nbits, num_centroids, seed, wait)
+            core = _Index.build_images(
+                p, core_model, paths, id_list, nbits, num_centroids, seed, wait, codec
+            )
         else:
             core = _Index.build_texts(
-                p, core_model, _texts(docs, "document"), id_list, nbits, num_centroids, seed, wait
+                p, core_model, _texts(docs, "document"), id_list, nbits, num_centroids, seed, wait, codec
             )
         return cls(core, model, device)
 

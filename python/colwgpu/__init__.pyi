@@ -55,6 +55,7 @@ class Index:
         seed: int = 12345,
         device: str = "auto",
         wait: bool = False,
+        codec_from: Optional[PathLike] = None,
     ) -> Index: ...
     @classmethod
     def open(cls, path: PathLike, model: Optional[Model] = None, device: str = "auto") -> Index: ...

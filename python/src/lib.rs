@@ -186,12 +186,14 @@ fn index_options(
     num_centroids: Option<usize>,
     seed: u64,
     wait: bool,
+    codec_from: Option<PathBuf>,
 ) -> IndexOptions {
     IndexOptions {
         nbits,
         num_centroids,
         seed,
         wait_for_lock: wait,
+        codec_from,
         ..IndexOptions::default()
     }
 }
@@ -227,7 +229,7 @@ impl PyIndex {
 
     /// Encodes `texts` with `model` and builds their index at `path`.
     #[staticmethod]
-    #[pyo3(signature = (path, model, texts, ids, nbits = 2, num_centroids = None, seed = 12345, wait = false))]
+    #[pyo3(signature = (path, model, texts, ids, nbits = 2, num_centroids = None, seed = 12345, wait = false, codec_from = None))]
     #[allow(clippy::too_many_arguments)]
     fn build_texts(
         py: Python<'_>,
@@ -239,6 +241,7 @@ impl PyIndex {
         num_centroids: Option<usize>,
         seed: u64,
         wait: bool,
+        codec_from: Option<PathBuf>,
     ) -> PyResult<Self> {
         if texts.len() != ids.len() {
             return Err(to_py(Error::Input(format!(
@@ -252,7 +255,7 @@ impl PyIndex {
             .zip(texts)
             .map(|(id, text)| Document::new(id, text))
             .collect();
-        let options = index_options(nbits, num_centroids, seed, wait);
+        let options = index_options(nbits, num_centroids, seed, wait, codec_from);
         let m = model.inner.clone();
         let index = py
             .detach(|| m.index(&docs, &path, &options))
@@ -264,7 +267,7 @@ impl PyIndex {
 
     /// Encodes the page images `paths` with `model` and builds their index.
     #[staticmethod]
-    #[pyo3(signature = (path, model, images, ids, nbits = 2, num_centroids = None, seed = 12345, wait = false))]
+    #[pyo3(signature = (path, model, images, ids, nbits = 2, num_centroids = None, seed = 12345, wait = false, codec_from = None))]
     #[allow(clippy::too_many_arguments)]
     fn build_images(
         py: Python<'_>,
@@ -276,8 +279,9 @@ impl PyIndex {
         num_centroids: Option<usize>,
         seed: u64,
         wait: bool,
+        codec_from: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let options = index_options(nbits, num_centroids, seed, wait);
+        let options = index_options(nbits, num_centroids, seed, wait, codec_from);
         let m = model.inner.clone();
         let index = py
             .detach(|| {
@@ -294,7 +298,7 @@ impl PyIndex {
     /// float32 array per document. `model` (optional) is recorded as the
     /// index's model.
     #[staticmethod]
-    #[pyo3(signature = (path, vectors, ids, model = None, nbits = 2, num_centroids = None, seed = 12345, wait = false, device = "auto"))]
+    #[pyo3(signature = (path, vectors, ids, model = None, nbits = 2, num_centroids = None, seed = 12345, wait = false, device = "auto", codec_from = None))]
     #[allow(clippy::too_many_arguments)]
     fn build_vectors(
         py: Python<'_>,
@@ -307,6 +311,7 @@ impl PyIndex {
         seed: u64,
         wait: bool,
         device: &str,
+        codec_from: Option<PathBuf>,
     ) -> PyResult<Self> {
         let device = parse_device(device)?;
         if vectors.is_empty() {
@@ -329,7 +334,7 @@ impl PyIndex {
             }
         }
         let views = slices(&vectors, "document")?;
-        let options = index_options(nbits, num_centroids, seed, wait);
+        let options = index_options(nbits, num_centroids, seed, wait, codec_from);
         let m = model.map(|m| m.inner.clone());
         let index = py
             .detach(|| {
