@@ -20,3 +20,6 @@ cargo bench --locked --no-run >/dev/null 2>&1 || { echo "benches fail to compile
 # The library alone, without the CLI-only crates (clap, indicatif, anyhow, env_logger):
 # checked (not built), reusing the dependencies clippy just checked.
 cargo clippy --release --locked --lib --no-default-features -- -D warnings
+# The Python bindings: clippy, then the wheel built, installed and tested with pytest.
+cargo clippy --release --locked -p colwgpu-python -- -D warnings
+bash scripts/test-python.sh

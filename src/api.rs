@@ -13,7 +13,7 @@
 //! an index can be searched from many threads at once.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::Compute;
@@ -449,7 +449,7 @@ impl Model {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(Index, BuildSummary)> {
         let path = path.as_ref();
-        let build = options.to_build(self.compute.clone());
+        let build = options.to_build(self.compute.clone())?;
         let summary = {
             let mut g = self.encoder();
             let enc = Self::text_encoder(&mut g, "indexing texts")?;
@@ -570,6 +570,11 @@ pub struct IndexOptions {
     pub pool_factor: usize,
     /// Leading vectors of each document kept out of pooling (PyLate's default 1).
     pub protected_tokens: usize,
+    /// Train nothing: compress with the centroids and codec of the index at
+    /// this path (built, say, on a sample of the whole corpus), so that the
+    /// shards of one corpus, built apart, score on one scale and their top-k
+    /// lists merge into the corpus's top-k. Its `nbits` and dimension must match.
+    pub codec_from: Option<PathBuf>,
 }
 
 impl Default for IndexOptions {
@@ -583,13 +588,18 @@ impl Default for IndexOptions {
             wait_for_lock: d.wait_for_lock,
             pool_factor: d.pooling.factor,
             protected_tokens: d.pooling.protected,
+            codec_from: None,
         }
     }
 }
 
 impl IndexOptions {
-    fn to_build(&self, compute: Compute) -> store::IndexOptions {
-        store::IndexOptions {
+    fn to_build(&self, compute: Compute) -> Result<store::IndexOptions> {
+        let shared_codec = match &self.codec_from {
+            Some(dir) => Some(Arc::new(store::Index::open(dir)?.codec().clone())),
+            None => None,
+        };
+        Ok(store::IndexOptions {
             nbits: self.nbits,
             num_centroids: self.num_centroids,
             kmeans_iters: self.kmeans_iters,
@@ -600,8 +610,9 @@ impl IndexOptions {
                 protected: self.protected_tokens,
             },
             compute,
+            shared_codec,
             ..store::IndexOptions::default()
-        }
+        })
     }
 }
 
@@ -684,7 +695,7 @@ impl Index {
             path,
             &store::IndexOptions {
                 pages,
-                ..options.to_build(compute.clone())
+                ..options.to_build(compute.clone())?
             },
             &mut |_| {},
         )?;

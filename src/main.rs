@@ -774,6 +774,10 @@ struct IndexArgs {
     /// k-means iterations, at least 1 (ColBERTv2's default; 10 costs 2.5x the k-means time for +0.001 codec cosine)
     #[arg(long, default_value_t = 4, value_parser = at_least_1)]
     kmeans_iters: usize,
+    /// Train nothing: compress with the centroids and codec of the index DIR (e.g. one built
+    /// on a sample of the corpus), so shards built apart score on one scale
+    #[arg(long, value_name = "DIR")]
+    codec_from: Option<PathBuf>,
     /// Index only the first N documents (at least 1)
     #[arg(long, value_parser = at_least_1)]
     limit: Option<usize>,
@@ -843,7 +847,14 @@ fn read_vector_args(
 fn build_index(a: IndexArgs) -> Result<()> {
     // The index replaces a directory: never one holding (or inside) an input.
     let inputs: Vec<&Path> = [
-        &a.corpus, &a.vectors, &a.offsets, &a.ids, &a.model, &a.images, &a.pdf,
+        &a.corpus,
+        &a.vectors,
+        &a.offsets,
+        &a.ids,
+        &a.model,
+        &a.images,
+        &a.pdf,
+        &a.codec_from,
     ]
     .into_iter()
     .flatten()
@@ -857,6 +868,7 @@ fn build_index(a: IndexArgs) -> Result<()> {
         wait_for_lock: a.wait,
         pool_factor: a.pool_factor,
         protected_tokens: a.protected_tokens,
+        codec_from: a.codec_from.clone(),
         ..IndexOptions::default()
     };
     let model = match &a.model {

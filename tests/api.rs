@@ -400,3 +400,77 @@ fn gpu_model_searches_on_its_own_device_like_cpu() {
         }
     }
 }
+
+/// Shards built apart with one shared codec (`IndexOptions::codec_from`) merge
+/// into the corpus's top-k: exactly for exhaustive search, and for PLAID on
+/// this corpus. A shard's codec files are byte-identical to the sample index's.
+#[test]
+fn shards_with_a_shared_codec_merge_into_the_single_index_top_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::open(common::model_dir(), Device::Cpu).unwrap();
+    let docs = sample_docs(120);
+    // The codec: trained once on a sample (every third document).
+    let sample: Vec<Document> = docs.iter().step_by(3).cloned().collect();
+    let codec_dir = dir.path().join("codec");
+    model
+        .index(&sample, &codec_dir, &IndexOptions::default())
+        .unwrap();
+    let shared = IndexOptions {
+        codec_from: Some(codec_dir.clone()),
+        ..IndexOptions::default()
+    };
+    let whole = model
+        .index(&docs, dir.path().join("whole"), &shared)
+        .unwrap();
+    let shards: Vec<Index> = (0..4)
+        .map(|s| {
+            let part: Vec<Document> = docs.iter().skip(s).step_by(4).cloned().collect();
+            model
+                .index(&part, dir.path().join(format!("shard{s}")), &shared)
+                .unwrap()
+        })
+        .collect();
+    let crc = |i: &Index, f: &str| i.metadata().files[f].crc32;
+    let codec_index = Index::open(&codec_dir).unwrap();
+    for f in ["centroids.f16", "bucket_cutoffs.f32", "bucket_weights.f32"] {
+        for s in shards.iter().chain([&whole]) {
+            assert_eq!(crc(s, f), crc(&codec_index, f), "{f}");
+        }
+    }
+    for exhaustive in [true, false] {
+        let options = SearchOptions {
+            exhaustive,
+            ..SearchOptions::new(10)
+        };
+        let queries = sample_queries();
+        let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+        let want = whole.search_batch(&model, &refs, &options).unwrap();
+        let per_shard: Vec<Vec<Vec<colwgpu::Hit>>> = shards
+            .iter()
+            .map(|s| s.search_batch(&model, &refs, &options).unwrap())
+            .collect();
+        for (q, want) in want.iter().enumerate() {
+            let mut merged: Vec<(String, f32)> = per_shard
+                .iter()
+                .flat_map(|s| s[q].iter().map(|h| (h.id.clone(), h.score)))
+                .collect();
+            merged.sort_by(|a, b| b.1.total_cmp(&a.1));
+            merged.truncate(10);
+            let want: Vec<(String, f32)> = want.iter().map(|h| (h.id.clone(), h.score)).collect();
+            assert_eq!(merged, want, "query {q}, exhaustive {exhaustive}");
+        }
+    }
+    // A codec of another width is refused, naming both.
+    let err = model
+        .index(
+            &docs[..10],
+            dir.path().join("bad"),
+            &IndexOptions {
+                nbits: 4,
+                ..shared.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("2 bits") && err.contains("4 bits"), "{err}");
+}

@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::codec::{Compressed, ResidualCodec};
@@ -74,6 +75,11 @@ pub struct IndexOptions {
     pub pooling: super::pool::Pooling,
     /// The pooling to record in the metadata (set by the build that pools).
     pub recorded_pooling: Option<super::pool::Pooling>,
+    /// Train nothing: compress with these centroids and this codec (those of
+    /// another index, e.g. one built on a sample of the whole corpus), so that
+    /// the shards of one corpus score on one scale. `nbits` and the dimension
+    /// must match; the sampling and k-means options are then unused.
+    pub shared_codec: Option<Arc<ResidualCodec>>,
 }
 
 impl Default for IndexOptions {
@@ -91,6 +97,7 @@ impl Default for IndexOptions {
             pages: None,
             pooling: super::pool::Pooling::default(),
             recorded_pooling: None,
+            shared_codec: None,
         }
     }
 }
@@ -305,6 +312,15 @@ fn validate(
         ));
     }
     let dim = source.dim();
+    if let Some(codec) = &options.shared_codec {
+        if codec.dim != dim || codec.nbits != options.nbits {
+            return Err(Error::Input(format!(
+                "the shared codec is for {}-d vectors at {} bits, but this build has {dim}-d \
+                 vectors at {} bits",
+                codec.dim, codec.nbits, options.nbits
+            )));
+        }
+    }
     if dim == 0 || model.dim != dim {
         return Err(Error::Input(format!(
             "the vectors have dimension {dim} but the model info says {}",
@@ -369,8 +385,42 @@ pub fn build_index_with(
     // writer is refused at once.
     let tmp = TempIndexDir::create(out_dir, options.wait_for_lock)?;
     let counted = count(source, doc_ids.len(), options)?;
-    let sample = sample(source, doc_ids, &counted, options, progress)?;
-    let trained = train_codec(&sample, source.dim(), counted.k0, options, progress)?;
+    let (sample, trained) = match &options.shared_codec {
+        None => {
+            let sample = sample(source, doc_ids, &counted, options, progress)?;
+            let trained = train_codec(&sample, source.dim(), counted.k0, options, progress)?;
+            (sample, trained)
+        }
+        Some(codec) => {
+            // The first documents' vectors measure the codec's fit to this corpus
+            // (and are reused by the compression stage).
+            let mut docs = Vec::new();
+            let mut acc = 0usize;
+            for (d, &n) in counted.planned.iter().enumerate() {
+                if acc >= QUALITY_SAMPLE {
+                    break;
+                }
+                if n > 0 {
+                    docs.push(d);
+                    acc += n;
+                }
+            }
+            let sample = fetch_sample(source, doc_ids, docs, options, progress)?;
+            let num_sample = sample.train.len() / source.dim();
+            let (codec_mean_cosine, kmeans_mean_cosine) =
+                codec_quality(codec, &sample.train, options)?;
+            let trained = Trained {
+                codec: (**codec).clone(),
+                iters: 0,
+                num_sample_vectors: num_sample,
+                num_sample_docs: sample.docs.len(),
+                num_codec_sample_vectors: 0,
+                codec_mean_cosine,
+                kmeans_mean_cosine,
+            };
+            (sample, trained)
+        }
+    };
     let mut files = BTreeMap::new();
     let (codes, doclens) = compress_all(
         source,
@@ -459,7 +509,7 @@ fn sample(
     options: &IndexOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Sample> {
-    let (dim, num_docs) = (source.dim(), doc_ids.len());
+    let num_docs = doc_ids.len();
     let Counted {
         planned, total, k0, ..
     } = counted;
@@ -481,7 +531,19 @@ fn sample(
         }
     }
     docs.sort_unstable();
-    let mut train: Vec<f32> = Vec::with_capacity(acc * dim);
+    fetch_sample(source, doc_ids, docs, options, progress)
+}
+
+/// Gets (encodes) the vectors of the sampled documents `docs` (ascending).
+fn fetch_sample(
+    source: &mut dyn VectorSource,
+    doc_ids: &[String],
+    docs: Vec<usize>,
+    options: &IndexOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Sample> {
+    let (dim, num_docs) = (source.dim(), doc_ids.len());
+    let mut train: Vec<f32> = Vec::new();
     let mut at: Vec<Option<(usize, usize)>> = vec![None; num_docs];
     progress(Progress {
         stage: Stage::EncodeSample,
@@ -593,6 +655,24 @@ fn train_codec(
     // Quality on (part of) the codec sample: cosine(x, decompress(compress(x))),
     // and the k-means fit cos(x, nearest centroid).
     let q = &codec_sample[..QUALITY_SAMPLE.min(codec_rows.len()) * dim];
+    let (codec_mean_cosine, kmeans_mean_cosine) = codec_quality(&codec, q, options)?;
+    Ok(Trained {
+        codec,
+        iters,
+        num_sample_vectors: num_sample,
+        num_sample_docs: sample.docs.len(),
+        num_codec_sample_vectors: codec_rows.len(),
+        codec_mean_cosine,
+        kmeans_mean_cosine,
+    })
+}
+
+/// The codec's quality on the vectors `q` (at most [`QUALITY_SAMPLE`] used):
+/// mean cosine(x, decompress(compress(x))) and the k-means fit, mean
+/// cosine(x, nearest centroid).
+fn codec_quality(codec: &ResidualCodec, q: &[f32], options: &IndexOptions) -> Result<(f64, f64)> {
+    let dim = codec.dim;
+    let q = &q[..q.len().min(QUALITY_SAMPLE * dim)];
     let qc = codec.compress(&options.compute, q)?;
     let qd = codec.decompress(&options.compute, &qc.codes, &qc.packed)?;
     let cos = |a: &[f32], b: &[f32]| {
@@ -619,15 +699,7 @@ fn train_codec(
         })
         .sum::<f64>()
         / nq.max(1) as f64;
-    Ok(Trained {
-        codec,
-        iters,
-        num_sample_vectors: num_sample,
-        num_sample_docs: sample.docs.len(),
-        num_codec_sample_vectors: codec_rows.len(),
-        codec_mean_cosine,
-        kmeans_mean_cosine,
-    })
+    Ok((codec_mean_cosine, kmeans_mean_cosine))
 }
 
 /// Stage 4: Compress every document in order, in chunks (sampled documents reuse

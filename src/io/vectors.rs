@@ -39,14 +39,19 @@ pub struct VectorSet {
 impl VectorSet {
     /// A set from one row-major `len × dim` block per text; ids default to
     /// `0..n` when `ids` is `None`.
-    pub fn from_blocks(ids: Option<Vec<String>>, dim: usize, blocks: &[Vec<f32>]) -> Result<Self> {
+    pub fn from_blocks<B: AsRef<[f32]>>(
+        ids: Option<Vec<String>>,
+        dim: usize,
+        blocks: &[B],
+    ) -> Result<Self> {
         if dim == 0 {
             return Err(Error::Input("vector dimension must be positive".into()));
         }
         let mut offsets = Vec::with_capacity(blocks.len() + 1);
         offsets.push(0);
-        let mut vectors = Vec::with_capacity(blocks.iter().map(Vec::len).sum());
+        let mut vectors = Vec::with_capacity(blocks.iter().map(|b| b.as_ref().len()).sum());
         for (i, b) in blocks.iter().enumerate() {
+            let b = b.as_ref();
             if !b.len().is_multiple_of(dim) {
                 return Err(Error::Input(format!(
                     "text {i}: {} values is not a whole number of {dim}-d vectors",

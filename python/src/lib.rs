@@ -1,0 +1,516 @@
+//! The Python extension module `colwgpu._colwgpu`: a thin layer over the
+//! crate's front door (`colwgpu::api`). The friendly Python API (`colwgpu.ColBERT`,
+//! `colwgpu.Index`, flexible inputs, single-vs-batch results) lives in
+//! `python/colwgpu/__init__.py`; this layer takes strict inputs — lists of
+//! `str`, or lists of C-contiguous 2-D `float32` arrays — and returns numpy
+//! arrays and plain tuples.
+//!
+//! Every call that encodes, builds or searches releases the GIL, so Python
+//! threads run searches on one index at once. Input arrays are read in place
+//! (no copy) while the GIL is released: callers must not write to an array
+//! while a call that received it is running.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use colwgpu::api::{PlaidParams, VectorSet};
+use colwgpu::{Device, Document, Error, Hit, Index, IndexOptions, Model, ModelOptions};
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+
+create_exception!(
+    _colwgpu,
+    ColwgpuError,
+    PyException,
+    "An error from colwgpu; the message is the one the command-line tool prints."
+);
+create_exception!(
+    _colwgpu,
+    IndexLockedError,
+    ColwgpuError,
+    "Another process is writing the index."
+);
+
+fn to_py(e: Error) -> PyErr {
+    match e {
+        Error::Locked { .. } => IndexLockedError::new_err(e.to_string()),
+        other => ColwgpuError::new_err(other.to_string()),
+    }
+}
+
+fn parse_device(device: &str) -> PyResult<Device> {
+    device.parse::<Device>().map_err(to_py)
+}
+
+/// Token vectors as a `(tokens, dim)` float32 array, moving the buffer (no copy).
+fn array<'py>(
+    py: Python<'py>,
+    vectors: Vec<f32>,
+    dim: usize,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let rows = if dim == 0 { 0 } else { vectors.len() / dim };
+    let a = Array2::from_shape_vec((rows, dim), vectors)
+        .map_err(|e| ColwgpuError::new_err(format!("internal shape error: {e}")))?;
+    Ok(a.into_pyarray(py))
+}
+
+/// Borrowed views of the arrays (C-contiguous float32, checked by the caller's
+/// Python layer; checked again here).
+fn slices<'a>(arrays: &'a [PyReadonlyArray2<'_, f32>], what: &str) -> PyResult<Vec<&'a [f32]>> {
+    arrays
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.as_slice().map_err(|_| {
+                ColwgpuError::new_err(format!(
+                    "invalid input: {what} {i} is not a C-contiguous float32 array"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A late-interaction model (ColBERT text model or a page-image model),
+/// loaded once on one device.
+#[pyclass(name = "_Model", module = "colwgpu._colwgpu", frozen)]
+struct PyModel {
+    inner: Arc<Model>,
+    path: PathBuf,
+}
+
+#[pymethods]
+impl PyModel {
+    #[new]
+    #[pyo3(signature = (path, device = "auto", batch_size = 32, base = None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        device: &str,
+        batch_size: usize,
+        base: Option<PathBuf>,
+    ) -> PyResult<Self> {
+        let options = ModelOptions {
+            device: parse_device(device)?,
+            batch_size,
+            base,
+            ..ModelOptions::default()
+        };
+        let p = path.clone();
+        let model = py
+            .detach(|| Model::open_with(&p, &options))
+            .map_err(to_py)?;
+        Ok(Self {
+            inner: Arc::new(model),
+            path,
+        })
+    }
+
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    #[getter]
+    fn takes_images(&self) -> bool {
+        self.inner.takes_images()
+    }
+
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    /// One `(tokens, dim)` array per text.
+    fn encode_texts<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        is_query: bool,
+    ) -> PyResult<Vec<Bound<'py, PyArray2<f32>>>> {
+        let model = self.inner.clone();
+        let encoded = py
+            .detach(|| {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                if is_query {
+                    model.encode_queries(&refs)
+                } else {
+                    model.encode_documents(&refs)
+                }
+            })
+            .map_err(to_py)?;
+        let dim = self.inner.dim();
+        encoded
+            .into_iter()
+            .map(|t| array(py, t.vectors, dim))
+            .collect()
+    }
+
+    /// One `(patches, dim)` array per page image file.
+    fn encode_images<'py>(
+        &self,
+        py: Python<'py>,
+        paths: Vec<PathBuf>,
+    ) -> PyResult<Vec<Bound<'py, PyArray2<f32>>>> {
+        let model = self.inner.clone();
+        let encoded = py
+            .detach(|| {
+                let refs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
+                model.encode_images(&refs)
+            })
+            .map_err(to_py)?;
+        let dim = self.inner.dim();
+        encoded
+            .into_iter()
+            .map(|t| array(py, t.vectors, dim))
+            .collect()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "colwgpu.Model('{}': {})",
+            self.path.display(),
+            self.inner.describe()
+        )
+    }
+}
+
+fn index_options(
+    nbits: usize,
+    num_centroids: Option<usize>,
+    seed: u64,
+    wait: bool,
+    codec_from: Option<PathBuf>,
+) -> IndexOptions {
+    IndexOptions {
+        nbits,
+        num_centroids,
+        seed,
+        wait_for_lock: wait,
+        codec_from,
+        ..IndexOptions::default()
+    }
+}
+
+fn hits_to_py(hits: Vec<Vec<Hit>>) -> Vec<Vec<(String, f32)>> {
+    hits.into_iter()
+        .map(|h| h.into_iter().map(|h| (h.id, h.score)).collect())
+        .collect()
+}
+
+/// A compressed index on disk, opened for search.
+#[pyclass(name = "_Index", module = "colwgpu._colwgpu", frozen)]
+struct PyIndex {
+    inner: Arc<Index>,
+}
+
+#[pymethods]
+impl PyIndex {
+    #[staticmethod]
+    #[pyo3(signature = (path, device = "auto"))]
+    fn open(py: Python<'_>, path: PathBuf, device: &str) -> PyResult<Self> {
+        let device = parse_device(device)?;
+        let index = py
+            .detach(|| match device {
+                Device::Auto => Index::open(&path),
+                d => Index::open_on(&path, d, &Default::default()),
+            })
+            .map_err(to_py)?;
+        Ok(Self {
+            inner: Arc::new(index),
+        })
+    }
+
+    /// Encodes `texts` with `model` and builds their index at `path`.
+    #[staticmethod]
+    #[pyo3(signature = (path, model, texts, ids, nbits = 2, num_centroids = None, seed = 12345, wait = false, codec_from = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn build_texts(
+        py: Python<'_>,
+        path: PathBuf,
+        model: &PyModel,
+        texts: Vec<String>,
+        ids: Vec<String>,
+        nbits: usize,
+        num_centroids: Option<usize>,
+        seed: u64,
+        wait: bool,
+        codec_from: Option<PathBuf>,
+    ) -> PyResult<Self> {
+        if texts.len() != ids.len() {
+            return Err(to_py(Error::Input(format!(
+                "{} ids for {} documents",
+                ids.len(),
+                texts.len()
+            ))));
+        }
+        let docs: Vec<Document> = ids
+            .into_iter()
+            .zip(texts)
+            .map(|(id, text)| Document::new(id, text))
+            .collect();
+        let options = index_options(nbits, num_centroids, seed, wait, codec_from);
+        let m = model.inner.clone();
+        let index = py
+            .detach(|| m.index(&docs, &path, &options))
+            .map_err(to_py)?;
+        Ok(Self {
+            inner: Arc::new(index),
+        })
+    }
+
+    /// Encodes the page images `paths` with `model` and builds their index.
+    #[staticmethod]
+    #[pyo3(signature = (path, model, images, ids, nbits = 2, num_centroids = None, seed = 12345, wait = false, codec_from = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn build_images(
+        py: Python<'_>,
+        path: PathBuf,
+        model: &PyModel,
+        images: Vec<PathBuf>,
+        ids: Vec<String>,
+        nbits: usize,
+        num_centroids: Option<usize>,
+        seed: u64,
+        wait: bool,
+        codec_from: Option<PathBuf>,
+    ) -> PyResult<Self> {
+        let options = index_options(nbits, num_centroids, seed, wait, codec_from);
+        let m = model.inner.clone();
+        let index = py
+            .detach(|| {
+                let refs: Vec<&std::path::Path> = images.iter().map(PathBuf::as_path).collect();
+                m.index_images(&refs, ids, &path, &options)
+            })
+            .map_err(to_py)?;
+        Ok(Self {
+            inner: Arc::new(index),
+        })
+    }
+
+    /// Builds an index from precomputed token vectors: one `(tokens, dim)`
+    /// float32 array per document. `model` (optional) is recorded as the
+    /// index's model.
+    #[staticmethod]
+    #[pyo3(signature = (path, vectors, ids, model = None, nbits = 2, num_centroids = None, seed = 12345, wait = false, device = "auto", codec_from = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn build_vectors(
+        py: Python<'_>,
+        path: PathBuf,
+        vectors: Vec<PyReadonlyArray2<'_, f32>>,
+        ids: Vec<String>,
+        model: Option<&PyModel>,
+        nbits: usize,
+        num_centroids: Option<usize>,
+        seed: u64,
+        wait: bool,
+        device: &str,
+        codec_from: Option<PathBuf>,
+    ) -> PyResult<Self> {
+        let device = parse_device(device)?;
+        if vectors.is_empty() {
+            return Err(to_py(Error::Input("no documents to index".into())));
+        }
+        if vectors.len() != ids.len() {
+            return Err(to_py(Error::Input(format!(
+                "{} ids for {} documents",
+                ids.len(),
+                vectors.len()
+            ))));
+        }
+        let dim = vectors[0].shape()[1];
+        for (i, v) in vectors.iter().enumerate() {
+            if v.shape()[1] != dim {
+                return Err(to_py(Error::Input(format!(
+                    "document {i} has {}-d vectors, document 0 has {dim}-d",
+                    v.shape()[1]
+                ))));
+            }
+        }
+        let views = slices(&vectors, "document")?;
+        let options = index_options(nbits, num_centroids, seed, wait, codec_from);
+        let m = model.map(|m| m.inner.clone());
+        let index = py
+            .detach(|| {
+                let set = VectorSet::from_blocks(Some(ids), dim, &views)?;
+                Index::build_from_vectors(&path, &set, m.as_deref(), &options, device)
+            })
+            .map_err(to_py)?;
+        Ok(Self {
+            inner: Arc::new(index),
+        })
+    }
+
+    #[getter]
+    fn num_docs(&self) -> usize {
+        self.inner.num_docs()
+    }
+
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.path().to_path_buf()
+    }
+
+    #[getter]
+    fn ids(&self) -> Vec<String> {
+        self.inner.doc_ids().to_vec()
+    }
+
+    #[getter]
+    fn model_dir(&self) -> Option<PathBuf> {
+        self.inner.model_dir().map(PathBuf::from)
+    }
+
+    /// Opens the model the index was built with.
+    #[pyo3(signature = (device = "auto"))]
+    fn open_model(&self, py: Python<'_>, device: &str) -> PyResult<PyModel> {
+        let device = parse_device(device)?;
+        let index = self.inner.clone();
+        let model = py.detach(|| index.open_model(device)).map_err(to_py)?;
+        let path = self
+            .inner
+            .model_dir()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        Ok(PyModel {
+            inner: Arc::new(model),
+            path,
+        })
+    }
+
+    /// Top-`k` `(id, score)` lists for each query text, encoded by `model`.
+    #[pyo3(signature = (model, queries, k = 10, ncells = None, centroid_score_threshold = None, ndocs = None, exhaustive = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn search_texts(
+        &self,
+        py: Python<'_>,
+        model: &PyModel,
+        queries: Vec<String>,
+        k: usize,
+        ncells: Option<usize>,
+        centroid_score_threshold: Option<f32>,
+        ndocs: Option<usize>,
+        exhaustive: bool,
+    ) -> PyResult<Vec<Vec<(String, f32)>>> {
+        let options = search_options(k, ncells, centroid_score_threshold, ndocs, exhaustive);
+        let index = self.inner.clone();
+        let m = model.inner.clone();
+        let hits = py
+            .detach(|| {
+                let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+                index.search_batch(&m, &refs, &options)
+            })
+            .map_err(to_py)?;
+        Ok(hits_to_py(hits))
+    }
+
+    /// Top-`k` `(id, score)` lists for precomputed query vectors: one
+    /// `(tokens, dim)` float32 array per query.
+    #[pyo3(signature = (queries, k = 10, ncells = None, centroid_score_threshold = None, ndocs = None, exhaustive = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn search_vectors(
+        &self,
+        py: Python<'_>,
+        queries: Vec<PyReadonlyArray2<'_, f32>>,
+        k: usize,
+        ncells: Option<usize>,
+        centroid_score_threshold: Option<f32>,
+        ndocs: Option<usize>,
+        exhaustive: bool,
+    ) -> PyResult<Vec<Vec<(String, f32)>>> {
+        let options = search_options(k, ncells, centroid_score_threshold, ndocs, exhaustive);
+        let dim = self.inner.dim();
+        for (i, q) in queries.iter().enumerate() {
+            if q.shape()[1] != dim {
+                return Err(to_py(Error::Input(format!(
+                    "query {i} has {}-d vectors but the index holds {dim}-d vectors",
+                    q.shape()[1]
+                ))));
+            }
+        }
+        let views = slices(&queries, "query")?;
+        let index = self.inner.clone();
+        let hits = py
+            .detach(|| index.search_vectors(&views, &options))
+            .map_err(to_py)?;
+        Ok(hits_to_py(hits))
+    }
+
+    /// Exact MaxSim of one query (a `(tokens, dim)` array) against the
+    /// documents `ids` of this index, best first.
+    fn rerank_vectors(
+        &self,
+        py: Python<'_>,
+        query: PyReadonlyArray2<'_, f32>,
+        ids: Vec<String>,
+    ) -> PyResult<Vec<(String, f32)>> {
+        if query.shape()[1] != self.inner.dim() {
+            return Err(to_py(Error::Input(format!(
+                "the query has {}-d vectors but the index holds {}-d vectors",
+                query.shape()[1],
+                self.inner.dim()
+            ))));
+        }
+        let q = query.as_slice().map_err(|_| {
+            ColwgpuError::new_err("invalid input: the query is not a C-contiguous float32 array")
+        })?;
+        let index = self.inner.clone();
+        let hits = py
+            .detach(|| {
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                index.rerank_vectors(q, &refs, None)
+            })
+            .map_err(to_py)?;
+        Ok(hits.into_iter().map(|h| (h.id, h.score)).collect())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "colwgpu.Index('{}': {} documents, dim {})",
+            self.inner.path().display(),
+            self.inner.num_docs(),
+            self.inner.dim()
+        )
+    }
+}
+
+fn search_options(
+    k: usize,
+    ncells: Option<usize>,
+    threshold: Option<f32>,
+    ndocs: Option<usize>,
+    exhaustive: bool,
+) -> colwgpu::SearchOptions {
+    let mut options = colwgpu::SearchOptions::new(k);
+    options.exhaustive = exhaustive;
+    if ncells.is_some() || threshold.is_some() || ndocs.is_some() {
+        let d = PlaidParams::for_k(k);
+        options.plaid = Some(PlaidParams {
+            ncells: ncells.unwrap_or(d.ncells),
+            centroid_score_threshold: threshold.unwrap_or(d.centroid_score_threshold),
+            ndocs: ndocs.unwrap_or(d.ndocs),
+        });
+    }
+    options
+}
+
+#[pymodule]
+fn _colwgpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyModel>()?;
+    m.add_class::<PyIndex>()?;
+    m.add("ColwgpuError", m.py().get_type::<ColwgpuError>())?;
+    m.add("IndexLockedError", m.py().get_type::<IndexLockedError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
