@@ -13,6 +13,7 @@ accepted wherever a text is.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -58,6 +59,35 @@ def _texts(items: Sequence[Any], what: str) -> List[str]:
             raise ColwgpuError(f"invalid input: {what} {i} is a {type(t).__name__}, not a str")
         out.append(t)
     return out
+
+
+def _metadata(metadata: Any, n: int) -> Optional[List[str]]:
+    """One JSON text per document (``"null"`` for none), or ``None``."""
+    if metadata is None:
+        return None
+    items = list(metadata)
+    if len(items) != n:
+        raise ColwgpuError(f"invalid input: {len(items)} metadata entries for {n} documents")
+    out = []
+    for i, m in enumerate(items):
+        if m is not None and not isinstance(m, dict):
+            raise ColwgpuError(
+                f"invalid input: metadata {i} is a {type(m).__name__}, not a dict or None"
+            )
+        out.append(json.dumps(m))
+    return out
+
+
+def _filter(f: Any) -> Tuple[Optional[str], str]:
+    if f is None:
+        return (None, "[]")
+    if isinstance(f, str):
+        return (f, "[]")
+    if isinstance(f, (tuple, list)) and len(f) == 2 and isinstance(f[0], str):
+        return (f[0], json.dumps(list(f[1])))
+    raise ColwgpuError(
+        "invalid input: filter must be a condition string or (condition, parameters)"
+    )
 
 
 class Model:
@@ -184,7 +214,7 @@ class Index:
         model: Optional[Model],
         documents: Sequence[Any],
         ids: Optional[Sequence[str]] = None,
-        metadata: None = None,
+        metadata: Optional[Sequence[Optional[dict]]] = None,
         nbits: int = 2,
         num_centroids: Optional[int] = None,
         seed: int = 12345,
@@ -198,15 +228,13 @@ class Index:
         ``documents``: texts (encoded by ``model``), page image paths (with a
         page-image ``model``), or precomputed ``(tokens, dim)`` arrays (then
         ``model`` may be ``None``; if given it is recorded as the index's model).
-        ``ids`` default to ``"0"``, ``"1"``, …  ``codec_from``: train nothing,
+        ``ids`` default to ``"0"``, ``"1"``, …  ``metadata``: one JSON-able
+        ``dict`` (or ``None``) per document, for ``filter=`` in search.  ``codec_from``: train nothing,
         compress with the centroids and codec of the index at that path (shards
         of one corpus built apart then score on one scale).
         """
-        if metadata is not None:
-            raise ColwgpuError(
-                "invalid input: metadata needs a live index; this build of colwgpu has none"
-            )
         docs = list(documents)
+        meta = _metadata(metadata, len(docs))
         if not docs:
             raise ColwgpuError("invalid input: no documents to index")
         id_list = [str(i) for i in range(len(docs))] if ids is None else _texts(ids, "id")
@@ -231,7 +259,13 @@ class Index:
             core = _Index.build_texts(
                 p, core_model, _texts(docs, "document"), id_list, nbits, num_centroids, seed, wait, codec
             )
-        return cls(core, model, device)
+        index = cls(core, model, device)
+        if meta is not None:
+            keep = [(i, m) for i, m in zip(id_list, meta) if m != "null"]
+            if keep:
+                core.set_metadata([i for i, _ in keep], [m for _, m in keep], wait)
+                index._reopen()
+        return index
 
     @classmethod
     def open(
@@ -281,6 +315,7 @@ class Index:
         centroid_score_threshold: Optional[float] = None,
         ndocs: Optional[int] = None,
         exhaustive: bool = False,
+        filter: Optional[Union[str, Tuple[str, Sequence[Any]]]] = None,
     ) -> Union[List[Hit], List[List[Hit]]]:
         """The best ``k`` documents as ``(id, score)`` pairs, best first.
 
@@ -288,8 +323,11 @@ class Index:
         a list of texts or of arrays → one list per query. ``ncells``,
         ``centroid_score_threshold`` and ``ndocs`` are PLAID's knobs (defaults
         for ``k`` when omitted); ``exhaustive`` scores every document exactly.
+        ``filter``: a condition on the metadata's keys with ``?`` placeholders and
+        its parameters, ``("year >= ? AND topic = ?", [2020, "biology"])`` (or
+        the condition alone); it restricts the candidates before scoring.
         """
-        knobs = (k, ncells, centroid_score_threshold, ndocs, exhaustive)
+        knobs = (k, ncells, centroid_score_threshold, ndocs, exhaustive) + _filter(filter)
         if isinstance(queries, str):
             return self._core.search_texts(self.model._core, [queries], *knobs)[0]
         if isinstance(queries, np.ndarray):
@@ -301,6 +339,54 @@ class Index:
             vecs = [_as_vectors(q, f"query {i}") for i, q in enumerate(items)]
             return self._core.search_vectors(vecs, *knobs)
         return self._core.search_texts(self.model._core, _texts(items, "query"), *knobs)
+
+    def _reopen(self) -> None:
+        self._core = _Index.open(os.fspath(self._core.path), self._device)
+
+    def add(
+        self,
+        documents: Sequence[Any],
+        ids: Sequence[str],
+        metadata: Optional[Sequence[Optional[dict]]] = None,
+        update: bool = False,
+        wait: bool = False,
+    ) -> int:
+        """Adds documents (texts encoded by the index's model, or ``(tokens, dim)``
+        arrays) under new ``ids`` — or replaces existing ones with ``update=True``
+        — in one atomic commit, compressed with the index's codec. Returns the
+        index's new generation; this object then sees the new snapshot."""
+        docs = list(documents)
+        id_list = _texts(ids, "id")
+        meta = _metadata(metadata, len(docs))
+        if docs and _is_vectors(docs[0]):
+            vecs = [_as_vectors(d, f"document {i}") for i, d in enumerate(docs)]
+            gen = self._core.add_vectors(vecs, id_list, meta, update, wait)
+        else:
+            gen = self._core.add_texts(
+                self.model._core, _texts(docs, "document"), id_list, meta, update, wait
+            )
+        self._reopen()
+        return gen
+
+    def update(
+        self,
+        documents: Sequence[Any],
+        ids: Sequence[str],
+        metadata: Optional[Sequence[Optional[dict]]] = None,
+        wait: bool = False,
+    ) -> int:
+        """Replaces existing documents (delete + add under the same ids, one commit)."""
+        return self.add(documents, ids, metadata, update=True, wait=wait)
+
+    def delete(self, ids: Sequence[str], wait: bool = False) -> int:
+        """Deletes documents by id (every id must exist), in one atomic commit."""
+        gen = self._core.delete(_texts(ids, "id"), wait)
+        self._reopen()
+        return gen
+
+    def metadata(self, ids: Sequence[str]) -> List[Optional[dict]]:
+        """The metadata of documents ``ids`` (``None`` where one has none)."""
+        return [None if m is None else json.loads(m) for m in self._core.metadata(_texts(ids, "id"))]
 
     def rerank(self, query: Any, ids: Sequence[str]) -> List[Hit]:
         """Exact MaxSim of one query (a text or a ``(tokens, dim)`` array)

@@ -1,5 +1,5 @@
 import os
-from typing import Any, List, Optional, Sequence, Tuple, Union, overload
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -7,6 +7,7 @@ import numpy.typing as npt
 __version__: str
 
 Hit = Tuple[str, float]
+Filter = Union[str, Tuple[str, Sequence[Any]]]
 Vectors = npt.NDArray[np.float32]
 PathLike = Union[str, os.PathLike[str]]
 
@@ -49,7 +50,7 @@ class Index:
         model: Optional[Model],
         documents: Sequence[Union[str, PathLike, npt.ArrayLike]],
         ids: Optional[Sequence[str]] = None,
-        metadata: None = None,
+        metadata: Optional[Sequence[Optional[Dict[str, Any]]]] = None,
         nbits: int = 2,
         num_centroids: Optional[int] = None,
         seed: int = 12345,
@@ -80,6 +81,7 @@ class Index:
         centroid_score_threshold: Optional[float] = None,
         ndocs: Optional[int] = None,
         exhaustive: bool = False,
+        filter: Optional[Filter] = None,
     ) -> List[Hit]: ...
     @overload
     def search(
@@ -91,5 +93,23 @@ class Index:
         centroid_score_threshold: Optional[float] = None,
         ndocs: Optional[int] = None,
         exhaustive: bool = False,
+        filter: Optional[Filter] = None,
     ) -> List[List[Hit]]: ...
     def rerank(self, query: Union[str, npt.ArrayLike], ids: Sequence[str]) -> List[Hit]: ...
+    def add(
+        self,
+        documents: Sequence[Union[str, npt.ArrayLike]],
+        ids: Sequence[str],
+        metadata: Optional[Sequence[Optional[Dict[str, Any]]]] = None,
+        update: bool = False,
+        wait: bool = False,
+    ) -> int: ...
+    def update(
+        self,
+        documents: Sequence[Union[str, npt.ArrayLike]],
+        ids: Sequence[str],
+        metadata: Optional[Sequence[Optional[Dict[str, Any]]]] = None,
+        wait: bool = False,
+    ) -> int: ...
+    def delete(self, ids: Sequence[str], wait: bool = False) -> int: ...
+    def metadata(self, ids: Sequence[str]) -> List[Optional[Dict[str, Any]]]: ...

@@ -13,8 +13,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use colwgpu::api::{PlaidParams, VectorSet};
-use colwgpu::{Device, Document, Error, Hit, Index, IndexOptions, Model, ModelOptions};
+use colwgpu::api::{NewDoc, PlaidParams, VectorSet};
+use colwgpu::{
+    Device, Document, Error, Filter, Hit, Index, IndexOptions, IndexWriter, Model, ModelOptions,
+};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::create_exception;
@@ -51,7 +53,7 @@ fn array<'py>(
     vectors: Vec<f32>,
     dim: usize,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    let rows = if dim == 0 { 0 } else { vectors.len() / dim };
+    let rows = vectors.len().checked_div(dim).unwrap_or(0);
     let a = Array2::from_shape_vec((rows, dim), vectors)
         .map_err(|e| ColwgpuError::new_err(format!("internal shape error: {e}")))?;
     Ok(a.into_pyarray(py))
@@ -390,7 +392,7 @@ impl PyIndex {
     }
 
     /// Top-`k` `(id, score)` lists for each query text, encoded by `model`.
-    #[pyo3(signature = (model, queries, k = 10, ncells = None, centroid_score_threshold = None, ndocs = None, exhaustive = false))]
+    #[pyo3(signature = (model, queries, k = 10, ncells = None, centroid_score_threshold = None, ndocs = None, exhaustive = false, filter_condition = None, filter_params = "[]"))]
     #[allow(clippy::too_many_arguments)]
     fn search_texts(
         &self,
@@ -402,14 +404,20 @@ impl PyIndex {
         centroid_score_threshold: Option<f32>,
         ndocs: Option<usize>,
         exhaustive: bool,
+        filter_condition: Option<String>,
+        filter_params: &str,
     ) -> PyResult<Vec<Vec<(String, f32)>>> {
         let options = search_options(k, ncells, centroid_score_threshold, ndocs, exhaustive);
+        let filter = filter(filter_condition, filter_params)?;
         let index = self.inner.clone();
         let m = model.inner.clone();
         let hits = py
             .detach(|| {
                 let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
-                index.search_batch(&m, &refs, &options)
+                match &filter {
+                    Some(f) => index.search_filtered(&m, &refs, &options, f),
+                    None => index.search_batch(&m, &refs, &options),
+                }
             })
             .map_err(to_py)?;
         Ok(hits_to_py(hits))
@@ -417,7 +425,7 @@ impl PyIndex {
 
     /// Top-`k` `(id, score)` lists for precomputed query vectors: one
     /// `(tokens, dim)` float32 array per query.
-    #[pyo3(signature = (queries, k = 10, ncells = None, centroid_score_threshold = None, ndocs = None, exhaustive = false))]
+    #[pyo3(signature = (queries, k = 10, ncells = None, centroid_score_threshold = None, ndocs = None, exhaustive = false, filter_condition = None, filter_params = "[]"))]
     #[allow(clippy::too_many_arguments)]
     fn search_vectors(
         &self,
@@ -428,8 +436,11 @@ impl PyIndex {
         centroid_score_threshold: Option<f32>,
         ndocs: Option<usize>,
         exhaustive: bool,
+        filter_condition: Option<String>,
+        filter_params: &str,
     ) -> PyResult<Vec<Vec<(String, f32)>>> {
         let options = search_options(k, ncells, centroid_score_threshold, ndocs, exhaustive);
+        let filter = filter(filter_condition, filter_params)?;
         let dim = self.inner.dim();
         for (i, q) in queries.iter().enumerate() {
             if q.shape()[1] != dim {
@@ -442,7 +453,10 @@ impl PyIndex {
         let views = slices(&queries, "query")?;
         let index = self.inner.clone();
         let hits = py
-            .detach(|| index.search_vectors(&views, &options))
+            .detach(|| match &filter {
+                Some(f) => index.search_vectors_filtered(&views, &options, f),
+                None => index.search_vectors(&views, &options),
+            })
             .map_err(to_py)?;
         Ok(hits_to_py(hits))
     }
@@ -475,6 +489,149 @@ impl PyIndex {
         Ok(hits.into_iter().map(|h| (h.id, h.score)).collect())
     }
 
+    /// Adds (or, with `update`, replaces) documents given as texts, encoded by
+    /// `model`, with optional metadata (one JSON text per document). One
+    /// atomic commit; returns the new generation.
+    #[pyo3(signature = (model, texts, ids, metadata = None, update = false, wait = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_texts(
+        &self,
+        py: Python<'_>,
+        model: &PyModel,
+        texts: Vec<String>,
+        ids: Vec<String>,
+        metadata: Option<Vec<String>>,
+        update: bool,
+        wait: bool,
+    ) -> PyResult<u64> {
+        if texts.len() != ids.len() {
+            return Err(to_py(Error::Input(format!(
+                "{} ids for {} documents",
+                ids.len(),
+                texts.len()
+            ))));
+        }
+        let metadata = metadata_list(metadata, ids.len())?;
+        let docs: Vec<Document> = ids
+            .into_iter()
+            .zip(texts)
+            .map(|(id, text)| Document::new(id, text))
+            .collect();
+        let path = self.inner.path().to_path_buf();
+        let m = model.inner.clone();
+        py.detach(|| {
+            let mut w = IndexWriter::open(&path, wait_for(wait))?;
+            w.add_texts(&m, &docs, metadata.as_deref(), update)
+                .map(|s| s.generation)
+        })
+        .map_err(to_py)
+    }
+
+    /// Adds (or updates) documents given as `(tokens, dim)` float32 arrays.
+    #[pyo3(signature = (vectors, ids, metadata = None, update = false, wait = false))]
+    fn add_vectors(
+        &self,
+        py: Python<'_>,
+        vectors: Vec<PyReadonlyArray2<'_, f32>>,
+        ids: Vec<String>,
+        metadata: Option<Vec<String>>,
+        update: bool,
+        wait: bool,
+    ) -> PyResult<u64> {
+        if vectors.len() != ids.len() {
+            return Err(to_py(Error::Input(format!(
+                "{} ids for {} documents",
+                ids.len(),
+                vectors.len()
+            ))));
+        }
+        let dim = self.inner.dim();
+        for (i, v) in vectors.iter().enumerate() {
+            if v.shape()[1] != dim {
+                return Err(to_py(Error::Input(format!(
+                    "document {i} has {}-d vectors but the index holds {dim}-d vectors",
+                    v.shape()[1]
+                ))));
+            }
+        }
+        let metadata = metadata_list(metadata, ids.len())?.unwrap_or_else(|| vec![None; ids.len()]);
+        let views = slices(&vectors, "document")?;
+        let docs: Vec<NewDoc> = ids
+            .into_iter()
+            .zip(views)
+            .zip(metadata)
+            .map(|((id, v), metadata)| NewDoc {
+                id,
+                vectors: v.to_vec(),
+                metadata,
+            })
+            .collect();
+        let path = self.inner.path().to_path_buf();
+        py.detach(|| {
+            let mut w = IndexWriter::open(&path, wait_for(wait))?;
+            w.add_vectors(&docs, update).map(|s| s.generation)
+        })
+        .map_err(to_py)
+    }
+
+    /// Deletes documents by id (all must exist); returns the new generation.
+    #[pyo3(signature = (ids, wait = false))]
+    fn delete(&self, py: Python<'_>, ids: Vec<String>, wait: bool) -> PyResult<u64> {
+        let path = self.inner.path().to_path_buf();
+        py.detach(|| {
+            let mut w = IndexWriter::open(&path, wait_for(wait))?;
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            w.delete(&refs)
+        })
+        .map_err(to_py)
+    }
+
+    /// Sets (replaces) the metadata of existing documents: one JSON object text per id.
+    #[pyo3(signature = (ids, metadata, wait = false))]
+    fn set_metadata(
+        &self,
+        py: Python<'_>,
+        ids: Vec<String>,
+        metadata: Vec<String>,
+        wait: bool,
+    ) -> PyResult<()> {
+        if ids.len() != metadata.len() {
+            return Err(to_py(Error::Input(format!(
+                "{} metadata entries for {} documents",
+                metadata.len(),
+                ids.len()
+            ))));
+        }
+        let values = metadata
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json(t, &format!("metadata {i}")))
+            .collect::<PyResult<Vec<_>>>()?;
+        let path = self.inner.path().to_path_buf();
+        py.detach(|| {
+            let mut w = IndexWriter::open(&path, wait_for(wait))?;
+            let items: Vec<(&str, serde_json::Value)> =
+                ids.iter().map(String::as_str).zip(values).collect();
+            w.set_metadata(&items)
+        })
+        .map_err(to_py)
+    }
+
+    /// The metadata of documents `ids` as JSON texts (`None` where a document has none).
+    fn metadata(&self, py: Python<'_>, ids: Vec<String>) -> PyResult<Vec<Option<String>>> {
+        let index = self.inner.clone();
+        let values = py
+            .detach(|| {
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                index.document_metadata(&refs)
+            })
+            .map_err(to_py)?;
+        Ok(values
+            .into_iter()
+            .map(|v| v.map(|v| v.to_string()))
+            .collect())
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "colwgpu.Index('{}': {} documents, dim {})",
@@ -482,6 +639,59 @@ impl PyIndex {
             self.inner.num_docs(),
             self.inner.dim()
         )
+    }
+}
+
+/// A JSON text from the Python layer (`json.dumps`), parsed.
+fn json(text: &str, what: &str) -> PyResult<serde_json::Value> {
+    serde_json::from_str(text)
+        .map_err(|e| to_py(Error::Input(format!("{what} is not valid JSON: {e}"))))
+}
+
+/// Per-document metadata (`None`, or one JSON text per document, `"null"` for none).
+fn metadata_list(
+    metadata: Option<Vec<String>>,
+    n: usize,
+) -> PyResult<Option<Vec<Option<serde_json::Value>>>> {
+    let Some(m) = metadata else {
+        return Ok(None);
+    };
+    if m.len() != n {
+        return Err(to_py(Error::Input(format!(
+            "{} metadata entries for {n} documents",
+            m.len()
+        ))));
+    }
+    m.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let v = json(t, &format!("metadata {i}"))?;
+            Ok((!v.is_null()).then_some(v))
+        })
+        .collect::<PyResult<Vec<_>>>()
+        .map(Some)
+}
+
+fn filter(condition: Option<String>, params: &str) -> PyResult<Option<Filter>> {
+    let Some(condition) = condition else {
+        return Ok(None);
+    };
+    let params = match json(params, "filter parameters")? {
+        serde_json::Value::Array(v) => v,
+        _ => {
+            return Err(to_py(Error::Input(
+                "filter parameters must be a list".into(),
+            )))
+        }
+    };
+    Ok(Some(Filter::new(condition, params)))
+}
+
+fn wait_for(wait: bool) -> std::time::Duration {
+    if wait {
+        std::time::Duration::from_secs(600)
+    } else {
+        std::time::Duration::ZERO
     }
 }
 

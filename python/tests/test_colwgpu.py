@@ -203,3 +203,45 @@ def test_wheel_ships_type_stubs():
     pkg = Path(colwgpu.__file__).parent
     assert (pkg / "py.typed").exists()
     assert (pkg / "__init__.pyi").exists()
+
+
+def test_add_update_delete_and_filter(tmp_path, model, corpus):
+    ids, texts = corpus
+    meta = [{"year": 2000 + i % 20, "kind": "even" if i % 2 == 0 else "odd"} for i in range(len(ids))]
+    half = len(ids) // 2
+    index = colwgpu.Index.build(tmp_path / "live.index", model, texts[:half], ids[:half],
+                                metadata=meta[:half])
+    assert index.metadata([ids[0], ids[1]]) == meta[:2]
+    # Add the other half as texts (with metadata), one commit; the object sees it.
+    index.add(texts[half:], ids[half:], metadata=meta[half:])
+    assert len(index) == len(ids)
+    query = texts[half + 3][:200]
+    assert index.search(query, k=3)[0][0] == ids[half + 3]
+    # Vectors in, too; a duplicate id is refused unless it is an update.
+    v = model.encode("a brand new document about malaria vaccines")
+    index.add([v], ["new-1"])
+    with pytest.raises(colwgpu.ColwgpuError, match="new-1"):
+        index.add([v], ["new-1"])
+    index.update([texts[0]], ["new-1"])
+    # Filtered search: only documents whose metadata passes, scored exactly.
+    want = [
+        i for i, m in zip(ids, meta) if m["kind"] == "odd" and m["year"] >= 2010
+    ]
+    hits = index.search(query, k=len(ids), filter=("kind = ? AND year >= ?", ["odd", 2010]),
+                        exhaustive=True)
+    assert sorted(h[0] for h in hits) == sorted(want)
+    full = {h[0]: h[1] for h in index.search(query, k=len(ids) + 1, exhaustive=True)}
+    for doc, score in hits:
+        assert score == pytest.approx(full[doc], abs=1e-6)
+    # Parameters are bound, never spliced: a hostile string is just a value.
+    assert index.search(query, k=5, filter=("kind = ?", ["odd'; DROP TABLE metadata; --"])) == []
+    with pytest.raises(colwgpu.ColwgpuError):
+        index.search(query, k=5, filter="1; DROP TABLE metadata")
+    # Delete: gone from search at once; unknown ids are refused.
+    index.delete([ids[half + 3]])
+    assert ids[half + 3] not in [h[0] for h in index.search(query, k=10)]
+    with pytest.raises(colwgpu.ColwgpuError):
+        index.delete(["no-such-id"])
+    # A second handle opened now sees everything.
+    again = colwgpu.Index.open(tmp_path / "live.index", device="cpu")
+    assert len(again) == len(index) == len(ids)  # + new-1 - one deleted
