@@ -75,6 +75,29 @@ fn slices<'a>(arrays: &'a [PyReadonlyArray2<'_, f32>], what: &str) -> PyResult<V
         .collect()
 }
 
+/// `ids` and documents come in equal numbers.
+fn check_count(ids: usize, docs: usize) -> PyResult<()> {
+    if ids != docs {
+        return Err(to_py(Error::Input(format!(
+            "{ids} ids for {docs} documents"
+        ))));
+    }
+    Ok(())
+}
+
+/// Every array holds `dim`-d vectors (the index's dimension).
+fn check_dims(arrays: &[PyReadonlyArray2<'_, f32>], dim: usize, what: &str) -> PyResult<()> {
+    for (i, a) in arrays.iter().enumerate() {
+        if a.shape()[1] != dim {
+            return Err(to_py(Error::Input(format!(
+                "{what} {i} has {}-d vectors but the index holds {dim}-d vectors",
+                a.shape()[1]
+            ))));
+        }
+    }
+    Ok(())
+}
+
 /// A late-interaction model (ColBERT text model or a page-image model),
 /// loaded once on one device.
 #[pyclass(name = "_Model", module = "colwgpu._colwgpu", frozen)]
@@ -245,13 +268,7 @@ impl PyIndex {
         wait: bool,
         codec_from: Option<PathBuf>,
     ) -> PyResult<Self> {
-        if texts.len() != ids.len() {
-            return Err(to_py(Error::Input(format!(
-                "{} ids for {} documents",
-                ids.len(),
-                texts.len()
-            ))));
-        }
+        check_count(ids.len(), texts.len())?;
         let docs: Vec<Document> = ids
             .into_iter()
             .zip(texts)
@@ -319,13 +336,7 @@ impl PyIndex {
         if vectors.is_empty() {
             return Err(to_py(Error::Input("no documents to index".into())));
         }
-        if vectors.len() != ids.len() {
-            return Err(to_py(Error::Input(format!(
-                "{} ids for {} documents",
-                ids.len(),
-                vectors.len()
-            ))));
-        }
+        check_count(ids.len(), vectors.len())?;
         let dim = vectors[0].shape()[1];
         for (i, v) in vectors.iter().enumerate() {
             if v.shape()[1] != dim {
@@ -442,14 +453,7 @@ impl PyIndex {
         let options = search_options(k, ncells, centroid_score_threshold, ndocs, exhaustive);
         let filter = filter(filter_condition, filter_params)?;
         let dim = self.inner.dim();
-        for (i, q) in queries.iter().enumerate() {
-            if q.shape()[1] != dim {
-                return Err(to_py(Error::Input(format!(
-                    "query {i} has {}-d vectors but the index holds {dim}-d vectors",
-                    q.shape()[1]
-                ))));
-            }
-        }
+        check_dims(&queries, dim, "query")?;
         let views = slices(&queries, "query")?;
         let index = self.inner.clone();
         let hits = py
@@ -504,13 +508,7 @@ impl PyIndex {
         update: bool,
         wait: bool,
     ) -> PyResult<u64> {
-        if texts.len() != ids.len() {
-            return Err(to_py(Error::Input(format!(
-                "{} ids for {} documents",
-                ids.len(),
-                texts.len()
-            ))));
-        }
+        check_count(ids.len(), texts.len())?;
         let metadata = metadata_list(metadata, ids.len())?;
         let docs: Vec<Document> = ids
             .into_iter()
@@ -538,22 +536,9 @@ impl PyIndex {
         update: bool,
         wait: bool,
     ) -> PyResult<u64> {
-        if vectors.len() != ids.len() {
-            return Err(to_py(Error::Input(format!(
-                "{} ids for {} documents",
-                ids.len(),
-                vectors.len()
-            ))));
-        }
+        check_count(ids.len(), vectors.len())?;
         let dim = self.inner.dim();
-        for (i, v) in vectors.iter().enumerate() {
-            if v.shape()[1] != dim {
-                return Err(to_py(Error::Input(format!(
-                    "document {i} has {}-d vectors but the index holds {dim}-d vectors",
-                    v.shape()[1]
-                ))));
-            }
-        }
+        check_dims(&vectors, dim, "document")?;
         let metadata = metadata_list(metadata, ids.len())?.unwrap_or_else(|| vec![None; ids.len()]);
         let views = slices(&vectors, "document")?;
         let docs: Vec<NewDoc> = ids
