@@ -31,6 +31,7 @@ pub use crate::index::{
 pub use crate::io::{Record as Document, VectorSet};
 pub use crate::model::{DeviceChoice as Device, Precision, TokenVectors};
 pub use crate::pages::{list_pages, PageInput, PageRecord, PageSource};
+pub use crate::search::sharded::{kept_by_shard, merge_ranked, search_shards};
 pub use crate::search::{Hit, PlaidParams, SearchOptions};
 
 /// Fingerprint recorded for indexes built from vectors of an unknown model.
@@ -866,14 +867,7 @@ impl Index {
         allowed: Option<&[bool]>,
     ) -> Result<Vec<Vec<Hit>>> {
         let dim = self.dim();
-        for (i, q) in queries.iter().enumerate() {
-            if q.is_empty() || !q.len().is_multiple_of(dim) {
-                return Err(Error::Input(format!(
-                    "query {i}: {} values is not a non-empty whole number of {dim}-d vectors",
-                    q.len()
-                )));
-            }
-        }
+        self.query_lens(queries)?;
         let mut out = Vec::with_capacity(queries.len());
         let mut start = 0;
         while start < queries.len() {
@@ -987,6 +981,110 @@ impl Index {
         let allowed = self.allowed(filter)?;
         let searcher = self.searcher(None)?;
         self.search_blocks_in(&searcher, queries, options, Some(&allowed))
+    }
+
+    /// Round 1 of PLAID over shards that share this index's codec
+    /// ([`crate::search::sharded`]): for each query (`len × dim`), this
+    /// index's best `params.ndocs` documents after PLAID's pruned centroid
+    /// interaction, best first, with those scores.
+    pub fn shard_candidates(
+        &self,
+        queries: &[&[f32]],
+        params: &PlaidParams,
+    ) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
+        params.validate()?;
+        let lens = self.query_lens(queries)?;
+        let searcher = self.searcher(None)?;
+        Ok(queries
+            .iter()
+            .zip(lens)
+            .map(|(q, qlen)| searcher.shard_candidates(q, qlen, params))
+            .collect())
+    }
+
+    /// Round 2 of PLAID over shards: for each query, the full centroid
+    /// interaction with the documents `docs[q]` (indices in this index).
+    pub fn shard_full_scores(
+        &self,
+        queries: &[&[f32]],
+        docs: &[Vec<u32>],
+    ) -> Result<Vec<Vec<f32>>> {
+        let lens = self.query_lens(queries)?;
+        self.check_doc_lists(queries.len(), docs)?;
+        let searcher = self.searcher(None)?;
+        Ok(queries
+            .iter()
+            .zip(lens)
+            .zip(docs)
+            .map(|((q, qlen), d)| searcher.shard_full_scores(q, qlen, d))
+            .collect())
+    }
+
+    /// Round 3 of PLAID over shards: for each query, exact MaxSim with the
+    /// documents `docs[q]`, in that order (scored as search scores them).
+    pub fn shard_exact_scores(
+        &self,
+        queries: &[&[f32]],
+        docs: &[Vec<u32>],
+    ) -> Result<Vec<Vec<Hit>>> {
+        let lens = self.query_lens(queries)?;
+        self.check_doc_lists(queries.len(), docs)?;
+        let searcher = self.searcher(None)?;
+        queries
+            .iter()
+            .zip(lens)
+            .zip(docs)
+            .map(|((q, qlen), d)| {
+                let scores = searcher.shard_exact_scores(q, qlen, d)?;
+                Ok(d.iter()
+                    .zip(scores)
+                    .map(|(&doc, score)| Hit {
+                        doc,
+                        id: self.doc_ids()[doc as usize].clone(),
+                        score,
+                    })
+                    .collect())
+            })
+            .collect()
+    }
+
+    /// Each query's number of vectors, or an error naming a query that is not
+    /// a non-empty whole number of `dim`-d vectors.
+    fn query_lens(&self, queries: &[&[f32]]) -> Result<Vec<usize>> {
+        let dim = self.dim();
+        queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                if q.is_empty() || !q.len().is_multiple_of(dim) {
+                    Err(Error::Input(format!(
+                        "query {i}: {} values is not a non-empty whole number of {dim}-d vectors",
+                        q.len()
+                    )))
+                } else {
+                    Ok(q.len() / dim)
+                }
+            })
+            .collect()
+    }
+
+    /// Errors unless there is one document list per query and every document
+    /// index is in this index.
+    fn check_doc_lists(&self, num_queries: usize, docs: &[Vec<u32>]) -> Result<()> {
+        if docs.len() != num_queries {
+            return Err(Error::Input(format!(
+                "{} document lists for {num_queries} queries",
+                docs.len()
+            )));
+        }
+        let n = self.num_docs();
+        if let Some(&bad) = docs.iter().flatten().find(|&&d| d as usize >= n) {
+            return Err(Error::Input(format!(
+                "document index {bad} is out of range: index {} holds {n} documents",
+                self.path().display()
+            )));
+        }
+        Ok(())
     }
 
     fn doc_index(&self, id: &str) -> Result<u32> {

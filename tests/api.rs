@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use colwgpu::api::UNKNOWN_MODEL;
+use colwgpu::api::{PlaidParams, UNKNOWN_MODEL};
 use colwgpu::{Device, Document, Index, IndexOptions, Model, SearchOptions, VectorSet};
 
 fn sample_docs(n: usize) -> Vec<Document> {
@@ -460,6 +460,53 @@ fn shards_with_a_shared_codec_merge_into_the_single_index_top_k() {
             assert_eq!(merged, want, "query {q}, exhaustive {exhaustive}");
         }
     }
+    // PLAID with cuts that bite (ndocs 12 of 120 documents): each shard
+    // keeping its own 12 would rerank up to 4× more documents than the whole
+    // index; the three-round protocol takes each cut over all shards and
+    // returns the whole index's top-k exactly (ids and scores).
+    let queries = sample_queries();
+    let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+    let encoded = model.encode_queries(&refs).unwrap();
+    let blocks: Vec<&[f32]> = encoded.iter().map(|e| e.vectors.as_slice()).collect();
+    let tight = SearchOptions {
+        plaid: Some(PlaidParams {
+            ncells: 2,
+            centroid_score_threshold: 0.4,
+            ndocs: 12,
+        }),
+        ..SearchOptions::new(3)
+    };
+    let want = whole.search_vectors(&blocks, &tight).unwrap();
+    let shard_refs: Vec<&Index> = shards.iter().collect();
+    let got = colwgpu::api::search_shards(&shard_refs, &blocks, &tight).unwrap();
+    let mut naive_differs = 0;
+    for (q, (want, got)) in want.iter().zip(&got).enumerate() {
+        let want: Vec<(String, f32)> = want.iter().map(|h| (h.id.clone(), h.score)).collect();
+        let got: Vec<(String, f32)> = got.iter().map(|(_, h)| (h.id.clone(), h.score)).collect();
+        assert_eq!(got, want, "query {q}, sharded PLAID");
+        let mut naive: Vec<(String, f32)> = shards
+            .iter()
+            .flat_map(|s| s.search_vectors(&[blocks[q]], &tight).unwrap().remove(0))
+            .map(|h| (h.id, h.score))
+            .collect();
+        naive.sort_by(|a, b| b.1.total_cmp(&a.1));
+        naive.truncate(3);
+        naive_differs += usize::from(naive != want);
+    }
+    assert!(
+        naive_differs > 0,
+        "the knobs must make per-shard cuts differ from the global ones for this test to mean anything"
+    );
+    // Shard rounds refuse document indices outside the shard.
+    let err = shards[0]
+        .shard_full_scores(&blocks[..1], &[vec![10_000]])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("10000") && err.contains("out of range"),
+        "{err}"
+    );
+
     // A codec of another width is refused, naming both.
     let err = model
         .index(

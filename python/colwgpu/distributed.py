@@ -12,10 +12,13 @@ actor per shard.
 How it stays exact: the centroids and the residual codec are trained once, on a
 seeded sample of the corpus (``<path>/codec``), and every shard is compressed
 with them (``codec_from``). A document's compressed vectors, and so its scores,
-are then the same whichever shard holds it; each shard returns its own top-k and
-the merge of those is the corpus's top-k (exactly so for exhaustive search; for
-PLAID, each shard keeps at least the candidates a single index would keep among
-its documents).
+are then the same whichever shard holds it. PLAID's per-document work runs on
+the shards, and each of its three cuts (the best ``ndocs`` after the pruned
+centroid interaction, the best ``ndocs / 4`` after the full one, the best ``k``
+after exact MaxSim) is taken once, here, over every shard's scores: three rounds
+of calls per query batch, and the result is one index's PLAID top-k over the
+same documents, ids and scores. (Each shard cutting on its own would rerank up
+to S× more documents.) Exhaustive search merges each shard's exact top-k.
 
 The shard directories must be reachable by the workers under the same path (a
 shared file system on a multi-node cluster, or one machine).
@@ -32,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import ColwgpuError, Index, Model, _as_vectors, _is_vectors, _texts
+from ._colwgpu import merge_ranked, plaid_params
 
 MANIFEST = "shards.json"
 
@@ -156,34 +160,75 @@ def build_sharded(
 
 
 class _ShardActor:
-    """One shard, opened once, searched many times (a Ray actor)."""
+    """One shard, opened once, searched many times (a Ray actor). Its methods
+    are the shard's side of the rounds in :meth:`ShardedIndex.search`."""
 
     def __init__(self, path: str, device: str):
+        self.path = path
+        self.device = device
         self.index = Index.open(path, device=device)
+
+    def candidates(self, queries, k, knobs):
+        return self.index._core.shard_candidates(queries, k, *knobs)
+
+    def full_scores(self, queries, docs):
+        return self.index._core.shard_full_scores(queries, docs)
+
+    def exact_scores(self, queries, docs):
+        return self.index._core.shard_exact_scores(queries, docs)
+
+    def exhaustive(self, queries, k):
+        return self.index._core.shard_exhaustive(queries, k)
 
     def search(self, queries, k, knobs):
         return self.index.search(queries, k, **knobs)
+
+    def holding(self, ids):
+        """Which of ``ids`` this shard holds."""
+        have = set(self.index.ids)
+        return [i in have for i in ids]
+
+    def add(self, vectors, ids, metadata, update):
+        return self.index.add(vectors, ids, metadata=metadata, update=update)
+
+    def delete(self, ids):
+        return self.index.delete(ids)
+
+    def metadata(self, ids):
+        return self.index.metadata(ids)
 
     def num_docs(self) -> int:
         return self.index.num_docs
 
 
-def merge_top_k(per_shard: List[List[Hit]], k: int) -> List[Hit]:
-    """The best ``k`` of several shards' ``(id, score)`` lists: score descending,
-    ties to the earlier shard (then its own order)."""
-    ranked = [
-        (-score, s, r, doc) for s, hits in enumerate(per_shard) for r, (doc, score) in enumerate(hits)
-    ]
-    ranked.sort()
-    return [(doc, -neg) for neg, _, _, doc in ranked[:k]]
+def merge_top_k(per_shard: List[List[Tuple[int, str, float]]], k: int) -> List[Hit]:
+    """The best ``k`` of several shards' ``(document index, id, score)`` lists:
+    score descending, ties to the lower document index, then the lower shard
+    (one index's order when documents were dealt round-robin)."""
+    ranked = merge_ranked([([d for d, _, _ in h], [x for _, _, x in h]) for h in per_shard], k)
+    ids = [{d: i for d, i, _ in h} for h in per_shard]
+    return [(ids[s][d], score) for s, d, score in ranked]
+
+
+def _kept_by_shard(ranked, num_shards: int) -> List[List[int]]:
+    out: List[List[int]] = [[] for _ in range(num_shards)]
+    for s, d, _ in ranked:
+        out[s].append(d)
+    return [sorted(x) for x in out]
 
 
 class ShardedIndex:
     """The shards under ``path`` (written by :func:`build_sharded`), one Ray actor
     each (``num_cpus_per_shard`` defaults to one CPU, or an equal share of the
-    cluster's when it has fewer CPUs than shards). Queries are encoded once, here, by the index's model (or ``model``),
-    and their vectors fan out to every shard; each returns its top-k and the
-    merge is the corpus's top-k."""
+    cluster's when it has fewer CPUs than shards). Queries are encoded once,
+    here, by the index's model (or ``model``), and their vectors fan out to
+    every shard; see the module's text for how the merge stays exact.
+
+    ``add``, ``update`` and ``delete`` change the shards: new documents are dealt
+    round-robin on from the last one dealt, updates and deletes go to the shard
+    holding the id. Each shard's change is one atomic commit; a change that
+    spans shards is not atomic across them (an error names the shard that
+    failed, and the shards before it keep their commit)."""
 
     def __init__(
         self,
@@ -217,13 +262,7 @@ class ShardedIndex:
         self.actors = [
             actor.remote(os.path.join(self.path, s["path"]), device) for s in shards
         ]
-        counts = ray.get([a.num_docs.remote() for a in self.actors])
-        self.num_docs = sum(counts)
-        if self.num_docs != self.manifest["num_docs"]:
-            raise ColwgpuError(
-                f"{self.path}: the shards hold {self.num_docs} documents, the manifest says "
-                f"{self.manifest['num_docs']}"
-            )
+        self.num_docs = sum(ray.get([a.num_docs.remote() for a in self.actors]))
 
     @property
     def model(self) -> Model:
@@ -236,24 +275,196 @@ class ShardedIndex:
             self._model = Model(self.manifest["model"], device=self._device)
         return self._model
 
+    def _vectors(self, items: List[Any], what: str) -> List[np.ndarray]:
+        if isinstance(items[0], str):
+            encode = self.model.encode(_texts(items, what), is_query=(what == "query"))
+            return list(encode)
+        return [_as_vectors(q, f"{what} {i}") for i, q in enumerate(items)]
+
     def search(
-        self, queries: Any, k: int = 10, **knobs: Any
+        self,
+        queries: Any,
+        k: int = 10,
+        *,
+        ncells: Optional[int] = None,
+        centroid_score_threshold: Optional[float] = None,
+        ndocs: Optional[int] = None,
+        exhaustive: bool = False,
+        filter: Optional[Union[str, Tuple[str, Sequence[Any]]]] = None,
     ) -> Union[List[Hit], List[List[Hit]]]:
         """Like :meth:`colwgpu.Index.search`: one text or array → one list of
-        ``(id, score)``; a list → one list per query."""
+        ``(id, score)``; a list → one list per query. Without a filter the
+        result equals one index's search over the same documents. With a
+        filter each shard runs its own filtered search and the lists merge
+        (exact for ``exhaustive=True``; with PLAID each shard cuts on its own)."""
         ray = _ray()
         single = isinstance(queries, (str, np.ndarray))
         items = [queries] if single else list(queries)
         if not items:
             return []
-        if isinstance(items[0], str):
-            vecs = self.model.encode(_texts(items, "query"), is_query=True)
-        else:
-            vecs = [_as_vectors(q, f"query {i}") for i, q in enumerate(items)]
+        vecs = self._vectors(items, "query")
         ref = ray.put(vecs)
-        per_shard = ray.get([a.search.remote(ref, k, knobs) for a in self.actors])
-        merged = [merge_top_k([shard[q] for shard in per_shard], k) for q in range(len(vecs))]
+        n = len(self.actors)
+        if filter is not None:
+            knobs = dict(ncells=ncells, centroid_score_threshold=centroid_score_threshold,
+                         ndocs=ndocs, exhaustive=exhaustive, filter=filter)
+            per_shard = ray.get([a.search.remote(ref, k, knobs) for a in self.actors])
+            merged = []
+            for q in range(len(vecs)):
+                ranked = sorted((-x, s, r, i) for s in range(n) for r, (i, x) in enumerate(per_shard[s][q]))
+                merged.append([(i, -x) for x, _, _, i in ranked[:k]])
+        elif exhaustive:
+            per_shard = ray.get([a.exhaustive.remote(ref, k) for a in self.actors])
+            merged = [merge_top_k([per_shard[s][q] for s in range(n)], k) for q in range(len(vecs))]
+        else:
+            knobs = plaid_params(k, ncells, centroid_score_threshold, ndocs)
+            cut = knobs[2]
+            # Round 1: each shard's best ndocs after the pruned interaction.
+            first = ray.get([a.candidates.remote(ref, k, knobs) for a in self.actors])
+            kept = [
+                _kept_by_shard(merge_ranked([first[s][q] for s in range(n)], cut), n)
+                for q in range(len(vecs))
+            ]
+            # Round 2: the full interaction of the corpus's best ndocs.
+            full = ray.get(
+                [a.full_scores.remote(ref, [kept[q][s] for q in range(len(vecs))])
+                 for s, a in enumerate(self.actors)]
+            )
+            reranked = [
+                _kept_by_shard(
+                    merge_ranked([(kept[q][s], full[s][q]) for s in range(n)], max(cut // 4, 1)), n
+                )
+                for q in range(len(vecs))
+            ]
+            # Round 3: exact MaxSim of the best ndocs / 4; the top k overall.
+            exact = ray.get(
+                [a.exact_scores.remote(ref, [reranked[q][s] for q in range(len(vecs))])
+                 for s, a in enumerate(self.actors)]
+            )
+            merged = [merge_top_k([exact[s][q] for s in range(n)], k) for q in range(len(vecs))]
         return merged[0] if single else merged
+
+    def _holders(self, ids: List[str]) -> List[Optional[int]]:
+        """The shard holding each id (``None`` where none does)."""
+        ray = _ray()
+        held = ray.get([a.holding.remote(ids) for a in self.actors])
+        out: List[Optional[int]] = []
+        for j in range(len(ids)):
+            out.append(next((s for s in range(len(self.actors)) if held[s][j]), None))
+        return out
+
+    def _save_manifest(self) -> None:
+        tmp = os.path.join(self.path, MANIFEST + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(self.path, MANIFEST))
+
+    def add(
+        self,
+        documents: Sequence[Any],
+        ids: Sequence[str],
+        metadata: Optional[Sequence[Optional[dict]]] = None,
+        update: bool = False,
+    ) -> int:
+        """Adds documents (texts, encoded here once, or ``(tokens, dim)``
+        arrays) under new ``ids``, dealt round-robin on from the last document
+        dealt; with ``update=True`` an existing id is replaced on the shard that
+        holds it. Returns the number of documents the shards now hold."""
+        ray = _ray()
+        docs = list(documents)
+        id_list = _texts(ids, "id")
+        if len(id_list) != len(docs):
+            raise ColwgpuError(f"invalid input: {len(id_list)} ids for {len(docs)} documents")
+        if len(set(id_list)) != len(id_list):
+            raise ColwgpuError("invalid input: document ids are not unique")
+        meta = None if metadata is None else list(metadata)
+        if meta is not None and len(meta) != len(docs):
+            raise ColwgpuError(f"invalid input: {len(meta)} metadata entries for {len(docs)} documents")
+        if not docs:
+            return self.num_docs
+        holders = self._holders(id_list)
+        if not update:
+            taken = [i for i, h in zip(id_list, holders) if h is not None]
+            if taken:
+                raise ColwgpuError(
+                    f"invalid input: document id '{taken[0]}' is already in the index "
+                    "(use update=True to replace it)"
+                )
+        vecs = self._vectors(docs, "document")
+        dealt = self.manifest.get("dealt", self.manifest["num_docs"])
+        plan: Dict[Tuple[int, bool], List[int]] = {}
+        for j, h in enumerate(holders):
+            replace = h is not None
+            if h is None:
+                h = dealt % len(self.actors)
+                dealt += 1
+            plan.setdefault((h, replace), []).append(j)
+        calls = {
+            key: self.actors[key[0]].add.remote(
+                [vecs[j] for j in js],
+                [id_list[j] for j in js],
+                None if meta is None else [meta[j] for j in js],
+                key[1],
+            )
+            for key, js in sorted(plan.items())
+        }
+        self._finish(calls, dealt)
+        return self.num_docs
+
+    def update(
+        self,
+        documents: Sequence[Any],
+        ids: Sequence[str],
+        metadata: Optional[Sequence[Optional[dict]]] = None,
+    ) -> int:
+        """Replaces documents (an id not yet in the index is added)."""
+        return self.add(documents, ids, metadata, update=True)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Deletes documents by id from the shards holding them (every id must
+        exist). Returns the number of documents the shards now hold."""
+        id_list = _texts(ids, "id")
+        holders = self._holders(id_list)
+        missing = [i for i, h in zip(id_list, holders) if h is None]
+        if missing:
+            raise ColwgpuError(f"invalid input: document id '{missing[0]}' is not in the index")
+        plan: Dict[int, List[str]] = {}
+        for i, h in zip(id_list, holders):
+            plan.setdefault(h, []).append(i)
+        calls = {(s, False): self.actors[s].delete.remote(js) for s, js in sorted(plan.items())}
+        self._finish(calls, self.manifest.get("dealt", self.manifest["num_docs"]))
+        return self.num_docs
+
+    def _finish(self, calls: Dict[Tuple[int, bool], Any], dealt: int) -> None:
+        """Waits for every shard's commit, then records the new counts; the
+        first failure is raised naming its shard."""
+        ray = _ray()
+        failed = None
+        for (s, _), ref in calls.items():
+            try:
+                ray.get(ref)
+            except Exception as e:  # a shard's error, re-raised below with its name
+                failed = failed or (s, e)
+        self.num_docs = sum(ray.get([a.num_docs.remote() for a in self.actors]))
+        self.manifest["dealt"] = dealt
+        self.manifest["num_docs"] = self.num_docs
+        self._save_manifest()
+        if failed is not None:
+            s, e = failed
+            cause = getattr(e, "cause", None) or e
+            raise ColwgpuError(f"shard {self.manifest['shards'][s]['path']}: {cause}") from e
+
+    def metadata(self, ids: Sequence[str]) -> List[Optional[dict]]:
+        """The metadata of documents ``ids`` from the shards holding them."""
+        ray = _ray()
+        id_list = _texts(ids, "id")
+        holders = self._holders(id_list)
+        missing = [i for i, h in zip(id_list, holders) if h is None]
+        if missing:
+            raise ColwgpuError(f"invalid input: document id '{missing[0]}' is not in the index")
+        return [ray.get(self.actors[h].metadata.remote([i]))[0] for i, h in zip(id_list, holders)]
 
     def close(self) -> None:
         """Stops the shard actors."""

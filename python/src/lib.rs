@@ -465,6 +465,77 @@ impl PyIndex {
         Ok(hits_to_py(hits))
     }
 
+    /// PLAID over shards, round 1 (see `colwgpu::api::search_shards`): per
+    /// query, this shard's best `ndocs` documents after the pruned centroid
+    /// interaction, as `(document indices, scores)`, best first.
+    #[pyo3(signature = (queries, k = 10, ncells = None, centroid_score_threshold = None, ndocs = None))]
+    fn shard_candidates(
+        &self,
+        py: Python<'_>,
+        queries: Vec<PyReadonlyArray2<'_, f32>>,
+        k: usize,
+        ncells: Option<usize>,
+        centroid_score_threshold: Option<f32>,
+        ndocs: Option<usize>,
+    ) -> PyResult<Vec<(Vec<u32>, Vec<f32>)>> {
+        let params = search_options(k, ncells, centroid_score_threshold, ndocs, false).params();
+        check_dims(&queries, self.inner.dim(), "query")?;
+        let views = slices(&queries, "query")?;
+        let index = self.inner.clone();
+        py.detach(|| index.shard_candidates(&views, &params))
+            .map_err(to_py)
+    }
+
+    /// PLAID over shards, round 2: per query, the full centroid interaction
+    /// with the documents `docs[q]` of this shard.
+    fn shard_full_scores(
+        &self,
+        py: Python<'_>,
+        queries: Vec<PyReadonlyArray2<'_, f32>>,
+        docs: Vec<Vec<u32>>,
+    ) -> PyResult<Vec<Vec<f32>>> {
+        check_dims(&queries, self.inner.dim(), "query")?;
+        let views = slices(&queries, "query")?;
+        let index = self.inner.clone();
+        py.detach(|| index.shard_full_scores(&views, &docs))
+            .map_err(to_py)
+    }
+
+    /// PLAID over shards, round 3: per query, exact MaxSim with the documents
+    /// `docs[q]` of this shard, as `(document index, id, score)`.
+    fn shard_exact_scores(
+        &self,
+        py: Python<'_>,
+        queries: Vec<PyReadonlyArray2<'_, f32>>,
+        docs: Vec<Vec<u32>>,
+    ) -> PyResult<Vec<Vec<(u32, String, f32)>>> {
+        check_dims(&queries, self.inner.dim(), "query")?;
+        let views = slices(&queries, "query")?;
+        let index = self.inner.clone();
+        let hits = py
+            .detach(|| index.shard_exact_scores(&views, &docs))
+            .map_err(to_py)?;
+        Ok(hits_with_docs(hits))
+    }
+
+    /// Exhaustive top-`k` of this shard per query, as `(document index, id,
+    /// score)` (the document index breaks ties when shards' lists merge).
+    fn shard_exhaustive(
+        &self,
+        py: Python<'_>,
+        queries: Vec<PyReadonlyArray2<'_, f32>>,
+        k: usize,
+    ) -> PyResult<Vec<Vec<(u32, String, f32)>>> {
+        let options = search_options(k, None, None, None, true);
+        check_dims(&queries, self.inner.dim(), "query")?;
+        let views = slices(&queries, "query")?;
+        let index = self.inner.clone();
+        let hits = py
+            .detach(|| index.search_vectors(&views, &options))
+            .map_err(to_py)?;
+        Ok(hits_with_docs(hits))
+    }
+
     /// Exact MaxSim of one query (a `(tokens, dim)` array) against the
     /// documents `ids` of this index, best first.
     fn rerank_vectors(
@@ -680,6 +751,50 @@ fn wait_for(wait: bool) -> std::time::Duration {
     }
 }
 
+fn hits_with_docs(hits: Vec<Vec<Hit>>) -> Vec<Vec<(u32, String, f32)>> {
+    hits.into_iter()
+        .map(|q| q.into_iter().map(|h| (h.doc, h.id, h.score)).collect())
+        .collect()
+}
+
+/// PLAID's knobs for `k` with any of them overridden:
+/// `(ncells, centroid_score_threshold, ndocs)`.
+#[pyfunction]
+#[pyo3(signature = (k, ncells = None, centroid_score_threshold = None, ndocs = None))]
+fn plaid_params(
+    k: usize,
+    ncells: Option<usize>,
+    centroid_score_threshold: Option<f32>,
+    ndocs: Option<usize>,
+) -> PyResult<(usize, f32, usize)> {
+    let p = search_options(k, ncells, centroid_score_threshold, ndocs, false).params();
+    p.validate().map_err(to_py)?;
+    Ok((p.ncells, p.centroid_score_threshold, p.ndocs))
+}
+
+/// The best `n` of several shards' `(document indices, scores)` lists, as
+/// `(shard, document index, score)`: score descending, ties to the lower
+/// document index, then the lower shard (one index's order when documents
+/// were dealt round-robin).
+#[pyfunction]
+fn merge_ranked(
+    per_shard: Vec<(Vec<u32>, Vec<f32>)>,
+    n: usize,
+) -> PyResult<Vec<(usize, u32, f32)>> {
+    if let Some(s) = per_shard.iter().position(|(d, x)| d.len() != x.len()) {
+        return Err(to_py(Error::Input(format!(
+            "shard {s}: {} documents but {} scores",
+            per_shard[s].0.len(),
+            per_shard[s].1.len()
+        ))));
+    }
+    let views: Vec<(&[u32], &[f32])> = per_shard
+        .iter()
+        .map(|(d, x)| (d.as_slice(), x.as_slice()))
+        .collect();
+    Ok(colwgpu::api::merge_ranked(&views, n))
+}
+
 fn search_options(
     k: usize,
     ncells: Option<usize>,
@@ -704,6 +819,8 @@ fn search_options(
 fn _colwgpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyModel>()?;
     m.add_class::<PyIndex>()?;
+    m.add_function(wrap_pyfunction!(plaid_params, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_ranked, m)?)?;
     m.add("ColwgpuError", m.py().get_type::<ColwgpuError>())?;
     m.add("IndexLockedError", m.py().get_type::<IndexLockedError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -32,7 +32,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def corpus():
-    lines = (SCIFACT / "corpus.jsonl").read_text().splitlines()[:160]
+    lines = (SCIFACT / "corpus.jsonl").read_text().splitlines()[:166]
     docs = [json.loads(l) for l in lines]
     ids = [d["_id"] for d in docs]
     texts = [(d.get("title", "") + " " + d["text"]).strip() for d in docs]
@@ -41,30 +41,58 @@ def corpus():
 
 
 def test_merge_top_k_by_hand():
-    a = [("x", 3.0), ("y", 1.0)]
-    b = [("z", 2.0), ("w", 1.0)]
-    assert merge_top_k([a, b], 3) == [("x", 3.0), ("z", 2.0), ("y", 1.0)]
-    assert merge_top_k([[], b], 5) == b
+    a = [(0, "x", 3.0), (5, "y", 1.0)]
+    b = [(1, "z", 2.0), (2, "w", 1.0)]
+    # Ties (1.0) go to the lower document index, then to the lower shard.
+    assert merge_top_k([a, b], 3) == [("x", 3.0), ("z", 2.0), ("w", 1.0)]
+    assert merge_top_k([[], b], 5) == [("z", 2.0), ("w", 1.0)]
+    c = [(2, "v", 1.0)]
+    assert merge_top_k([c, b], 2) == [("z", 2.0), ("v", 1.0)]
 
 
 def test_four_shards_equal_one_index(tmp_path, cluster, corpus):
     ids, texts, queries = corpus
-    manifest = build_sharded(tmp_path / "shards", MODEL, texts, ids, num_shards=4, device="cpu")
+    manifest = build_sharded(tmp_path / "shards", MODEL, texts[:160], ids[:160], num_shards=4, device="cpu")
     assert [s["num_docs"] for s in manifest["shards"]] == [40, 40, 40, 40]
     model = colwgpu.ColBERT(MODEL, device="cpu")
     whole = colwgpu.Index.build(
-        tmp_path / "whole", model, texts, ids, codec_from=tmp_path / "shards" / "codec"
+        tmp_path / "whole", model, texts[:160], ids[:160], codec_from=tmp_path / "shards" / "codec"
     )
     sharded = ShardedIndex(tmp_path / "shards", model=model, device="cpu")
-    assert sharded.num_docs == len(ids)
+    assert sharded.num_docs == 160
     for exhaustive in (True, False):
         got = sharded.search(queries, k=10, exhaustive=exhaustive)
         want = whole.search(queries, k=10, exhaustive=exhaustive)
         assert got == want, f"exhaustive={exhaustive}"
+    # PLAID with cuts that bite (ndocs 16 of 160): still one index's top-k.
+    tight = dict(k=4, ncells=2, centroid_score_threshold=0.4, ndocs=16)
+    assert sharded.search(queries, **tight) == whole.search(queries, **tight)
     # One query in, one list out; vectors work as well as texts.
     q = model.encode(queries[0], is_query=True)
     assert sharded.search(q, k=5) == whole.search(q, k=5) == sharded.search(queries[0], k=5)
+
+    # Changes: new documents dealt round-robin on, an update, deletes; the
+    # shards then still answer as one index given the same changes.
+    new_ids, new_texts = ids[160:166], texts[160:166]
+    meta = [{"n": i} for i in range(6)]
+    assert sharded.add(new_texts, new_ids, metadata=meta) == 166
+    whole.add(new_texts, new_ids, metadata=meta)
+    with pytest.raises(colwgpu.ColwgpuError, match="already in the index"):
+        sharded.add(new_texts[:1], new_ids[:1])
+    sharded.update([texts[0]], [ids[5]])
+    whole.update([texts[0]], [ids[5]])
+    assert sharded.delete([ids[1], new_ids[0]]) == 164
+    whole.delete([ids[1], new_ids[0]])
+    with pytest.raises(colwgpu.ColwgpuError, match="not in the index"):
+        sharded.delete([ids[1]])
+    assert sharded.metadata([new_ids[3]]) == [{"n": 3}]
+    got = sharded.search(queries, k=10, exhaustive=True)
+    assert got == whole.search(queries, k=10, exhaustive=True)
+    assert ids[1] not in {i for hits in got for i, _ in hits}
     sharded.close()
+    # The manifest records the documents dealt, so a reopened index deals on.
+    reopened = json.loads((tmp_path / "shards" / "shards.json").read_text())
+    assert reopened["dealt"] == 166 and reopened["num_docs"] == 164
 
 
 def test_sharded_errors(tmp_path, cluster):

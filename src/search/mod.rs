@@ -3,6 +3,7 @@
 pub mod maxsim;
 pub mod plaid;
 pub mod searcher;
+pub mod sharded;
 pub mod survivors;
 pub mod topk;
 

@@ -11,6 +11,9 @@
 //! 4. full centroid interaction (all of the document's codes) on those; keep
 //!    the best `ndocs / 4`;
 //! 5. (caller) decompress those documents' residuals, exact MaxSim, top-k.
+//!
+//! Over shards that share centroids, [`super::sharded`] runs the same stages
+//! with a global cut after 3 and 4.
 
 use rayon::prelude::*;
 
@@ -192,6 +195,22 @@ pub fn approx_scores(
 
 /// The `n` best of `docs` by `scores` (descending, ties to the lower document index).
 pub fn best(docs: &[u32], scores: &[f32], n: usize) -> Vec<u32> {
+    best_positions(docs, scores, n)
+        .into_iter()
+        .map(|i| docs[i])
+        .collect()
+}
+
+/// [`best`], with the scores of the chosen documents.
+pub fn best_scored(docs: &[u32], scores: &[f32], n: usize) -> (Vec<u32>, Vec<f32>) {
+    best_positions(docs, scores, n)
+        .into_iter()
+        .map(|i| (docs[i], scores[i]))
+        .unzip()
+}
+
+/// Positions in `docs` of [`best`]'s choice, best first.
+fn best_positions(docs: &[u32], scores: &[f32], n: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..docs.len()).collect();
     let cmp = |a: &usize, b: &usize| {
         scores[*b]
@@ -203,23 +222,53 @@ pub fn best(docs: &[u32], scores: &[f32], n: usize) -> Vec<u32> {
         idx.truncate(n);
     }
     idx.sort_by(cmp);
-    idx.into_iter().map(|i| docs[i]).collect()
+    idx
 }
 
-/// Stages 2–4: the documents whose residuals PLAID decompresses for exact MaxSim.
-pub fn rerank_set(scores: &[f32], qlen: usize, view: &CodesView, params: &PlaidParams) -> Vec<u32> {
-    let cands = candidates(scores, qlen, view, params.ncells);
-    let keep: Vec<bool> = (0..view.num_centroids)
+/// The centroids stage 3 reads: those whose best score over the query's
+/// tokens reaches `threshold`.
+fn kept_centroids(scores: &[f32], qlen: usize, num_centroids: usize, threshold: f32) -> Vec<bool> {
+    (0..num_centroids)
         .map(|c| {
             scores[c * qlen..][..qlen]
                 .iter()
                 .copied()
                 .fold(f32::NEG_INFINITY, f32::max)
-                >= params.centroid_score_threshold
+                >= threshold
         })
-        .collect();
-    let pruned = approx_scores(scores, qlen, view, &cands, Some(&keep));
-    let stage3 = best(&cands, &pruned, params.ndocs);
+        .collect()
+}
+
+/// Stage 3 on the candidates `cands`: the best `params.ndocs` of them by the
+/// pruned interaction, best first, with those scores.
+fn pruned_best(
+    scores: &[f32],
+    qlen: usize,
+    view: &CodesView,
+    params: &PlaidParams,
+    cands: &[u32],
+) -> (Vec<u32>, Vec<f32>) {
+    let keep = kept_centroids(scores, qlen, view.num_centroids, params.centroid_score_threshold);
+    let pruned = approx_scores(scores, qlen, view, cands, Some(&keep));
+    best_scored(cands, &pruned, params.ndocs)
+}
+
+/// Stages 2–3 alone: the documents that enter the full interaction, best
+/// first, with their pruned-interaction scores. For PLAID over shards
+/// ([`super::sharded`]): each shard's best `ndocs` hold the corpus's.
+pub fn pruned_stage(
+    scores: &[f32],
+    qlen: usize,
+    view: &CodesView,
+    params: &PlaidParams,
+) -> (Vec<u32>, Vec<f32>) {
+    let cands = candidates(scores, qlen, view, params.ncells);
+    pruned_best(scores, qlen, view, params, &cands)
+}
+
+/// Stages 2–4: the documents whose residuals PLAID decompresses for exact MaxSim.
+pub fn rerank_set(scores: &[f32], qlen: usize, view: &CodesView, params: &PlaidParams) -> Vec<u32> {
+    let (stage3, _) = pruned_stage(scores, qlen, view, params);
     let full = approx_scores(scores, qlen, view, &stage3, None);
     let mut out = best(&stage3, &full, (params.ndocs / 4).max(1));
     out.sort_unstable();
@@ -253,17 +302,7 @@ pub fn rerank_set_filtered(
     if cands.len() < params.ndocs {
         cands = all;
     }
-    let keep: Vec<bool> = (0..view.num_centroids)
-        .map(|c| {
-            scores[c * qlen..][..qlen]
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, f32::max)
-                >= params.centroid_score_threshold
-        })
-        .collect();
-    let pruned = approx_scores(scores, qlen, view, &cands, Some(&keep));
-    let stage3 = best(&cands, &pruned, params.ndocs);
+    let (stage3, _) = pruned_best(scores, qlen, view, params, &cands);
     let full = approx_scores(scores, qlen, view, &stage3, None);
     let mut out = best(&stage3, &full, reranked);
     out.sort_unstable();

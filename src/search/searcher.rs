@@ -256,19 +256,53 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
         let mut out = Vec::with_capacity(nq);
         for (qi, set) in sets.iter().enumerate() {
             let q = &queries[qi * qlen * dim..(qi + 1) * qlen * dim];
-            let (vectors, offsets) = self.index.decompress_docs(&self.compute, set)?;
-            let owner = vec![0u32; set.len()];
-            let scores = maxsim::maxsim_cpu(&maxsim::ScoreRequest {
-                queries: q,
-                qlen,
-                dim,
-                docs: &vectors,
-                offsets: &offsets,
-                owner: &owner,
-            });
+            let scores = self.exact_scores(q, qlen, set)?;
             out.push(self.top_k(set, &scores, options.k));
         }
         Ok(out)
+    }
+
+    /// Exact MaxSim of one query (`qlen × dim`) against the documents `set`
+    /// (decompressed on the backend, scored by the CPU twin).
+    fn exact_scores(&self, q: &[f32], qlen: usize, set: &[u32]) -> Result<Vec<f32>> {
+        let (vectors, offsets) = self.index.decompress_docs(&self.compute, set)?;
+        let owner = vec![0u32; set.len()];
+        Ok(maxsim::maxsim_cpu(&maxsim::ScoreRequest {
+            queries: q,
+            qlen,
+            dim: self.index.dim(),
+            docs: &vectors,
+            offsets: &offsets,
+            owner: &owner,
+        }))
+    }
+
+    /// Round 1 of PLAID over shards ([`super::sharded`]): PLAID stages 1–3 for
+    /// one query (`qlen × dim`) on this shard, its best `ndocs` documents
+    /// (best first) and their pruned-interaction scores.
+    pub fn shard_candidates(
+        &self,
+        q: &[f32],
+        qlen: usize,
+        params: &PlaidParams,
+    ) -> (Vec<u32>, Vec<f32>) {
+        let k = self.index.num_centroids();
+        let s = plaid::centroid_scores(self.index.centroids(), k, q, qlen, self.index.dim());
+        plaid::pruned_stage(&s, qlen, &self.view(), params)
+    }
+
+    /// Round 2 of PLAID over shards: the full centroid interaction of one
+    /// query with the documents `docs` of this shard.
+    pub fn shard_full_scores(&self, q: &[f32], qlen: usize, docs: &[u32]) -> Vec<f32> {
+        let k = self.index.num_centroids();
+        let s = plaid::centroid_scores(self.index.centroids(), k, q, qlen, self.index.dim());
+        plaid::approx_scores(&s, qlen, &self.view(), docs, None)
+    }
+
+    /// Round 3 of PLAID over shards: exact MaxSim of one query with the
+    /// documents `docs` of this shard, as search scores them.
+    pub fn shard_exact_scores(&self, q: &[f32], qlen: usize, docs: &[u32]) -> Result<Vec<f32>> {
+        self.exact_scores(q, qlen, docs)
     }
 
     /// PLAID stages 1–4 for every query: the documents to rerank exactly.
