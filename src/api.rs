@@ -12,6 +12,7 @@
 //! Both are `Send + Sync`: a model serialises its forward passes internally,
 //! an index can be searched from many threads at once.
 
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -996,7 +997,7 @@ impl Index {
         let lens = self.query_lens(queries)?;
         let searcher = self.searcher(None)?;
         Ok(queries
-            .iter()
+            .par_iter()
             .zip(lens)
             .map(|(q, qlen)| searcher.shard_candidates(q, qlen, params))
             .collect())
@@ -1013,7 +1014,7 @@ impl Index {
         self.check_doc_lists(queries.len(), docs)?;
         let searcher = self.searcher(None)?;
         Ok(queries
-            .iter()
+            .par_iter()
             .zip(lens)
             .zip(docs)
             .map(|((q, qlen), d)| searcher.shard_full_scores(q, qlen, d))
@@ -1031,7 +1032,7 @@ impl Index {
         self.check_doc_lists(queries.len(), docs)?;
         let searcher = self.searcher(None)?;
         queries
-            .iter()
+            .par_iter()
             .zip(lens)
             .zip(docs)
             .map(|((q, qlen), d)| {

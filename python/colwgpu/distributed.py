@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import ColwgpuError, Index, Model, _as_vectors, _is_vectors, _texts
-from ._colwgpu import merge_ranked, plaid_params
+from ._colwgpu import merge_kept, merge_ranked, plaid_params
 
 MANIFEST = "shards.json"
 
@@ -205,16 +205,15 @@ def merge_top_k(per_shard: List[List[Tuple[int, str, float]]], k: int) -> List[H
     """The best ``k`` of several shards' ``(document index, id, score)`` lists:
     score descending, ties to the lower document index, then the lower shard
     (one index's order when documents were dealt round-robin)."""
-    ranked = merge_ranked([([d for d, _, _ in h], [x for _, _, x in h]) for h in per_shard], k)
+    arrays = [
+        (
+            np.array([d for d, _, _ in h], dtype=np.uint32),
+            np.array([x for _, _, x in h], dtype=np.float32),
+        )
+        for h in per_shard
+    ]
     ids = [{d: i for d, i, _ in h} for h in per_shard]
-    return [(ids[s][d], score) for s, d, score in ranked]
-
-
-def _kept_by_shard(ranked, num_shards: int) -> List[List[int]]:
-    out: List[List[int]] = [[] for _ in range(num_shards)]
-    for s, d, _ in ranked:
-        out[s].append(d)
-    return [sorted(x) for x in out]
+    return [(ids[s][d], score) for s, d, score in merge_ranked(arrays, k)]
 
 
 class ShardedIndex:
@@ -321,19 +320,14 @@ class ShardedIndex:
             cut = knobs[2]
             # Round 1: each shard's best ndocs after the pruned interaction.
             first = ray.get([a.candidates.remote(ref, k, knobs) for a in self.actors])
-            kept = [
-                _kept_by_shard(merge_ranked([first[s][q] for s in range(n)], cut), n)
-                for q in range(len(vecs))
-            ]
+            kept = [merge_kept([first[s][q] for s in range(n)], cut) for q in range(len(vecs))]
             # Round 2: the full interaction of the corpus's best ndocs.
             full = ray.get(
                 [a.full_scores.remote(ref, [kept[q][s] for q in range(len(vecs))])
                  for s, a in enumerate(self.actors)]
             )
             reranked = [
-                _kept_by_shard(
-                    merge_ranked([(kept[q][s], full[s][q]) for s in range(n)], max(cut // 4, 1)), n
-                )
+                merge_kept([(kept[q][s], full[s][q]) for s in range(n)], max(cut // 4, 1))
                 for q in range(len(vecs))
             ]
             # Round 3: exact MaxSim of the best ndocs / 4; the top k overall.

@@ -18,7 +18,9 @@ use colwgpu::{
     Device, Document, Error, Filter, Hit, Index, IndexOptions, IndexWriter, Model, ModelOptions,
 };
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -467,38 +469,47 @@ impl PyIndex {
 
     /// PLAID over shards, round 1 (see `colwgpu::api::search_shards`): per
     /// query, this shard's best `ndocs` documents after the pruned centroid
-    /// interaction, as `(document indices, scores)`, best first.
+    /// interaction, as `(document indices, scores)` arrays, best first.
     #[pyo3(signature = (queries, k = 10, ncells = None, centroid_score_threshold = None, ndocs = None))]
-    fn shard_candidates(
+    #[allow(clippy::type_complexity)]
+    fn shard_candidates<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         queries: Vec<PyReadonlyArray2<'_, f32>>,
         k: usize,
         ncells: Option<usize>,
         centroid_score_threshold: Option<f32>,
         ndocs: Option<usize>,
-    ) -> PyResult<Vec<(Vec<u32>, Vec<f32>)>> {
+    ) -> PyResult<Vec<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f32>>)>> {
         let params = search_options(k, ncells, centroid_score_threshold, ndocs, false).params();
         check_dims(&queries, self.inner.dim(), "query")?;
         let views = slices(&queries, "query")?;
         let index = self.inner.clone();
-        py.detach(|| index.shard_candidates(&views, &params))
-            .map_err(to_py)
+        let lists = py
+            .detach(|| index.shard_candidates(&views, &params))
+            .map_err(to_py)?;
+        Ok(lists
+            .into_iter()
+            .map(|(d, x)| (d.into_pyarray(py), x.into_pyarray(py)))
+            .collect())
     }
 
     /// PLAID over shards, round 2: per query, the full centroid interaction
-    /// with the documents `docs[q]` of this shard.
-    fn shard_full_scores(
+    /// with the documents `docs[q]` (a `uint32` array) of this shard.
+    fn shard_full_scores<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         queries: Vec<PyReadonlyArray2<'_, f32>>,
-        docs: Vec<Vec<u32>>,
-    ) -> PyResult<Vec<Vec<f32>>> {
+        docs: Vec<PyReadonlyArray1<'_, u32>>,
+    ) -> PyResult<Vec<Bound<'py, PyArray1<f32>>>> {
         check_dims(&queries, self.inner.dim(), "query")?;
         let views = slices(&queries, "query")?;
+        let docs = doc_lists(&docs)?;
         let index = self.inner.clone();
-        py.detach(|| index.shard_full_scores(&views, &docs))
-            .map_err(to_py)
+        let scores = py
+            .detach(|| index.shard_full_scores(&views, &docs))
+            .map_err(to_py)?;
+        Ok(scores.into_iter().map(|x| x.into_pyarray(py)).collect())
     }
 
     /// PLAID over shards, round 3: per query, exact MaxSim with the documents
@@ -507,10 +518,11 @@ impl PyIndex {
         &self,
         py: Python<'_>,
         queries: Vec<PyReadonlyArray2<'_, f32>>,
-        docs: Vec<Vec<u32>>,
+        docs: Vec<PyReadonlyArray1<'_, u32>>,
     ) -> PyResult<Vec<Vec<(u32, String, f32)>>> {
         check_dims(&queries, self.inner.dim(), "query")?;
         let views = slices(&queries, "query")?;
+        let docs = doc_lists(&docs)?;
         let index = self.inner.clone();
         let hits = py
             .detach(|| index.shard_exact_scores(&views, &docs))
@@ -772,27 +784,60 @@ fn plaid_params(
     Ok((p.ncells, p.centroid_score_threshold, p.ndocs))
 }
 
-/// The best `n` of several shards' `(document indices, scores)` lists, as
+/// Document index lists from `uint32` arrays.
+fn doc_lists(docs: &[PyReadonlyArray1<'_, u32>]) -> PyResult<Vec<Vec<u32>>> {
+    Ok(docs.iter().map(|d| d.as_array().to_vec()).collect())
+}
+
+/// Borrowed `(documents, scores)` views of each shard's arrays (equal lengths).
+fn shard_lists<'a>(
+    per_shard: &'a [(PyReadonlyArray1<'_, u32>, PyReadonlyArray1<'_, f32>)],
+) -> PyResult<Vec<(&'a [u32], &'a [f32])>> {
+    per_shard
+        .iter()
+        .enumerate()
+        .map(|(s, (d, x))| {
+            let (d, x) = (d.as_slice(), x.as_slice());
+            match (d, x) {
+                (Ok(d), Ok(x)) if d.len() == x.len() => Ok((d, x)),
+                (Ok(d), Ok(x)) => Err(to_py(Error::Input(format!(
+                    "shard {s}: {} documents but {} scores",
+                    d.len(),
+                    x.len()
+                )))),
+                _ => Err(to_py(Error::Input(format!(
+                    "shard {s}: documents and scores must be contiguous uint32 and float32 arrays"
+                )))),
+            }
+        })
+        .collect()
+}
+
+/// The best `n` of several shards' `(document indices, scores)` arrays, as
 /// `(shard, document index, score)`: score descending, ties to the lower
 /// document index, then the lower shard (one index's order when documents
 /// were dealt round-robin).
 #[pyfunction]
 fn merge_ranked(
-    per_shard: Vec<(Vec<u32>, Vec<f32>)>,
+    per_shard: Vec<(PyReadonlyArray1<'_, u32>, PyReadonlyArray1<'_, f32>)>,
     n: usize,
 ) -> PyResult<Vec<(usize, u32, f32)>> {
-    if let Some(s) = per_shard.iter().position(|(d, x)| d.len() != x.len()) {
-        return Err(to_py(Error::Input(format!(
-            "shard {s}: {} documents but {} scores",
-            per_shard[s].0.len(),
-            per_shard[s].1.len()
-        ))));
-    }
-    let views: Vec<(&[u32], &[f32])> = per_shard
-        .iter()
-        .map(|(d, x)| (d.as_slice(), x.as_slice()))
-        .collect();
-    Ok(colwgpu::api::merge_ranked(&views, n))
+    Ok(colwgpu::api::merge_ranked(&shard_lists(&per_shard)?, n))
+}
+
+/// [`merge_ranked`]'s choice as one ascending `uint32` array of kept
+/// documents per shard: what the next round asks each shard to score.
+#[pyfunction]
+fn merge_kept<'py>(
+    py: Python<'py>,
+    per_shard: Vec<(PyReadonlyArray1<'_, u32>, PyReadonlyArray1<'_, f32>)>,
+    n: usize,
+) -> PyResult<Vec<Bound<'py, PyArray1<u32>>>> {
+    let ranked = colwgpu::api::merge_ranked(&shard_lists(&per_shard)?, n);
+    Ok(colwgpu::api::kept_by_shard(&ranked, per_shard.len())
+        .into_iter()
+        .map(|d| d.into_pyarray(py))
+        .collect())
 }
 
 fn search_options(
@@ -821,6 +866,7 @@ fn _colwgpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyIndex>()?;
     m.add_function(wrap_pyfunction!(plaid_params, m)?)?;
     m.add_function(wrap_pyfunction!(merge_ranked, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_kept, m)?)?;
     m.add("ColwgpuError", m.py().get_type::<ColwgpuError>())?;
     m.add("IndexLockedError", m.py().get_type::<IndexLockedError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
