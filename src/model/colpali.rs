@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::backend::{Activation, Backend, HostMatrix};
 use crate::error::{Error, Result};
 use crate::model::colbert::TokenVectors;
-use crate::model::lora::LoraAdapter;
+use crate::model::page_checkpoint::PageFiles;
 use crate::model::paligemma::{
     text_forward, vision_forward, PaliGemmaConfig, PaliGemmaWeights, Prefixes, TextMask,
 };
@@ -212,35 +212,11 @@ impl ColPaliCheckpoint {
 
     /// [`ColPaliCheckpoint::load`] with the base model of an adapter given.
     pub fn load_with_base(dir: &Path, base: Option<&Path>) -> Result<Self> {
-        let adapter = if LoraAdapter::is_adapter(dir) {
-            Some(LoraAdapter::load(dir)?)
-        } else {
-            None
-        };
-        let weights_dir = match &adapter {
-            Some(a) => a.base_dir(base)?,
-            None => dir.to_path_buf(),
-        };
-        let pick = |name: &str| {
-            let own = dir.join(name);
-            if own.is_file() {
-                own
-            } else {
-                weights_dir.join(name)
-            }
-        };
-        let config_path = pick("config.json");
+        let files = PageFiles::resolve(dir, base)?;
+        let config_path = files.pick("config.json");
         let config = PaliGemmaConfig::load(&config_path)?;
-        let transformers_layout = std::fs::read_to_string(&config_path)
-            .map(|t| t.contains("\"vlm_config\""))
-            .unwrap_or(false);
-        let image_dir = if dir.join("preprocessor_config.json").is_file()
-            || dir.join("processor_config.json").is_file()
-        {
-            dir
-        } else {
-            weights_dir.as_path()
-        };
+        let transformers_layout = PageFiles::transformers_layout(&config_path);
+        let image_dir = files.image_dir();
         let image = SiglipImageConfig::load(image_dir)?;
         let v = &config.vision;
         if image.height != v.image_size || image.width != v.image_size {
@@ -261,67 +237,24 @@ impl ColPaliCheckpoint {
                 ),
             });
         }
-        let set = TensorSet::open(&weights_dir)?;
+        let set = TensorSet::open(&files.weights_dir)?;
         let prefixes = Prefixes::find(&set)?;
-        let merge = |name: &str, m: &mut HostMatrix| match &adapter {
-            Some(a) => a.apply(name, m),
-            None => Ok(()),
-        };
-        let weights = PaliGemmaWeights::load(&set, &prefixes, &config, Some(&merge))?;
+        let weights =
+            PaliGemmaWeights::load(&set, &prefixes, &config, Some(&|n, m| files.merge(n, m)))?;
         let t = &config.text;
-        let embed_name = format!("{}embed_tokens.weight", prefixes.text);
-        let mut embed_tokens = set.matrix(&embed_name, &[t.vocab_size, t.hidden_size])?;
-        merge(&embed_name, &mut embed_tokens)?;
-        let head = ["custom_text_proj.weight", "embedding_proj_layer.weight"]
-            .iter()
-            .find_map(|k| {
-                set.prefix_of(k)
-                    .map(|p| format!("{p}{}", &k[..k.len() - 7]))
-            })
-            .ok_or_else(|| Error::Safetensors {
-                path: set.first_path(),
-                message: "checkpoint has no ColPali head (custom_text_proj or \
-                          embedding_proj_layer)"
-                    .into(),
-            })?;
-        let proj_w = {
-            let name = format!("{head}.weight");
-            let shape = set.shape(&name)?;
-            if shape.len() != 2 || shape[1] != t.hidden_size || shape[0] == 0 {
-                return Err(Error::Safetensors {
-                    path: set.first_path(),
-                    message: format!(
-                        "{name} has shape {shape:?}, expected [dim, {}]",
-                        t.hidden_size
-                    ),
-                });
-            }
-            let mut m = set.matrix(&name, &shape)?;
-            merge(&name, &mut m)?;
-            m
-        };
-        let bias_name = format!("{head}.bias");
-        let mut proj_b = set.matrix(&bias_name, &[proj_w.rows])?;
-        merge(&bias_name, &mut proj_b)?;
-        if let Some(a) = &adapter {
-            a.check_all_used()?;
-        }
-        let tok_path = pick("tokenizer.json");
+        let embed_tokens = files.matrix(
+            &set,
+            &format!("{}embed_tokens.weight", prefixes.text),
+            &[t.vocab_size, t.hidden_size],
+        )?;
+        let (proj_w, proj_b) = files.head(&set, t.hidden_size, "ColPali")?;
+        files.check_adapter_used()?;
+        let (tokenizer, tok_path) =
+            files.tokenizer(&[IMAGE_TOKEN, BOS, QUERY_AUGMENTATION], "PaliGemma")?;
         let terr = |message: String| Error::Tokenizer {
             path: tok_path.clone(),
             message,
         };
-        let mut tokenizer =
-            tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| terr(e.to_string()))?;
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| terr(e.to_string()))?;
-        tokenizer.with_padding(None);
-        for tok in [IMAGE_TOKEN, BOS, QUERY_AUGMENTATION] {
-            if tokenizer.token_to_id(tok).is_none() {
-                return Err(terr(format!("no '{tok}' token: not a PaliGemma tokenizer")));
-            }
-        }
         if tokenizer.token_to_id(IMAGE_TOKEN) != Some(config.image_token_id) {
             return Err(terr(format!(
                 "'{IMAGE_TOKEN}' is id {:?} in the tokenizer but {} in config.json",
@@ -339,7 +272,7 @@ impl ColPaliCheckpoint {
             proj_w,
             proj_b,
             transformers_layout,
-            adapter: adapter.map(|_| (dir.to_path_buf(), weights_dir)),
+            adapter: files.adapter_dirs(),
         })
     }
 }

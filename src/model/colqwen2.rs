@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::backend::{Activation, Backend, HostMatrix};
 use crate::error::{Error, Result};
 use crate::model::colbert::TokenVectors;
-use crate::model::lora::LoraAdapter;
+use crate::model::page_checkpoint::PageFiles;
 use crate::model::qwen2_vl::{
     mrope_positions, text_forward, vision_forward, Prefixes, Qwen2VlConfig, Qwen2VlWeights,
     TensorSet,
@@ -56,103 +56,32 @@ impl ColQwen2Checkpoint {
 
     /// [`ColQwen2Checkpoint::load`] with the base model of an adapter given.
     pub fn load_with_base(dir: &Path, base: Option<&Path>) -> Result<Self> {
-        let adapter = if LoraAdapter::is_adapter(dir) {
-            Some(LoraAdapter::load(dir)?)
-        } else {
-            None
-        };
-        let weights_dir = match &adapter {
-            Some(a) => a.base_dir(base)?,
-            None => dir.to_path_buf(),
-        };
-        // Tokenizer and processor files from the adapter when it has them, else the base.
-        let pick = |name: &str| {
-            let own = dir.join(name);
-            if own.is_file() {
-                own
-            } else {
-                weights_dir.join(name)
-            }
-        };
-        let config_path = pick("config.json");
+        let files = PageFiles::resolve(dir, base)?;
+        let config_path = files.pick("config.json");
         let config = Qwen2VlConfig::load(&config_path)?;
-        let transformers_layout = std::fs::read_to_string(&config_path)
-            .map(|t| t.contains("\"vlm_config\""))
-            .unwrap_or(false);
-        let image_dir = if dir.join("preprocessor_config.json").is_file()
-            || dir.join("processor_config.json").is_file()
-        {
-            dir
-        } else {
-            weights_dir.as_path()
-        };
-        let image = ImageProcessorConfig::load(image_dir)?;
-        let set = TensorSet::open(&weights_dir)?;
+        let transformers_layout = PageFiles::transformers_layout(&config_path);
+        let image = ImageProcessorConfig::load(files.image_dir())?;
+        let set = TensorSet::open(&files.weights_dir)?;
         let prefixes = Prefixes::find(&set)?;
-        let merge = |name: &str, m: &mut HostMatrix| match &adapter {
-            Some(a) => a.apply(name, m),
-            None => Ok(()),
-        };
-        let weights = Qwen2VlWeights::load(&set, &prefixes, &config, Some(&merge))?;
+        let weights =
+            Qwen2VlWeights::load(&set, &prefixes, &config, Some(&|n, m| files.merge(n, m)))?;
         let t = &config.text;
-        let embed_name = format!("{}embed_tokens.weight", prefixes.text);
-        let mut embed_tokens = set.matrix(&embed_name, &[t.vocab_size, t.hidden_size])?;
-        merge(&embed_name, &mut embed_tokens)?;
-        let head = ["custom_text_proj.weight", "embedding_proj_layer.weight"]
-            .iter()
-            .find_map(|k| {
-                set.prefix_of(k)
-                    .map(|p| format!("{p}{}", &k[..k.len() - 7]))
-            })
-            .ok_or_else(|| Error::Safetensors {
-                path: set.first_path(),
-                message: "checkpoint has no ColQwen2 head (custom_text_proj or \
-                          embedding_proj_layer)"
-                    .into(),
-            })?;
-        let proj_w = {
-            let name = format!("{head}.weight");
-            let shape = set.shape(&name)?;
-            if shape.len() != 2 || shape[1] != t.hidden_size {
-                return Err(Error::Safetensors {
-                    path: set.first_path(),
-                    message: format!(
-                        "{name} has shape {shape:?}, expected [dim, {}]",
-                        t.hidden_size
-                    ),
-                });
-            }
-            let mut m = set.matrix(&name, &shape)?;
-            merge(&name, &mut m)?;
-            m
-        };
-        let bias_name = format!("{head}.bias");
-        let mut proj_b = set.matrix(&bias_name, &[proj_w.rows])?;
-        merge(&bias_name, &mut proj_b)?;
-        if let Some(a) = &adapter {
-            a.check_all_used()?;
-        }
-        let tok_path = pick("tokenizer.json");
-        let terr = |message: String| Error::Tokenizer {
-            path: tok_path.clone(),
-            message,
-        };
-        let mut tokenizer =
-            tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| terr(e.to_string()))?;
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| terr(e.to_string()))?;
-        tokenizer.with_padding(None);
-        for tok in [
-            IMAGE_TOKEN,
-            QUERY_AUGMENTATION,
-            "<|im_start|>",
-            "<|vision_start|>",
-        ] {
-            if tokenizer.token_to_id(tok).is_none() {
-                return Err(terr(format!("no '{tok}' token: not a Qwen2 tokenizer")));
-            }
-        }
+        let embed_tokens = files.matrix(
+            &set,
+            &format!("{}embed_tokens.weight", prefixes.text),
+            &[t.vocab_size, t.hidden_size],
+        )?;
+        let (proj_w, proj_b) = files.head(&set, t.hidden_size, "ColQwen2")?;
+        files.check_adapter_used()?;
+        let (tokenizer, _) = files.tokenizer(
+            &[
+                IMAGE_TOKEN,
+                QUERY_AUGMENTATION,
+                "<|im_start|>",
+                "<|vision_start|>",
+            ],
+            "Qwen2",
+        )?;
         let (query_prefix, query_suffix) = if transformers_layout {
             ("Query: ".to_string(), "\n".to_string())
         } else {
@@ -169,7 +98,7 @@ impl ColQwen2Checkpoint {
             proj_b,
             query_prefix,
             query_suffix,
-            adapter: adapter.map(|_| (dir.to_path_buf(), weights_dir)),
+            adapter: files.adapter_dirs(),
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod colpali;
 pub mod colqwen2;
 pub mod config;
 pub mod lora;
+mod page_checkpoint;
 pub mod paligemma;
 pub mod qwen2_vl;
 pub mod weights;
