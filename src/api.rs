@@ -32,7 +32,7 @@ pub use crate::index::{
 pub use crate::io::{Record as Document, VectorSet};
 pub use crate::model::{DeviceChoice as Device, Precision, TokenVectors};
 pub use crate::pages::{list_pages, PageInput, PageRecord, PageSource};
-pub use crate::search::sharded::{kept_by_shard, merge_ranked, search_shards};
+pub use crate::search::sharded::{kept_by_shard, merge_ranked, search_shards, FilteredCandidates};
 pub use crate::search::{Hit, PlaidParams, SearchOptions};
 
 /// Fingerprint recorded for indexes built from vectors of an unknown model.
@@ -1000,6 +1000,32 @@ impl Index {
             .par_iter()
             .zip(lens)
             .map(|(q, qlen)| searcher.shard_candidates(q, qlen, params))
+            .collect())
+    }
+
+    /// Round 1 under a metadata filter: for each query, this index's best
+    /// `params.ndocs` allowed documents after the pruned interaction, and its
+    /// number of allowed candidates. The pool is the allowed candidates, or
+    /// every allowed document when `all_allowed` (the coordinator's choice
+    /// once the shards' candidate counts sum to fewer than `ndocs`, as one
+    /// index's filtered search chooses).
+    pub fn shard_candidates_filtered(
+        &self,
+        queries: &[&[f32]],
+        params: &PlaidParams,
+        filter: &Filter,
+        all_allowed: bool,
+    ) -> Result<Vec<FilteredCandidates>> {
+        params.validate()?;
+        let lens = self.query_lens(queries)?;
+        let allowed = self.allowed(filter)?;
+        let searcher = self.searcher(None)?;
+        Ok(queries
+            .par_iter()
+            .zip(lens)
+            .map(|(q, qlen)| {
+                searcher.shard_candidates_filtered(q, qlen, params, &allowed, all_allowed)
+            })
             .collect())
     }
 

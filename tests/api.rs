@@ -478,7 +478,7 @@ fn shards_with_a_shared_codec_merge_into_the_single_index_top_k() {
     };
     let want = whole.search_vectors(&blocks, &tight).unwrap();
     let shard_refs: Vec<&Index> = shards.iter().collect();
-    let got = colwgpu::api::search_shards(&shard_refs, &blocks, &tight).unwrap();
+    let got = colwgpu::api::search_shards(&shard_refs, &blocks, &tight, None).unwrap();
     let mut naive_differs = 0;
     for (q, (want, got)) in want.iter().zip(&got).enumerate() {
         let want: Vec<(String, f32)> = want.iter().map(|h| (h.id.clone(), h.score)).collect();
@@ -497,6 +497,51 @@ fn shards_with_a_shared_codec_merge_into_the_single_index_top_k() {
         naive_differs > 0,
         "the knobs must make per-shard cuts differ from the global ones for this test to mean anything"
     );
+    // The same under metadata filters: each shard filters its own metadata,
+    // and the pool rule (every allowed document once the shards hold fewer
+    // than ndocs allowed candidates) is taken over all shards. Filters keep a
+    // third of the corpus, 10 documents (fewer candidates than ndocs) and 2
+    // (fewer than k).
+    let meta = |paths: Vec<(PathBuf, Vec<usize>)>| {
+        for (path, members) in paths {
+            let mut w = colwgpu::IndexWriter::open(&path, std::time::Duration::ZERO).unwrap();
+            let items: Vec<(&str, serde_json::Value)> = members
+                .iter()
+                .map(|&i| (docs[i].id.as_str(), serde_json::json!({ "n": i })))
+                .collect();
+            w.set_metadata(&items).unwrap();
+        }
+    };
+    meta(
+        (0..4)
+            .map(|s| {
+                (
+                    dir.path().join(format!("shard{s}")),
+                    (s..120).step_by(4).collect(),
+                )
+            })
+            .chain([(dir.path().join("whole"), (0..120).collect())])
+            .collect(),
+    );
+    let whole = Index::open(dir.path().join("whole")).unwrap();
+    let shards: Vec<Index> = (0..4)
+        .map(|s| Index::open(dir.path().join(format!("shard{s}"))).unwrap())
+        .collect();
+    let shard_refs: Vec<&Index> = shards.iter().collect();
+    for (condition, param) in [("n % 3 = ?", 0), ("n < ?", 10), ("n < ?", 2)] {
+        let filter = colwgpu::Filter::new(condition, vec![serde_json::json!(param)]);
+        let want = whole
+            .search_vectors_filtered(&blocks, &tight, &filter)
+            .unwrap();
+        let got = colwgpu::api::search_shards(&shard_refs, &blocks, &tight, Some(&filter)).unwrap();
+        for (q, (want, got)) in want.iter().zip(&got).enumerate() {
+            let want: Vec<(String, f32)> = want.iter().map(|h| (h.id.clone(), h.score)).collect();
+            let got: Vec<(String, f32)> =
+                got.iter().map(|(_, h)| (h.id.clone(), h.score)).collect();
+            assert_eq!(got, want, "query {q}, filter {condition} {param}");
+            assert_eq!(got.len(), if param == 2 { 2 } else { 3 });
+        }
+    }
     // Shard rounds refuse document indices outside the shard.
     let err = shards[0]
         .shard_full_scores(&blocks[..1], &[vec![10_000]])

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import ColwgpuError, Index, Model, _as_vectors, _is_vectors, _texts
+from . import ColwgpuError, Index, Model, _as_vectors, _filter, _is_vectors, _texts
 from ._colwgpu import merge_kept, merge_ranked, plaid_params
 
 MANIFEST = "shards.json"
@@ -52,12 +52,13 @@ def _ray():
     return ray
 
 
-def _build_shard(shard_dir, model_path, documents, ids, codec_dir, nbits, device):
+def _build_shard(shard_dir, model_path, documents, ids, codec_dir, nbits, device, metadata=None):
     """One shard: encode its documents (or take their vectors) and compress
     them with the shared codec. Runs in a Ray worker."""
     start = time.perf_counter()
     model = None if model_path is None else Model(model_path, device=device)
-    Index.build(shard_dir, model, documents, ids, nbits=nbits, device=device, codec_from=codec_dir)
+    Index.build(shard_dir, model, documents, ids, metadata=metadata, nbits=nbits, device=device,
+                codec_from=codec_dir)
     return {"path": shard_dir, "num_docs": len(ids), "seconds": time.perf_counter() - start}
 
 
@@ -67,6 +68,7 @@ def build_sharded(
     documents: Sequence[Any],
     ids: Optional[Sequence[str]] = None,
     num_shards: int = 2,
+    metadata: Optional[Sequence[Optional[dict]]] = None,
     sample_docs: Optional[int] = None,
     nbits: int = 2,
     seed: int = 12345,
@@ -77,7 +79,8 @@ def build_sharded(
     """Builds ``num_shards`` shard indexes of ``documents`` under ``path`` with Ray
     tasks (``ray.init()`` first). ``model`` is a checkpoint directory every worker
     can read (``None`` when ``documents`` are precomputed ``(tokens, dim)`` arrays).
-    Documents go round-robin to shards (document ``i`` to shard ``i % num_shards``).
+    Documents go round-robin to shards (document ``i`` to shard ``i % num_shards``),
+    each with its ``metadata`` entry (a dict or ``None``) when given.
 
     The codec is trained once on ``sample_docs`` documents drawn with ``seed``
     (default: all documents up to 2,000, else 10%, at least 2,000). Returns the
@@ -95,6 +98,9 @@ def build_sharded(
         raise ColwgpuError(f"invalid input: {len(id_list)} ids for {len(docs)} documents")
     if len(set(id_list)) != len(id_list):
         raise ColwgpuError("invalid input: document ids are not unique")
+    meta = None if metadata is None else list(metadata)
+    if meta is not None and len(meta) != len(docs):
+        raise ColwgpuError(f"invalid input: {len(meta)} metadata entries for {len(docs)} documents")
     root = os.path.abspath(os.fspath(path))
     os.makedirs(root, exist_ok=True)
     model_path = None if model is None else os.path.abspath(os.fspath(model))
@@ -134,6 +140,7 @@ def build_sharded(
                 codec_dir,
                 nbits,
                 device,
+                None if meta is None else [meta[i] for i in part],
             )
         )
     shards = ray.get(tasks)
@@ -168,8 +175,10 @@ class _ShardActor:
         self.device = device
         self.index = Index.open(path, device=device)
 
-    def candidates(self, queries, k, knobs):
-        return self.index._core.shard_candidates(queries, k, *knobs)
+    def candidates(self, queries, k, knobs, filter=None, all_allowed=False):
+        if filter is None:
+            return [(d, x, 0) for d, x in self.index._core.shard_candidates(queries, k, *knobs)]
+        return self.index._core.shard_candidates_filtered(queries, k, *knobs, *filter, all_allowed)
 
     def full_scores(self, queries, docs):
         return self.index._core.shard_full_scores(queries, docs)
@@ -177,11 +186,8 @@ class _ShardActor:
     def exact_scores(self, queries, docs):
         return self.index._core.shard_exact_scores(queries, docs)
 
-    def exhaustive(self, queries, k):
-        return self.index._core.shard_exhaustive(queries, k)
-
-    def search(self, queries, k, knobs):
-        return self.index.search(queries, k, **knobs)
+    def exhaustive(self, queries, k, filter=None):
+        return self.index._core.shard_exhaustive(queries, k, *(filter or (None, "[]")))
 
     def holding(self, ids):
         """Which of ``ids`` this shard holds."""
@@ -292,10 +298,9 @@ class ShardedIndex:
         filter: Optional[Union[str, Tuple[str, Sequence[Any]]]] = None,
     ) -> Union[List[Hit], List[List[Hit]]]:
         """Like :meth:`colwgpu.Index.search`: one text or array → one list of
-        ``(id, score)``; a list → one list per query. Without a filter the
-        result equals one index's search over the same documents. With a
-        filter each shard runs its own filtered search and the lists merge
-        (exact for ``exhaustive=True``; with PLAID each shard cuts on its own)."""
+        ``(id, score)``; a list → one list per query. The result equals one
+        index's search over the same documents, with or without a ``filter``
+        (each shard evaluates it on its own metadata)."""
         ray = _ray()
         single = isinstance(queries, (str, np.ndarray))
         items = [queries] if single else list(queries)
@@ -304,23 +309,28 @@ class ShardedIndex:
         vecs = self._vectors(items, "query")
         ref = ray.put(vecs)
         n = len(self.actors)
-        if filter is not None:
-            knobs = dict(ncells=ncells, centroid_score_threshold=centroid_score_threshold,
-                         ndocs=ndocs, exhaustive=exhaustive, filter=filter)
-            per_shard = ray.get([a.search.remote(ref, k, knobs) for a in self.actors])
-            merged = []
-            for q in range(len(vecs)):
-                ranked = sorted((-x, s, r, i) for s in range(n) for r, (i, x) in enumerate(per_shard[s][q]))
-                merged.append([(i, -x) for x, _, _, i in ranked[:k]])
-        elif exhaustive:
-            per_shard = ray.get([a.exhaustive.remote(ref, k) for a in self.actors])
+        cond = None if filter is None else _filter(filter)
+        if exhaustive:
+            per_shard = ray.get([a.exhaustive.remote(ref, k, cond) for a in self.actors])
             merged = [merge_top_k([per_shard[s][q] for s in range(n)], k) for q in range(len(vecs))]
         else:
             knobs = plaid_params(k, ncells, centroid_score_threshold, ndocs)
             cut = knobs[2]
             # Round 1: each shard's best ndocs after the pruned interaction.
-            first = ray.get([a.candidates.remote(ref, k, knobs) for a in self.actors])
-            kept = [merge_kept([first[s][q] for s in range(n)], cut) for q in range(len(vecs))]
+            first = ray.get([a.candidates.remote(ref, k, knobs, cond) for a in self.actors])
+            if cond is not None:
+                # Fewer allowed candidates than ndocs over all shards: every
+                # allowed document enters the pool (one index's rule).
+                few = [q for q in range(len(vecs)) if sum(first[s][q][2] for s in range(n)) < cut]
+                if few:
+                    qs = [vecs[q] for q in few]
+                    again = ray.get([a.candidates.remote(qs, k, knobs, cond, True) for a in self.actors])
+                    for s in range(n):
+                        for j, q in enumerate(few):
+                            first[s][q] = again[s][j]
+            kept = [
+                merge_kept([first[s][q][:2] for s in range(n)], cut) for q in range(len(vecs))
+            ]
             # Round 2: the full interaction of the corpus's best ndocs.
             full = ray.get(
                 [a.full_scores.remote(ref, [kept[q][s] for q in range(len(vecs))])

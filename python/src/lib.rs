@@ -494,6 +494,40 @@ impl PyIndex {
             .collect())
     }
 
+    /// PLAID over shards, round 1 under a metadata filter: per query, this
+    /// shard's best `ndocs` allowed documents after the pruned interaction
+    /// (arrays, best first) and its number of allowed candidates; the pool is
+    /// every allowed document when `all_allowed`.
+    #[pyo3(signature = (queries, k, ncells, centroid_score_threshold, ndocs, filter_condition, filter_params, all_allowed))]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn shard_candidates_filtered<'py>(
+        &self,
+        py: Python<'py>,
+        queries: Vec<PyReadonlyArray2<'_, f32>>,
+        k: usize,
+        ncells: Option<usize>,
+        centroid_score_threshold: Option<f32>,
+        ndocs: Option<usize>,
+        filter_condition: String,
+        filter_params: &str,
+        all_allowed: bool,
+    ) -> PyResult<Vec<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f32>>, usize)>> {
+        let params = search_options(k, ncells, centroid_score_threshold, ndocs, false).params();
+        let filter = filter(Some(filter_condition), filter_params)?.ok_or_else(|| {
+            ColwgpuError::new_err("invalid input: a filtered round needs a filter")
+        })?;
+        check_dims(&queries, self.inner.dim(), "query")?;
+        let views = slices(&queries, "query")?;
+        let index = self.inner.clone();
+        let lists = py
+            .detach(|| index.shard_candidates_filtered(&views, &params, &filter, all_allowed))
+            .map_err(to_py)?;
+        Ok(lists
+            .into_iter()
+            .map(|(d, x, n)| (d.into_pyarray(py), x.into_pyarray(py), n))
+            .collect())
+    }
+
     /// PLAID over shards, round 2: per query, the full centroid interaction
     /// with the documents `docs[q]` (a `uint32` array) of this shard.
     fn shard_full_scores<'py>(
@@ -530,20 +564,27 @@ impl PyIndex {
         Ok(hits_with_docs(hits))
     }
 
-    /// Exhaustive top-`k` of this shard per query, as `(document index, id,
-    /// score)` (the document index breaks ties when shards' lists merge).
+    /// Exhaustive top-`k` of this shard per query (under a filter if one is
+    /// given), as `(document index, id, score)` (the document index breaks ties when shards' lists merge).
+    #[pyo3(signature = (queries, k, filter_condition = None, filter_params = "[]"))]
     fn shard_exhaustive(
         &self,
         py: Python<'_>,
         queries: Vec<PyReadonlyArray2<'_, f32>>,
         k: usize,
+        filter_condition: Option<String>,
+        filter_params: &str,
     ) -> PyResult<Vec<Vec<(u32, String, f32)>>> {
         let options = search_options(k, None, None, None, true);
+        let filter = filter(filter_condition, filter_params)?;
         check_dims(&queries, self.inner.dim(), "query")?;
         let views = slices(&queries, "query")?;
         let index = self.inner.clone();
         let hits = py
-            .detach(|| index.search_vectors(&views, &options))
+            .detach(|| match &filter {
+                Some(f) => index.search_vectors_filtered(&views, &options, f),
+                None => index.search_vectors(&views, &options),
+            })
             .map_err(to_py)?;
         Ok(hits_with_docs(hits))
     }

@@ -52,11 +52,15 @@ def test_merge_top_k_by_hand():
 
 def test_four_shards_equal_one_index(tmp_path, cluster, corpus):
     ids, texts, queries = corpus
-    manifest = build_sharded(tmp_path / "shards", MODEL, texts[:160], ids[:160], num_shards=4, device="cpu")
+    base_meta = [{"n": i} for i in range(160)]
+    manifest = build_sharded(
+        tmp_path / "shards", MODEL, texts[:160], ids[:160], num_shards=4, metadata=base_meta, device="cpu"
+    )
     assert [s["num_docs"] for s in manifest["shards"]] == [40, 40, 40, 40]
     model = colwgpu.ColBERT(MODEL, device="cpu")
     whole = colwgpu.Index.build(
-        tmp_path / "whole", model, texts[:160], ids[:160], codec_from=tmp_path / "shards" / "codec"
+        tmp_path / "whole", model, texts[:160], ids[:160], metadata=base_meta,
+        codec_from=tmp_path / "shards" / "codec",
     )
     sharded = ShardedIndex(tmp_path / "shards", model=model, device="cpu")
     assert sharded.num_docs == 160
@@ -67,6 +71,13 @@ def test_four_shards_equal_one_index(tmp_path, cluster, corpus):
     # PLAID with cuts that bite (ndocs 16 of 160): still one index's top-k.
     tight = dict(k=4, ncells=2, centroid_score_threshold=0.4, ndocs=16)
     assert sharded.search(queries, **tight) == whole.search(queries, **tight)
+    # Filters: a third of the corpus, 10 documents (fewer allowed candidates
+    # than ndocs: every allowed one enters the pool) and 2 (fewer than k).
+    for f in [("n % 3 = ?", [0]), ("n < ?", [10]), ("n < ?", [2])]:
+        for exhaustive in (False, True):
+            got = sharded.search(queries, filter=f, exhaustive=exhaustive, **tight)
+            assert got == whole.search(queries, filter=f, exhaustive=exhaustive, **tight), (f, exhaustive)
+            assert all(len(h) == min(4, f[1][0]) for h in got) or f[0].startswith("n %")
     # One query in, one list out; vectors work as well as texts.
     q = model.encode(queries[0], is_query=True)
     assert sharded.search(q, k=5) == whole.search(q, k=5) == sharded.search(queries[0], k=5)
@@ -74,7 +85,7 @@ def test_four_shards_equal_one_index(tmp_path, cluster, corpus):
     # Changes: new documents dealt round-robin on, an update, deletes; the
     # shards then still answer as one index given the same changes.
     new_ids, new_texts = ids[160:166], texts[160:166]
-    meta = [{"n": i} for i in range(6)]
+    meta = [{"n": 160 + i} for i in range(6)]
     assert sharded.add(new_texts, new_ids, metadata=meta) == 166
     whole.add(new_texts, new_ids, metadata=meta)
     with pytest.raises(colwgpu.ColwgpuError, match="already in the index"):
@@ -85,7 +96,7 @@ def test_four_shards_equal_one_index(tmp_path, cluster, corpus):
     whole.delete([ids[1], new_ids[0]])
     with pytest.raises(colwgpu.ColwgpuError, match="not in the index"):
         sharded.delete([ids[1]])
-    assert sharded.metadata([new_ids[3]]) == [{"n": 3}]
+    assert sharded.metadata([new_ids[3]]) == [{"n": 163}]
     got = sharded.search(queries, k=10, exhaustive=True)
     assert got == whole.search(queries, k=10, exhaustive=True)
     assert ids[1] not in {i for hits in got for i, _ in hits}

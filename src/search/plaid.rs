@@ -288,23 +288,62 @@ pub fn rerank_set_filtered(
     params: &PlaidParams,
     allowed: &[bool],
 ) -> Vec<u32> {
-    let all: Vec<u32> = (0..view.num_docs() as u32)
-        .filter(|&d| allowed.get(d as usize).copied().unwrap_or(false))
-        .collect();
     let reranked = (params.ndocs / 4).max(1);
+    let all = allowed_docs(view, allowed);
     if all.len() <= reranked {
         return all;
     }
-    let mut cands: Vec<u32> = candidates(scores, qlen, view, params.ncells)
-        .into_iter()
-        .filter(|&d| allowed[d as usize])
-        .collect();
-    if cands.len() < params.ndocs {
-        cands = all;
-    }
-    let (stage3, _) = pruned_best(scores, qlen, view, params, &cands);
+    let cands = filtered_candidates(scores, qlen, view, params, allowed);
+    let pool = if cands.len() < params.ndocs { all } else { cands };
+    let (stage3, _) = pruned_best(scores, qlen, view, params, &pool);
     let full = approx_scores(scores, qlen, view, &stage3, None);
     let mut out = best(&stage3, &full, reranked);
     out.sort_unstable();
     out
+}
+
+/// The documents `allowed[d]`, ascending.
+fn allowed_docs(view: &CodesView, allowed: &[bool]) -> Vec<u32> {
+    (0..view.num_docs() as u32)
+        .filter(|&d| allowed.get(d as usize).copied().unwrap_or(false))
+        .collect()
+}
+
+/// Stage 2's candidates that are allowed.
+fn filtered_candidates(
+    scores: &[f32],
+    qlen: usize,
+    view: &CodesView,
+    params: &PlaidParams,
+    allowed: &[bool],
+) -> Vec<u32> {
+    candidates(scores, qlen, view, params.ncells)
+        .into_iter()
+        .filter(|&d| allowed.get(d as usize).copied().unwrap_or(false))
+        .collect()
+}
+
+/// [`pruned_stage`] under a filter, for PLAID over shards: the pool is this
+/// shard's allowed candidates, or (`all_allowed`, when the shards together
+/// hold fewer than `ndocs` allowed candidates, the rule of
+/// [`rerank_set_filtered`]) every allowed document. Returns the best `ndocs`
+/// of the pool with their pruned scores, and the number of allowed
+/// candidates (what the coordinator sums to choose the pool).
+pub fn pruned_stage_filtered(
+    scores: &[f32],
+    qlen: usize,
+    view: &CodesView,
+    params: &PlaidParams,
+    allowed: &[bool],
+    all_allowed: bool,
+) -> (Vec<u32>, Vec<f32>, usize) {
+    let cands = filtered_candidates(scores, qlen, view, params, allowed);
+    let n = cands.len();
+    let pool = if all_allowed {
+        allowed_docs(view, allowed)
+    } else {
+        cands
+    };
+    let (docs, s) = pruned_best(scores, qlen, view, params, &pool);
+    (docs, s, n)
 }

@@ -291,6 +291,21 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
         plaid::pruned_stage(&s, qlen, &self.view(), params)
     }
 
+    /// Round 1 under a filter (`allowed[d]` per document of this shard): see
+    /// [`plaid::pruned_stage_filtered`].
+    pub fn shard_candidates_filtered(
+        &self,
+        q: &[f32],
+        qlen: usize,
+        params: &PlaidParams,
+        allowed: &[bool],
+        all_allowed: bool,
+    ) -> (Vec<u32>, Vec<f32>, usize) {
+        let k = self.index.num_centroids();
+        let s = plaid::centroid_scores(self.index.centroids(), k, q, qlen, self.index.dim());
+        plaid::pruned_stage_filtered(&s, qlen, &self.view(), params, allowed, all_allowed)
+    }
+
     /// Round 2 of PLAID over shards: the full centroid interaction of one
     /// query with the documents `docs` of this shard.
     pub fn shard_full_scores(&self, q: &[f32], qlen: usize, docs: &[u32]) -> Vec<f32> {

@@ -22,6 +22,11 @@
 //! 3. every shard: exact MaxSim of its documents kept in 2
 //!    ([`crate::api::Index::shard_exact_scores`]); the coordinator keeps the best `k`.
 //!
+//! Under a metadata filter, round 1 pools each shard's allowed candidates
+//! and also counts them ([`crate::api::Index::shard_candidates_filtered`]);
+//! when the counts sum to fewer than `ndocs`, it runs again with every allowed
+//! document in the pool, the rule one index's filtered search applies.
+//!
 //! Ties: one index breaks ties by document index. When documents are dealt
 //! round-robin (document `i` of the corpus to shard `i mod S`, at local
 //! index `i div S`, as `colwgpu.distributed.build_sharded` does), ordering
@@ -30,6 +35,12 @@
 
 use super::{Hit, SearchOptions};
 use crate::error::Result;
+use crate::index::metadb::Filter;
+
+/// A shard's round-1 answer for one query under a filter: its best
+/// documents, their pruned-interaction scores, and its number of allowed
+/// candidates.
+pub type FilteredCandidates = (Vec<u32>, Vec<f32>, usize);
 
 /// The best `n` of several shards' scored lists: `(shard, local document,
 /// score)`, score descending, ties to the lower local document index and then
@@ -68,70 +79,110 @@ pub fn kept_by_shard(ranked: &[(usize, u32, f32)], num_shards: usize) -> Vec<Vec
 /// The whole protocol over shards held in this process: for each query
 /// (`len × dim`), the corpus's top `options.k` as `(shard, hit)`, equal to one
 /// index's search over the shards' documents dealt round-robin (see the
-/// module's text). Exhaustive search merges each shard's exhaustive top-k.
-/// A distributed coordinator (`colwgpu.distributed.ShardedIndex`) runs the
-/// same rounds with each shard in its own worker.
+/// module's text), with or without a metadata filter (each shard evaluates it
+/// on its own metadata). Exhaustive search merges each shard's exhaustive
+/// top-k. A distributed coordinator (`colwgpu.distributed.ShardedIndex`) runs
+/// the same rounds with each shard in its own worker.
 pub fn search_shards(
-    shards: &[&crate::Index],
+    shards: &[&crate::api::Index],
     queries: &[&[f32]],
     options: &SearchOptions,
+    filter: Option<&Filter>,
 ) -> Result<Vec<Vec<(usize, Hit)>>> {
     let total: usize = shards.iter().map(|s| s.num_docs()).sum();
     options.validate(total)?;
-    let hits_to_ranked = |per_shard: &[Vec<Hit>], n: usize| {
-        let lists: Vec<(Vec<u32>, Vec<f32>)> = per_shard
-            .iter()
-            .map(|h| h.iter().map(|x| (x.doc, x.score)).unzip())
-            .collect();
-        let views: Vec<(&[u32], &[f32])> =
-            lists.iter().map(|(d, s)| (d.as_slice(), s.as_slice())).collect();
-        merge_ranked(&views, n)
-    };
     let mut out = Vec::with_capacity(queries.len());
     for q in queries {
         let one = [*q];
         let per_shard: Vec<Vec<Hit>> = if options.exhaustive {
             shards
                 .iter()
-                .map(|s| Ok(s.search_vectors(&one, options)?.pop().unwrap_or_default()))
+                .map(|s| {
+                    let mut hits = match filter {
+                        Some(f) => s.search_vectors_filtered(&one, options, f)?,
+                        None => s.search_vectors(&one, options)?,
+                    };
+                    Ok(hits.pop().unwrap_or_default())
+                })
                 .collect::<Result<_>>()?
         } else {
             let params = options.params();
-            // Round 1: each shard's best ndocs by the pruned interaction; one cut.
-            let round1: Vec<(Vec<u32>, Vec<f32>)> = shards
-                .iter()
-                .map(|s| Ok(s.shard_candidates(&one, &params)?.pop().unwrap_or_default()))
-                .collect::<Result<_>>()?;
-            let views: Vec<(&[u32], &[f32])> =
-                round1.iter().map(|(d, s)| (d.as_slice(), s.as_slice())).collect();
-            let kept = kept_by_shard(&merge_ranked(&views, params.ndocs), shards.len());
+            // Round 1: each shard's best ndocs by the pruned interaction.
+            let round1 = |all_allowed: bool| -> Result<Vec<FilteredCandidates>> {
+                shards
+                    .iter()
+                    .map(|s| {
+                        let mut r = match filter {
+                            Some(f) => s.shard_candidates_filtered(&one, &params, f, all_allowed)?,
+                            None => s
+                                .shard_candidates(&one, &params)?
+                                .into_iter()
+                                .map(|(d, x)| (d, x, 0))
+                                .collect(),
+                        };
+                        Ok(r.pop().unwrap_or_default())
+                    })
+                    .collect()
+            };
+            let mut first = round1(false)?;
+            // Under a filter, fewer allowed candidates than ndocs over all
+            // shards: every allowed document enters the pool (one index's rule).
+            if filter.is_some() && first.iter().map(|r| r.2).sum::<usize>() < params.ndocs {
+                first = round1(true)?;
+            }
+            let kept = cut(first.iter().map(|(d, x, _)| (d.as_slice(), x.as_slice())), params.ndocs);
             // Round 2: the full interaction of the kept ones; one cut.
             let full: Vec<Vec<f32>> = shards
                 .iter()
                 .zip(&kept)
-                .map(|(s, d)| Ok(s.shard_full_scores(&one, std::slice::from_ref(d))?.pop().unwrap_or_default()))
+                .map(|(s, d)| {
+                    Ok(s.shard_full_scores(&one, std::slice::from_ref(d))?
+                        .pop()
+                        .unwrap_or_default())
+                })
                 .collect::<Result<_>>()?;
-            let views: Vec<(&[u32], &[f32])> =
-                kept.iter().zip(&full).map(|(d, s)| (d.as_slice(), s.as_slice())).collect();
-            let reranked = kept_by_shard(&merge_ranked(&views, (params.ndocs / 4).max(1)), shards.len());
+            let reranked = cut(
+                kept.iter().zip(&full).map(|(d, x)| (d.as_slice(), x.as_slice())),
+                (params.ndocs / 4).max(1),
+            );
             // Round 3: exact MaxSim of those.
             shards
                 .iter()
                 .zip(&reranked)
-                .map(|(s, d)| Ok(s.shard_exact_scores(&one, std::slice::from_ref(d))?.pop().unwrap_or_default()))
+                .map(|(s, d)| {
+                    Ok(s.shard_exact_scores(&one, std::slice::from_ref(d))?
+                        .pop()
+                        .unwrap_or_default())
+                })
                 .collect::<Result<_>>()?
         };
-        let ranked = hits_to_ranked(&per_shard, options.k);
+        let lists: Vec<(Vec<u32>, Vec<f32>)> = per_shard
+            .iter()
+            .map(|h| h.iter().map(|x| (x.doc, x.score)).unzip())
+            .collect();
+        let views: Vec<(&[u32], &[f32])> = lists
+            .iter()
+            .map(|(d, s)| (d.as_slice(), s.as_slice()))
+            .collect();
         out.push(
-            ranked
+            merge_ranked(&views, options.k)
                 .into_iter()
                 .filter_map(|(s, d, _)| {
-                    per_shard[s].iter().find(|h| h.doc == d).map(|h| (s, h.clone()))
+                    per_shard[s]
+                        .iter()
+                        .find(|h| h.doc == d)
+                        .map(|h| (s, h.clone()))
                 })
                 .collect(),
         );
     }
     Ok(out)
+}
+
+/// One cut over all shards: each shard's documents among the best `n`.
+fn cut<'a>(lists: impl Iterator<Item = (&'a [u32], &'a [f32])>, n: usize) -> Vec<Vec<u32>> {
+    let views: Vec<(&[u32], &[f32])> = lists.collect();
+    kept_by_shard(&merge_ranked(&views, n), views.len())
 }
 
 #[cfg(test)]
