@@ -15,6 +15,7 @@ use colwgpu::backend::{Backend, HostMatrix, Unary};
 use colwgpu::model::colpali::{pixel_values, ColPaliCheckpoint, ColPaliEncoder, SiglipImageConfig};
 use colwgpu::model::paligemma::{text_spans, TextMask};
 use colwgpu::vision::load_rgb;
+use common::fixture::{bf16_tensors, copy_files, maxsim, write_f32_safetensors, Fixture};
 use common::{assert_close, gpu, max_abs_diff, root, Rng};
 
 fn mat(rng: &mut Rng, rows: usize, cols: usize, scale: f32) -> HostMatrix {
@@ -126,6 +127,11 @@ fn fixture_dir() -> PathBuf {
     root().join("tests/fixtures/colpali")
 }
 
+/// The reference tensors of `colpali_fixtures.safetensors`.
+fn fixture() -> Fixture {
+    Fixture::load(&fixture_dir().join("colpali_fixtures.safetensors"))
+}
+
 /// The committed page images (shared with the ColQwen2 fixtures).
 fn image_dir() -> PathBuf {
     root().join("tests/fixtures/colqwen2/images")
@@ -133,72 +139,6 @@ fn image_dir() -> PathBuf {
 
 fn image(i: usize) -> colwgpu::vision::RgbImage {
     load_rgb(&image_dir().join(format!("{i}.png"))).unwrap()
-}
-
-struct Fixture {
-    bytes: Vec<u8>,
-}
-
-impl Fixture {
-    fn load() -> Self {
-        let path = fixture_dir().join("colpali_fixtures.safetensors");
-        Self {
-            bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        }
-    }
-    fn tensor(&self, name: &str) -> (Vec<usize>, Vec<u8>) {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("fixture has no {name}"));
-        (t.shape().to_vec(), t.data().to_vec())
-    }
-    fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let (shape, bytes) = self.tensor(name);
-        let v = bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        (shape, v)
-    }
-    fn i64(&self, name: &str) -> (Vec<usize>, Vec<i64>) {
-        let (shape, bytes) = self.tensor(name);
-        let v = bytes
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect();
-        (shape, v)
-    }
-    fn ids(&self, name: &str) -> Vec<u32> {
-        self.i64(name).1.into_iter().map(|x| x as u32).collect()
-    }
-    /// Rows `b` of a `[B, L]` id tensor where the mask is 1.
-    fn unpadded_ids(&self, ids: &str, mask: &str) -> Vec<Vec<u32>> {
-        let (shape, ids) = self.i64(ids);
-        let (_, mask) = self.i64(mask);
-        (0..shape[0])
-            .map(|b| {
-                (0..shape[1])
-                    .filter(|&i| mask[b * shape[1] + i] == 1)
-                    .map(|i| ids[b * shape[1] + i] as u32)
-                    .collect()
-            })
-            .collect()
-    }
-    /// Rows of `[B, L, D]` vectors where the mask is 1, per sequence.
-    fn unpadded_vectors(&self, vectors: &str, mask: &str) -> Vec<Vec<f32>> {
-        let (shape, v) = self.f32(vectors);
-        let (_, mask) = self.i64(mask);
-        let (l, d) = (shape[1], shape[2]);
-        (0..shape[0])
-            .map(|b| {
-                (0..l)
-                    .filter(|&i| mask[b * l + i] == 1)
-                    .flat_map(|i| v[(b * l + i) * d..(b * l + i + 1) * d].to_vec())
-                    .collect()
-            })
-            .collect()
-    }
 }
 
 fn fixture_queries() -> Vec<String> {
@@ -218,7 +158,7 @@ fn checkpoint() -> ColPaliCheckpoint {
 
 #[test]
 fn pixel_values_match_the_reference_processor() {
-    let fx = Fixture::load();
+    let fx = fixture();
     let ckpt = checkpoint();
     // The tiny model's 112 × 112 input.
     let (shape, want) = fx.f32("doc_pixel_values");
@@ -249,7 +189,7 @@ fn pixel_values_match_the_reference_processor() {
 
 #[test]
 fn token_ids_match_the_reference_processor() {
-    let fx = Fixture::load();
+    let fx = fixture();
     let enc = ColPaliEncoder::new(checkpoint(), CpuBackend::new()).unwrap();
     // Pages: <image> × 64, <bos>, <bos>, "Describe the image.", "\n".
     let docs = fx.unpadded_ids("doc_input_ids", "doc_attention_mask");
@@ -277,7 +217,7 @@ fn token_ids_match_the_reference_processor() {
 /// Max |Δ| of the document batch (images 0, 1) and of the query batch against
 /// each query encoded alone by the reference.
 fn parity<B: Backend>(backend: B) -> (f32, f32, f32) {
-    let fx = Fixture::load();
+    let fx = fixture();
     let mut enc = ColPaliEncoder::new(checkpoint(), backend).unwrap();
     let docs = enc.encode_images(&[image(0), image(1)]).unwrap();
     let want = fx.unpadded_vectors("doc_vectors", "doc_attention_mask");
@@ -329,60 +269,26 @@ fn colpali_gpu_matches_colpali_engine() {
 
 /// The fixture model's tensors as f32, by name.
 fn fixture_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(fixture_dir().join("model/model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, v)| {
-            assert_eq!(v.dtype(), safetensors::Dtype::BF16);
-            let data = v
-                .data()
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect();
-            (name, v.shape().to_vec(), data)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-fn write_f32_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
+    bf16_tensors(&fixture_dir().join("model/model.safetensors"))
 }
 
 fn copy_side_files(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for f in [
-        "config.json",
-        "tokenizer.json",
-        "processor_config.json",
-        "tokenizer_config.json",
-    ] {
-        std::fs::copy(fixture_dir().join("model").join(f), dir.join(f)).unwrap();
-    }
+    copy_files(
+        &fixture_dir().join("model"),
+        dir,
+        &[
+            "config.json",
+            "tokenizer.json",
+            "processor_config.json",
+            "tokenizer_config.json",
+        ],
+    );
 }
 
 /// Page 0 (with the reference's document ids) and query 0 (with the
 /// reference's ids) through `ckpt`: (page vectors, query vectors).
 fn encode_fixed(ckpt: ColPaliCheckpoint) -> (Vec<f32>, Vec<f32>) {
-    let fx = Fixture::load();
+    let fx = fixture();
     let mut enc = ColPaliEncoder::new(ckpt, CpuBackend::new()).unwrap();
     let doc_ids = fx
         .unpadded_ids("doc_input_ids", "doc_attention_mask")
@@ -401,7 +307,7 @@ fn encode_fixed(ckpt: ColPaliCheckpoint) -> (Vec<f32>, Vec<f32>) {
 
 #[test]
 fn hub_and_transformers_layouts_give_the_same_vectors() {
-    let fx = Fixture::load();
+    let fx = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let ours = encode_fixed(checkpoint());
     // The Hub's (transformers 4.x) colpali-engine layout: SigLIP under
@@ -457,7 +363,7 @@ fn hub_and_transformers_layouts_give_the_same_vectors() {
 
 #[test]
 fn peft_adapter_gives_the_reference_vectors() {
-    let fx = Fixture::load();
+    let fx = fixture();
     // adapter_config.json names its base "../model" (relative to the adapter).
     let adapter = fixture_dir().join("adapter");
     let ckpt = ColPaliCheckpoint::load(&adapter).unwrap();
@@ -560,22 +466,6 @@ fn bad_checkpoints_are_refused_clearly() {
 
 // ---------------------------------------------------------------- end to end
 
-/// MaxSim of one query against one document (f64 sums).
-fn maxsim(q: &[f32], d: &[f32], dim: usize) -> f64 {
-    q.chunks_exact(dim)
-        .map(|qv| {
-            d.chunks_exact(dim)
-                .map(|dv| {
-                    qv.iter()
-                        .zip(dv)
-                        .map(|(a, b)| *a as f64 * *b as f64)
-                        .sum::<f64>()
-                })
-                .fold(f64::NEG_INFINITY, f64::max)
-        })
-        .sum()
-}
-
 #[test]
 fn front_door_detects_colpali_and_info_describes_it() {
     let model = colwgpu::Model::open(fixture_dir().join("model"), colwgpu::Device::Cpu).unwrap();
@@ -623,7 +513,7 @@ fn front_door_vectors_rank_the_ten_pages_exactly_as_the_reference() {
     // and the 2 queries encoded through the front door; exhaustive MaxSim over
     // these uncompressed vectors ranks the pages exactly as exhaustive MaxSim
     // over colpali-engine's vectors, and every score agrees within 1e-3.
-    let fx = Fixture::load();
+    let fx = fixture();
     let model = colwgpu::Model::open(fixture_dir().join("model"), colwgpu::Device::Cpu).unwrap();
     let paths: Vec<PathBuf> = (0..10)
         .map(|i| image_dir().join(format!("{i}.png")))
@@ -656,7 +546,7 @@ fn cli_indexes_page_images_and_searches_them_as_the_reference_ranks() {
     // codec's score error (measured ≤ 0.02 on these pages; the tiny random model
     // scores the nine irrelevant pages within 0.25 of each other, some pairs
     // only 0.005 apart, which no 4-bit index resolves).
-    let fx = Fixture::load();
+    let fx = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let index = tmp.path().join("pages.index");
     let queries = tmp.path().join("queries.jsonl");

@@ -13,6 +13,7 @@ use colwgpu::backend::gpu::GpuBackend;
 use colwgpu::backend::{Backend, HostMatrix, KeySpans, Unary};
 use colwgpu::model::colqwen2::{ColQwen2Checkpoint, ColQwen2Encoder};
 use colwgpu::vision::{load_rgb, pixel_patches, smart_resize, Patches};
+use common::fixture::{bf16_tensors, copy_files, maxsim, write_f32_safetensors, Fixture};
 use common::{assert_close, gpu, max_abs_diff, root, Rng};
 
 fn mat(rng: &mut Rng, rows: usize, cols: usize, scale: f32) -> HostMatrix {
@@ -417,67 +418,8 @@ fn fixture_dir() -> PathBuf {
 }
 
 /// The reference tensors of `colqwen2_fixtures.safetensors`.
-struct Fixture {
-    bytes: Vec<u8>,
-}
-
-impl Fixture {
-    fn load() -> Self {
-        let path = fixture_dir().join("colqwen2_fixtures.safetensors");
-        Self {
-            bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        }
-    }
-    fn tensor(&self, name: &str) -> (Vec<usize>, Vec<u8>) {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("fixture has no {name}"));
-        (t.shape().to_vec(), t.data().to_vec())
-    }
-    fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let (shape, bytes) = self.tensor(name);
-        let v = bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        (shape, v)
-    }
-    fn i64(&self, name: &str) -> (Vec<usize>, Vec<i64>) {
-        let (shape, bytes) = self.tensor(name);
-        let v = bytes
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect();
-        (shape, v)
-    }
-    /// Rows `b` of a `[B, L]` id tensor where the mask is 1.
-    fn unpadded_ids(&self, ids: &str, mask: &str) -> Vec<Vec<u32>> {
-        let (shape, ids) = self.i64(ids);
-        let (_, mask) = self.i64(mask);
-        (0..shape[0])
-            .map(|b| {
-                (0..shape[1])
-                    .filter(|&i| mask[b * shape[1] + i] == 1)
-                    .map(|i| ids[b * shape[1] + i] as u32)
-                    .collect()
-            })
-            .collect()
-    }
-    /// Rows of `[B, L, D]` vectors where the mask is 1, per sequence.
-    fn unpadded_vectors(&self, vectors: &str, mask: &str) -> Vec<Vec<f32>> {
-        let (shape, v) = self.f32(vectors);
-        let (_, mask) = self.i64(mask);
-        let (l, d) = (shape[1], shape[2]);
-        (0..shape[0])
-            .map(|b| {
-                (0..l)
-                    .filter(|&i| mask[b * l + i] == 1)
-                    .flat_map(|i| v[(b * l + i) * d..(b * l + i + 1) * d].to_vec())
-                    .collect()
-            })
-            .collect()
-    }
+fn fixture() -> Fixture {
+    Fixture::load(&fixture_dir().join("colqwen2_fixtures.safetensors"))
 }
 
 fn image(i: usize) -> colwgpu::vision::RgbImage {
@@ -514,7 +456,7 @@ fn smart_resize_matches_transformers() {
 
 #[test]
 fn pixel_values_match_the_reference_processor() {
-    let fx = Fixture::load();
+    let fx = fixture();
     let ckpt = checkpoint();
     let (_, want) = fx.f32("doc_pixel_values");
     let (_, grids) = fx.i64("doc_image_grid_thw");
@@ -544,7 +486,7 @@ fn pixel_values_match_the_reference_processor() {
 
 #[test]
 fn token_ids_match_the_reference_processor() {
-    let fx = Fixture::load();
+    let fx = fixture();
     let enc = ColQwen2Encoder::new(checkpoint(), CpuBackend::new()).unwrap();
     let queries: Vec<String> = fixture_queries();
     let want = fx.unpadded_ids("query_input_ids", "query_attention_mask");
@@ -572,7 +514,7 @@ fn fixture_queries() -> Vec<String> {
 /// Encodes the fixture's document batch (images 0 and 1) and query batch and
 /// returns the max |Δ| against the reference vectors.
 fn parity<B: Backend>(backend: B) -> (f32, f32) {
-    let fx = Fixture::load();
+    let fx = fixture();
     let mut enc = ColQwen2Encoder::new(checkpoint(), backend).unwrap();
     let images = [image(0), image(1)];
     let docs = enc.encode_images(&images).unwrap();
@@ -610,20 +552,9 @@ fn colqwen2_gpu_matches_colpali_engine() {
     assert!(d <= 2e-6 && q <= 2e-6, "documents {d:e}, queries {q:e}");
 }
 
-/// MaxSim of one query against one document (f64 sums).
-fn maxsim(q: &[f32], d: &[f32], dim: usize) -> f64 {
-    q.chunks(dim)
-        .map(|qv| {
-            d.chunks(dim)
-                .map(|dv| qv.iter().zip(dv).map(|(a, b)| (a * b) as f64).sum::<f64>())
-                .fold(f64::NEG_INFINITY, f64::max)
-        })
-        .sum()
-}
-
 #[test]
 fn ranking_of_the_ten_pages_equals_the_reference() {
-    let fx = Fixture::load();
+    let fx = fixture();
     let mut enc = ColQwen2Encoder::new(checkpoint(), CpuBackend::new()).unwrap();
     enc.batch_size = 1; // each page alone, as the reference encoded them
     let images: Vec<_> = (0..10).map(image).collect();
@@ -714,50 +645,16 @@ fn patches_of_a_large_image_follow_the_pixel_budget() {
 
 /// The fixture model's tensors as f32, by name.
 fn fixture_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(fixture_dir().join("model/model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, v)| {
-            assert_eq!(v.dtype(), safetensors::Dtype::BF16);
-            let data = v
-                .data()
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect();
-            (name, v.shape().to_vec(), data)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-fn write_f32_safetensors(path: &std::path::Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
+    bf16_tensors(&fixture_dir().join("model/model.safetensors"))
 }
 
 /// Copies the fixture model's side files (config, tokenizer, processor) into `dir`.
 fn copy_side_files(dir: &std::path::Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for f in ["config.json", "tokenizer.json", "processor_config.json"] {
-        std::fs::copy(fixture_dir().join("model").join(f), dir.join(f)).unwrap();
-    }
+    copy_files(
+        &fixture_dir().join("model"),
+        dir,
+        &["config.json", "tokenizer.json", "processor_config.json"],
+    );
 }
 
 /// Encodes page 0 and the first query with the checkpoint in `dir`.
@@ -918,7 +815,7 @@ fn an_index_of_the_ten_pages_ranks_as_exhaustive_maxsim_over_the_reference() {
     // The tiny ColQwen2 encodes the 10 pages (each alone) and the 2 queries; the
     // compressed index built from those vectors must rank the pages for each query
     // exactly as exhaustive MaxSim over colpali-engine's own vectors does.
-    let fx = Fixture::load();
+    let fx = fixture();
     let mut enc = ColQwen2Encoder::new(checkpoint(), CpuBackend::new()).unwrap();
     enc.batch_size = 1;
     let images: Vec<_> = (0..10).map(image).collect();
@@ -971,7 +868,7 @@ fn cli_indexes_page_images_and_searches_them_as_the_reference_ranks() {
     // it) on the fixture's two queries. Each query's ranking of the 10 pages
     // must equal exhaustive MaxSim over colpali-engine's own vectors; `eval`
     // runs on the BEIR-style qrels, whose ids are the pages' file stems.
-    let fx = Fixture::load();
+    let fx = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let index = tmp.path().join("pages.index");
     let queries = tmp.path().join("queries.jsonl");

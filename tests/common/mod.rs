@@ -1,6 +1,8 @@
 //! Shared test helpers: a seeded generator, the one GPU context, closeness checks.
 #![allow(dead_code)]
 
+pub mod fixture;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
