@@ -7,10 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::{Activation, Backend, HostMatrix};
+use crate::backend::{Backend, HostMatrix};
 use crate::error::{Error, Result};
 use crate::model::colbert::TokenVectors;
-use crate::model::page_checkpoint::PageFiles;
+use crate::model::page_checkpoint::{retrieval_head, PageFiles};
 use crate::model::qwen2_vl::{
     mrope_positions, text_forward, vision_forward, Prefixes, Qwen2VlConfig, Qwen2VlWeights,
     TensorSet,
@@ -374,25 +374,15 @@ impl<B: Backend> ColQwen2Encoder<B> {
             &pads,
             &positions,
         )?;
-        let p = self
-            .backend
-            .linear(&h, &self.proj_w, Some(&self.proj_b), Activation::Identity)?;
-        self.backend.recycle(h);
-        let unit = self.backend.l2_normalize(&p)?;
-        self.backend.recycle(p);
-        let host = self.backend.read(&unit)?;
-        self.backend.recycle(unit);
-        let dim = self.dim;
-        Ok(ids
-            .iter()
-            .enumerate()
-            .map(|(b, s)| {
-                let first = b * seq + pads[b];
-                TokenVectors {
-                    ids: s.clone(),
-                    vectors: host.data[first * dim..(b + 1) * seq * dim].to_vec(),
-                }
-            })
-            .collect())
+        retrieval_head(
+            &mut self.backend,
+            h,
+            &self.proj_w,
+            &self.proj_b,
+            ids,
+            seq,
+            &pads,
+            self.dim,
+        )
     }
 }

@@ -1,5 +1,6 @@
-//! What the page-model checkpoints (ColQwen2 over Qwen2-VL, ColPali over
-//! PaliGemma) load alike: a checkpoint directory, or a PEFT LoRA adapter
+//! What the page models (ColQwen2 over Qwen2-VL, ColPali over PaliGemma)
+//! share: their last step ([`retrieval_head`]), and what their checkpoints
+//! load alike: a checkpoint directory, or a PEFT LoRA adapter
 //! directory merged into its base model; the tokenizer and processor files
 //! taken from the adapter when it has them, else from the base; the token
 //! embedding table; and the retrieval head (`custom_text_proj` in
@@ -9,7 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::HostMatrix;
+use crate::backend::{Activation, Backend, HostMatrix};
+use crate::model::colbert::TokenVectors;
 use crate::error::{Error, Result};
 use crate::model::lora::LoraAdapter;
 use crate::model::qwen2_vl::TensorSet;
@@ -160,4 +162,38 @@ impl PageFiles {
             .as_ref()
             .map(|_| (self.dir.clone(), self.weights_dir.clone()))
     }
+}
+
+/// The retrieval head on the language model's last hidden state `h`
+/// (`batch · seq` rows, each sequence left-padded by `pads[b]`): projection
+/// (`proj_w`, `proj_b`) → L2-normalise → one vector per real token of each
+/// sequence, with its token ids `ids[b]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn retrieval_head<B: Backend>(
+    backend: &mut B,
+    h: B::Tensor,
+    proj_w: &B::Weight,
+    proj_b: &B::Weight,
+    ids: &[Vec<u32>],
+    seq: usize,
+    pads: &[usize],
+    dim: usize,
+) -> Result<Vec<TokenVectors>> {
+    let p = backend.linear(&h, proj_w, Some(proj_b), Activation::Identity)?;
+    backend.recycle(h);
+    let unit = backend.l2_normalize(&p)?;
+    backend.recycle(p);
+    let host = backend.read(&unit)?;
+    backend.recycle(unit);
+    Ok(ids
+        .iter()
+        .enumerate()
+        .map(|(b, s)| {
+            let first = b * seq + pads[b];
+            TokenVectors {
+                ids: s.clone(),
+                vectors: host.data[first * dim..(b + 1) * seq * dim].to_vec(),
+            }
+        })
+        .collect())
 }
