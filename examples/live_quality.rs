@@ -34,11 +34,28 @@ fn subset(set: &VectorSet, picks: &[usize]) -> VectorSet {
     }
 }
 
-fn ndcg(index: &Index, queries: &[(&str, &[f32])], qrels: &colwgpu::eval::Qrels) -> f64 {
+fn exhaustive(k: usize) -> SearchOptions {
+    SearchOptions {
+        k,
+        plaid: None,
+        exhaustive: true,
+    }
+}
+
+/// Mean nDCG@10 over the judged queries, PLAID (default knobs) or exhaustive.
+fn ndcg(
+    index: &Index,
+    queries: &[(&str, &[f32])],
+    qrels: &colwgpu::eval::Qrels,
+    exact: bool,
+) -> anyhow::Result<f64> {
     let blocks: Vec<&[f32]> = queries.iter().map(|q| q.1).collect();
-    let hits = index
-        .search_vectors(&blocks, &SearchOptions::new(10))
-        .unwrap();
+    let opts = if exact {
+        exhaustive(10)
+    } else {
+        SearchOptions::new(10)
+    };
+    let hits = index.search_vectors(&blocks, &opts)?;
     let total: f64 = queries
         .iter()
         .zip(&hits)
@@ -47,7 +64,31 @@ fn ndcg(index: &Index, queries: &[(&str, &[f32])], qrels: &colwgpu::eval::Qrels)
             colwgpu::eval::ndcg_at(&ranking, &qrels[*id], 10)
         })
         .sum();
-    total / queries.len() as f64
+    Ok(total / queries.len() as f64)
+}
+
+/// Percentiles of each vector's cosine similarity to its nearest centroid.
+fn nearest_similarity(vectors: &[f32], dim: usize, centroids: &[f32]) -> serde_json::Value {
+    let (_, best) = colwgpu::index::kmeans::assign_cpu(vectors, dim, centroids);
+    let mut sims = best;
+    sims.sort_by(f32::total_cmp);
+    let pct = |p: f64| sims[((sims.len() - 1) as f64 * p).round() as usize];
+    let mut out = serde_json::Map::new();
+    for p in [0.0001, 0.001, 0.01, 0.05, 0.5, 0.95] {
+        out.insert(format!("p{}", p * 100.0), serde_json::json!(pct(p)));
+    }
+    out.insert("min".into(), serde_json::json!(sims[0]));
+    out.insert("vectors".into(), serde_json::json!(sims.len()));
+    // Fractions below the cosines that some distance thresholds stand for.
+    for d in [0.5f32, 0.6, 0.66, 0.7, 0.8] {
+        let cos = 1.0 - d * d / 2.0;
+        let below = sims.partition_point(|&s| s < cos);
+        out.insert(
+            format!("fraction_farther_than_distance_{d}"),
+            serde_json::json!(below as f64 / sims.len() as f64),
+        );
+    }
+    serde_json::Value::Object(out)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,7 +112,9 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let full = Index::build_from_vectors(out.join("full"), &docs, None, &opts, Device::Cpu)?;
     let rebuild_s = t.elapsed().as_secs_f64();
-    let ndcg_full = ndcg(&full, &queries, &qrels);
+    let ndcg_full = ndcg(&full, &queries, &qrels, false)?;
+    let ndcg_full_exact = ndcg(&full, &queries, &qrels, true)?;
+    drop(full);
 
     // A seeded half, then the rest in ten batches.
     let mut order: Vec<usize> = (0..n).collect();
@@ -88,22 +131,23 @@ fn main() -> anyhow::Result<()> {
     let half =
         Index::build_from_vectors(&half_path, &subset(&docs, first), None, &opts, Device::Cpu)?;
     let half_s = t.elapsed().as_secs_f64();
-    let ndcg_half = ndcg(&half, &queries, &qrels);
+    let ndcg_half = ndcg(&half, &queries, &qrels, false)?;
 
-    // The outlier distance, measured on the half against its own centroids.
+    // Nearest-centroid similarity of the base half (the vectors the centroids
+    // were trained on) and of the added half (unseen), against the base's
+    // centroids: the data the outlier threshold is chosen from.
     let raw = colwgpu::index::Index::open(&half_path)?;
     let hv = subset(&docs, first);
-    let (_, best) = colwgpu::index::kmeans::assign_cpu(&hv.vectors, hv.dim, raw.centroids());
-    let mut dist: Vec<f32> = best
-        .iter()
-        .map(|&c| (2.0 - 2.0 * c).max(0.0).sqrt())
-        .collect();
-    dist.sort_by(f32::total_cmp);
-    let pct = |p: f64| dist[((dist.len() - 1) as f64 * p) as usize];
-    let (p50, p99, p999) = (pct(0.5), pct(0.99), pct(0.999));
-    drop((raw, half));
+    let rv = subset(&docs, rest);
+    let sim_base = nearest_similarity(&hv.vectors, hv.dim, raw.centroids());
+    let sim_added = nearest_similarity(&rv.vectors, rv.dim, raw.centroids());
+    drop((raw, half, hv, rv));
 
     let mut w = IndexWriter::open(&half_path, Duration::ZERO)?;
+    if let Ok(d) = std::env::var("OUTLIER_DISTANCE") {
+        w.set_outlier_policy(d.parse()?, colwgpu::index::live::DEFAULT_CLUSTER_AT)?;
+    }
+    let mut batch_ms = Vec::new();
     let mut add_s = 0.0;
     let mut outliers = 0;
     let mut new_centroids = 0;
@@ -118,7 +162,12 @@ fn main() -> anyhow::Result<()> {
             .collect();
         let t = Instant::now();
         let s = w.add_vectors(&new, false)?;
-        add_s += t.elapsed().as_secs_f64();
+        let secs = t.elapsed().as_secs_f64();
+        add_s += secs;
+        batch_ms.push(serde_json::json!({
+            "docs": batch.len(), "seconds": secs, "outliers": s.outliers,
+            "new_centroids": s.new_centroids,
+        }));
         outliers += s.outliers;
         new_centroids += s.new_centroids;
     }
@@ -131,7 +180,8 @@ fn main() -> anyhow::Result<()> {
     drop(w);
     let live = Index::open_on(&half_path, Device::Cpu, &Default::default())?;
     assert_eq!(live.num_docs(), n);
-    let ndcg_live = ndcg(&live, &queries, &qrels);
+    let ndcg_live = ndcg(&live, &queries, &qrels, false)?;
+    let ndcg_live_exact = ndcg(&live, &queries, &qrels, true)?;
 
     // Filters keeping 50%, 5%, 0.1% of the documents (by their position n).
     let blocks: Vec<&[f32]> = queries.iter().map(|q| q.1).collect();
@@ -145,15 +195,9 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let got = live.search_vectors_filtered(&blocks, &SearchOptions::new(10), &f)?;
         let secs = t.elapsed().as_secs_f64();
-        let exact = live.search_vectors_filtered(
-            &blocks,
-            &SearchOptions {
-                k: 10,
-                plaid: None,
-                exhaustive: true,
-            },
-            &f,
-        )?;
+        let t = Instant::now();
+        let exact = live.search_vectors_filtered(&blocks, &exhaustive(10), &f)?;
+        let exact_secs = t.elapsed().as_secs_f64();
         let mut hit = 0usize;
         let mut total = 0usize;
         for (g, e) in got.iter().zip(&exact) {
@@ -162,7 +206,8 @@ fn main() -> anyhow::Result<()> {
             total += e.len();
         }
         filters.push(serde_json::json!({
-            "keeps": name, "documents": passing, "qps": queries.len() as f64 / secs,
+            "keeps": name, "documents": passing, "plaid_qps": queries.len() as f64 / secs,
+            "exhaustive_qps": queries.len() as f64 / exact_secs,
             "recall_at_10_vs_exhaustive_filtered": hit as f64 / total.max(1) as f64,
         }));
     }
@@ -176,7 +221,7 @@ fn main() -> anyhow::Result<()> {
     let kept = IndexWriter::open(&half_path, Duration::ZERO)?.compact()?;
     let compact_s = t.elapsed().as_secs_f64();
     let compacted = Index::open_on(&half_path, Device::Cpu, &Default::default())?;
-    let ndcg_compacted = ndcg(&compacted, &queries, &qrels);
+    let ndcg_compacted = ndcg(&compacted, &queries, &qrels, false)?;
 
     let summary = serde_json::json!({
         "docs": n, "queries": queries.len(),
@@ -185,9 +230,13 @@ fn main() -> anyhow::Result<()> {
         "added_docs": rest.len(), "add_seconds": add_s,
         "add_ms_per_doc": 1e3 * add_s / rest.len() as f64,
         "outliers": outliers, "new_centroids": new_centroids,
-        "outlier_distance_p50": p50, "outlier_distance_p99": p99, "outlier_distance_p999": p999,
-        "ndcg10_full_rebuild": ndcg_full, "ndcg10_half_only": ndcg_half,
-        "ndcg10_half_plus_10_adds": ndcg_live, "ndcg10_after_compact": ndcg_compacted,
+        "add_batches": batch_ms,
+        "nearest_centroid_cosine_base_half": sim_base,
+        "nearest_centroid_cosine_added_half": sim_added,
+        "ndcg10_full_rebuild": ndcg_full, "ndcg10_full_rebuild_exhaustive": ndcg_full_exact,
+        "ndcg10_half_only": ndcg_half,
+        "ndcg10_half_plus_10_adds": ndcg_live, "ndcg10_half_plus_10_adds_exhaustive": ndcg_live_exact,
+        "ndcg10_after_compact": ndcg_compacted,
         "ndcg10_delta": ndcg_live - ndcg_full,
         "compact_seconds": compact_s, "compacted_docs": kept,
         "unfiltered_qps": unf_qps, "filters": filters,
