@@ -224,6 +224,27 @@ impl Model {
         Ok(out)
     }
 
+    /// [`Model::encode_images`] for encoded images (PNG or JPEG bytes) held in
+    /// memory; errors name an image by its position.
+    pub fn encode_image_bytes(&self, images: &[&[u8]]) -> Result<Vec<TokenVectors>> {
+        let mut g = self.encoder();
+        let Inner::Pages(e) = &mut *g else {
+            return Err(Error::Input(
+                "this is a text model (ColBERT): it does not encode images".into(),
+            ));
+        };
+        let mut out = Vec::with_capacity(images.len());
+        for (c, chunk) in images.chunks(8).enumerate() {
+            let decoded = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, b)| crate::vision::decode_rgb(b, &format!("{}", c * 8 + i)))
+                .collect::<Result<Vec<_>>>()?;
+            out.extend(e.encode_images(&decoded)?);
+        }
+        Ok(out)
+    }
+
     /// Encodes the page images `paths` (ids = `ids`) and builds their index at
     /// `path`, as [`Index::build_from_vectors`] does with this model recorded.
     pub fn index_images(

@@ -121,6 +121,10 @@ struct ServeArgs {
     /// Largest request body, MiB (at least 1)
     #[arg(long, default_value_t = 16, value_parser = at_least_1)]
     body_limit_mb: usize,
+    /// Seconds an index's writer (and its lock) is kept after the last write,
+    /// then released so other processes can write the index
+    #[arg(long, default_value_t = 2.0)]
+    writer_idle_s: f64,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -141,6 +145,9 @@ fn serve(a: ServeArgs) -> Result<()> {
     }
     if !(a.batch_wait_ms.is_finite() && (0.0..=1000.0).contains(&a.batch_wait_ms)) {
         bail!("--batch-wait-ms must be between 0 and 1000");
+    }
+    if !(a.writer_idle_s.is_finite() && (0.0..=86400.0).contains(&a.writer_idle_s)) {
+        bail!("--writer-idle-s must be between 0 and 86400");
     }
     let model = if a.no_model {
         None
@@ -170,6 +177,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         max_batch: a.max_batch,
         queue: a.queue,
         body_limit: a.body_limit_mb << 20,
+        writer_idle: std::time::Duration::from_secs_f64(a.writer_idle_s),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,10 +7,16 @@
 //!   what arrives within `batch_wait` (default 2 ms, at most `max_batch`
 //!   queries), encodes them in one forward batch, and searches them per
 //!   index and options in one batch each. A full queue answers 503.
-//! * Writes (add / update / delete / metadata) go through the index's one
-//!   [`crate::IndexWriter`] (held while the server runs), are answered only
-//!   after their commit is durable, and then swap in a new snapshot for
-//!   searches; searches in flight keep theirs.
+//! * Writes (add / update / delete / compact) go through the index's one
+//!   [`crate::IndexWriter`], are answered only after their commit is durable,
+//!   and then swap in a new snapshot for searches; searches in flight keep
+//!   theirs. The writer (and with it the index's lock) is opened at the first
+//!   write and kept while writes keep coming, then released after
+//!   `writer_idle` without one, so another process (`colwgpu add`,
+//!   `compact`) can write the index while the server only reads. Reopening
+//!   the writer costs one read of the index (measured in the README), which
+//!   is why it is not opened and closed around every write. The server's
+//!   snapshot is refreshed after its own writes only.
 //! * Errors are `{"error": "..."}` with 400 (bad input), 404 (no such index
 //!   or document), 409 (index locked by another writer), 413 (body too
 //!   large), 503 (queue full), 500 (anything else).
@@ -31,7 +37,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::api::{Filter, Index, IndexWriter, Model, NewDoc, PlaidParams, SearchOptions};
+use base64::Engine as _;
+
+use crate::api::{
+    Explanation, Filter, Index, IndexWriter, Model, NewDoc, PlaidParams, SearchOptions,
+};
 use crate::error::Error;
 
 /// The OpenAPI description, as committed.
@@ -51,6 +61,8 @@ pub struct ServeOptions {
     pub queue: usize,
     /// Largest request body, bytes (beyond it: 413).
     pub body_limit: usize,
+    /// How long an index's writer (and its lock) is kept after a write.
+    pub writer_idle: Duration,
 }
 
 impl Default for ServeOptions {
@@ -62,6 +74,7 @@ impl Default for ServeOptions {
             max_batch: 32,
             queue: 1024,
             body_limit: 16 << 20,
+            writer_idle: Duration::from_secs(2),
         }
     }
 }
@@ -109,11 +122,17 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     }
 }
 
-/// One served index: the snapshot searches use, and its writer.
+/// An index's writer and the time of its last write.
+struct Held {
+    writer: IndexWriter,
+    last: Instant,
+}
+
+/// One served index: the snapshot searches use, and its writer while held.
 struct Slot {
     path: PathBuf,
     current: RwLock<Arc<Index>>,
-    writer: Mutex<Option<IndexWriter>>,
+    writer: Mutex<Option<Held>>,
 }
 
 impl Slot {
@@ -131,8 +150,12 @@ struct Job {
     texts: Vec<String>,
     options: SearchOptions,
     filter: Option<Filter>,
-    reply: oneshot::Sender<crate::Result<Vec<Vec<crate::Hit>>>>,
+    reply: oneshot::Sender<crate::Result<Searched>>,
 }
+
+/// Hits of a search, and the snapshot they came from (explanations must read
+/// the same documents).
+type Searched = (Arc<Index>, Vec<Vec<crate::Hit>>);
 
 struct AppState {
     model: Option<Arc<Model>>,
@@ -208,7 +231,7 @@ fn batcher(
                     f,
                 );
                 done[i] = true;
-                let _ = jobs_reply(&mut jobs, i, r);
+                let _ = jobs_reply(&mut jobs, i, r.map(|h| (index.clone(), h)));
                 continue;
             }
             let group: Vec<usize> = (i..jobs.len())
@@ -229,7 +252,7 @@ fn batcher(
                 done[k] = true;
                 let len = pieces[k].len();
                 let part = match &r {
-                    Ok(h) => Ok(h[at..at + len].to_vec()),
+                    Ok(h) => Ok((index.clone(), h[at..at + len].to_vec())),
                     Err(e) => Err(Error::Input(e.to_string())),
                 };
                 at += len;
@@ -239,7 +262,7 @@ fn batcher(
     }
 }
 
-fn jobs_reply(jobs: &mut [Job], i: usize, r: crate::Result<Vec<Vec<crate::Hit>>>) -> Option<()> {
+fn jobs_reply(jobs: &mut [Job], i: usize, r: crate::Result<Searched>) -> Option<()> {
     let (tx, _) = oneshot::channel();
     let reply = std::mem::replace(&mut jobs[i].reply, tx);
     reply.send(r).ok()
@@ -283,6 +306,9 @@ pub async fn serve(
         jobs,
         batches,
     });
+    let weak = Arc::downgrade(&state);
+    let idle = options.writer_idle;
+    std::thread::spawn(move || release_idle_writers(weak, idle));
     let app = router(state, options.body_limit);
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
@@ -299,6 +325,24 @@ pub async fn serve(
         .map_err(|e| Error::io(format!("{addr}"), e))
 }
 
+/// Drops writers idle for `idle` (releasing their index locks); ends with
+/// the server.
+fn release_idle_writers(state: std::sync::Weak<AppState>, idle: Duration) {
+    let tick = (idle / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+    loop {
+        std::thread::sleep(tick);
+        let Some(s) = state.upgrade() else { return };
+        for sl in s.slots.values() {
+            // A writer busy with a write is not idle.
+            if let Ok(mut g) = sl.writer.try_lock() {
+                if g.as_ref().is_some_and(|h| h.last.elapsed() >= idle) {
+                    *g = None;
+                }
+            }
+        }
+    }
+}
+
 fn router(state: Shared, body_limit: usize) -> Router {
     Router::new()
         .route("/health", get(health))
@@ -309,6 +353,7 @@ fn router(state: Shared, body_limit: usize) -> Router {
         .route("/indexes/{name}/search_vectors", post(search_vectors))
         .route("/indexes/{name}/documents", post(add_documents))
         .route("/indexes/{name}/documents/delete", post(delete_documents))
+        .route("/indexes/{name}/compact", post(compact))
         .route("/indexes/{name}/metadata", post(get_metadata))
         .route("/indexes/{name}/metadata/query", post(query_metadata))
         .route("/encode", post(encode))
@@ -340,6 +385,7 @@ async fn health(State(s): State<Shared>) -> Json<Value> {
         "status": "ok",
         "model": s.model.as_ref().map(|m| m.info().name.clone()),
         "indexes": s.slots.len(),
+        "writers_held": s.slots.values().filter(|sl| sl.writer.try_lock().map_or(true, |g| g.is_some())).count(),
         "batches": batches,
         "batched_queries": queries,
     }))
@@ -383,6 +429,9 @@ struct Knobs {
     #[serde(default)]
     exhaustive: bool,
     filter: Option<Filter>,
+    /// Per hit, each query token's best document token and its score.
+    #[serde(default)]
+    explain: bool,
 }
 
 fn ten() -> usize {
@@ -417,13 +466,25 @@ struct SearchBody {
     knobs: Knobs,
 }
 
-fn hits_json(hits: &[Vec<crate::Hit>]) -> Value {
+fn hits_json(hits: &[Vec<crate::Hit>], explained: Option<Vec<Vec<Explanation>>>) -> Value {
     let r: Vec<Value> = hits
         .iter()
-        .map(|h| {
+        .enumerate()
+        .map(|(q, h)| {
             Value::Array(
                 h.iter()
-                    .map(|x| json!({ "id": x.id, "score": x.score }))
+                    .enumerate()
+                    .map(|(i, x)| {
+                        let mut v = json!({ "id": x.id, "score": x.score });
+                        if let Some(e) = explained.as_ref().and_then(|e| e.get(q)?.get(i)) {
+                            v["explain"] = json!({
+                                "exact_score": e.score,
+                                "doc_len": e.doc_len,
+                                "matches": e.matches,
+                            });
+                        }
+                        v
+                    })
                     .collect(),
             )
         })
@@ -455,9 +516,10 @@ async fn search(
         bad("the server has no model: search with /search_vectors, or start it with --model")
     })?;
     let (reply, rx) = oneshot::channel();
+    let explain = body.knobs.explain;
     let job = Job {
         slot: sl,
-        texts,
+        texts: texts.clone(),
         options,
         filter: body.knobs.filter,
         reply,
@@ -472,10 +534,25 @@ async fn search(
             "the batching thread stopped".into(),
         ),
     })?;
-    let hits = rx
+    let (index, hits) = rx
         .await
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "search dropped".into()))??;
-    Ok(Json(hits_json(&hits)))
+    if !explain {
+        return Ok(Json(hits_json(&hits, None)));
+    }
+    let model = s
+        .model
+        .clone()
+        .ok_or_else(|| bad("the server has no model"))?;
+    blocking(move || {
+        let explained = texts
+            .iter()
+            .zip(&hits)
+            .map(|(t, h)| index.explain(&model, t, h))
+            .collect::<crate::Result<Vec<_>>>()?;
+        Ok(Json(hits_json(&hits, Some(explained))))
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -505,16 +582,29 @@ async fn search_vectors(
     let flat: Vec<Vec<f32>> = qs.into_iter().map(|q| q.concat()).collect();
     let options = body.knobs.options();
     let filter = body.knobs.filter;
-    let hits = blocking(move || {
+    let explain = body.knobs.explain;
+    let out = blocking(move || {
         let index = sl.snapshot();
         let blocks: Vec<&[f32]> = flat.iter().map(Vec::as_slice).collect();
-        Ok(match &filter {
+        let hits = match &filter {
             Some(f) => index.search_vectors_filtered(&blocks, &options, f)?,
             None => index.search_vectors(&blocks, &options)?,
-        })
+        };
+        let explained = if explain {
+            Some(
+                blocks
+                    .iter()
+                    .zip(&hits)
+                    .map(|(q, h)| index.explain_vectors(q, h, None))
+                    .collect::<crate::Result<Vec<_>>>()?,
+            )
+        } else {
+            None
+        };
+        Ok(hits_json(&hits, explained))
     })
     .await?;
-    Ok(Json(hits_json(&hits)))
+    Ok(Json(out))
 }
 
 #[derive(Debug, Deserialize)]
@@ -523,6 +613,8 @@ struct DocBody {
     id: String,
     text: Option<String>,
     vectors: Option<Vec<Vec<f32>>>,
+    /// A page image (PNG or JPEG), base64: for an index of a page model.
+    image: Option<String>,
     metadata: Option<Value>,
 }
 
@@ -534,17 +626,24 @@ struct AddBody {
     update: bool,
 }
 
-/// Runs `f` with the index's writer (opened on first use), then swaps in a
-/// new snapshot. Returns once the commit is durable.
+/// How long a write waits for another process's writer to finish.
+const WRITER_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs `f` with the index's writer (opened if the server holds none), then
+/// swaps in a new snapshot. Returns once the commit is durable.
 fn with_writer<T>(sl: &Slot, f: impl FnOnce(&mut IndexWriter) -> crate::Result<T>) -> ApiResult<T> {
     let mut guard = sl.writer.lock().unwrap_or_else(|p| p.into_inner());
-    if guard.is_none() {
-        *guard = Some(IndexWriter::open(&sl.path, Duration::from_secs(5))?);
-    }
-    let w = guard
-        .as_mut()
-        .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "no writer".into()))?;
-    let out = f(w)?;
+    let held = match guard.take() {
+        Some(h) => h,
+        None => Held {
+            writer: IndexWriter::open(&sl.path, WRITER_WAIT)?,
+            last: Instant::now(),
+        },
+    };
+    let held = guard.insert(held);
+    let out = f(&mut held.writer);
+    held.last = Instant::now();
+    let out = out?;
     let fresh = Arc::new(Index::open(&sl.path)?);
     *sl.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
     Ok(out)
@@ -563,32 +662,74 @@ async fn add_documents(
     let summary = blocking(move || {
         let mut docs = Vec::with_capacity(body.documents.len());
         let mut texts = Vec::new();
+        let mut images = Vec::new();
         for d in &body.documents {
-            match (&d.text, &d.vectors) {
-                (Some(t), None) => texts.push(t.as_str()),
-                (None, Some(_)) => {}
+            match (&d.text, &d.vectors, &d.image) {
+                (Some(t), None, None) => texts.push(t.as_str()),
+                (None, Some(_), None) => {}
+                (None, None, Some(b64)) => images.push(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|e| {
+                            bad(format!("document '{}': \"image\" is not base64: {e}", d.id))
+                        })?,
+                ),
                 _ => {
                     return Err(bad(format!(
-                        "document '{}': give exactly one of \"text\" and \"vectors\"",
+                        "document '{}': give exactly one of \"text\", \"vectors\" and \"image\"",
                         d.id
                     )))
                 }
             }
         }
-        let encoded = if texts.is_empty() {
-            Vec::new()
-        } else {
-            let m = model
-                .as_ref()
-                .ok_or_else(|| bad("the server has no model: send \"vectors\""))?;
-            sl.snapshot().check_model(m)?;
-            m.encode_documents(&texts)?
+        let needs_model = !texts.is_empty() || !images.is_empty();
+        let m = match &model {
+            Some(m) if needs_model => {
+                sl.snapshot().check_model(m)?;
+                Some(m)
+            }
+            None if needs_model => {
+                return Err(bad("the server has no model: send \"vectors\""));
+            }
+            _ => None,
+        };
+        let (encoded, pictures) = match m {
+            Some(m) => {
+                if !images.is_empty() && !m.takes_images() {
+                    return Err(bad(format!(
+                        "model {} reads text, not page images: send \"text\" or \"vectors\"",
+                        m.info().name
+                    )));
+                }
+                if !texts.is_empty() && m.takes_images() {
+                    return Err(bad(format!(
+                        "model {} encodes page images: send \"image\" (base64 PNG or JPEG) \
+                         or \"vectors\"",
+                        m.info().name
+                    )));
+                }
+                let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+                let pictures = if refs.is_empty() {
+                    Vec::new()
+                } else {
+                    m.encode_image_bytes(&refs)?
+                };
+                let encoded = if texts.is_empty() {
+                    Vec::new()
+                } else {
+                    m.encode_documents(&texts)?
+                };
+                (encoded, pictures)
+            }
+            None => (Vec::new(), Vec::new()),
         };
         let mut enc = encoded.into_iter();
+        let mut pic = pictures.into_iter();
         for d in body.documents {
-            let vectors = match d.vectors {
-                Some(v) => v.concat(),
-                None => enc.next().map(|e| e.vectors).unwrap_or_default(),
+            let vectors = match (d.vectors, d.image) {
+                (Some(v), _) => v.concat(),
+                (None, Some(_)) => pic.next().map(|e| e.vectors).unwrap_or_default(),
+                (None, None) => enc.next().map(|e| e.vectors).unwrap_or_default(),
             };
             docs.push(NewDoc {
                 id: d.id,
@@ -628,6 +769,29 @@ async fn delete_documents(
     })
     .await?;
     Ok(Json(json!({ "generation": generation, "deleted": n })))
+}
+
+async fn compact(
+    State(s): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let sl = slot(&s, &name)?;
+    let (kept, generation) = blocking(move || {
+        let mut guard = sl.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let writer = match guard.take() {
+            Some(h) => h.writer,
+            None => IndexWriter::open(&sl.path, WRITER_WAIT)?,
+        };
+        // Compaction consumes the writer: the lock is released when it ends.
+        let kept = writer.compact()?;
+        let fresh = Arc::new(Index::open(&sl.path)?);
+        let generation = fresh.generation();
+        *sl.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        drop(guard);
+        Ok((kept, generation))
+    })
+    .await?;
+    Ok(Json(json!({ "documents": kept, "generation": generation })))
 }
 
 async fn get_metadata(

@@ -555,3 +555,78 @@ fn damaged_live_files_are_named() {
     let e = Index::open(&path).unwrap_err().to_string();
     assert!(e.contains("live.json") && e.contains("checksum"), "{e}");
 }
+
+/// `format_version` in the base's `metadata.json`.
+fn format_version(dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("metadata.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["format_version"].as_u64().unwrap()
+}
+
+#[test]
+fn a_live_index_has_format_version_4_and_compact_writes_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v");
+    let docs = make_docs(1, "d", 40);
+    drop(build(&dir, &docs));
+    assert_eq!(format_version(&dir), 3);
+    // Opening a writer changes nothing; the first commit marks the base.
+    let mut w = writer(&dir);
+    assert_eq!(format_version(&dir), 3);
+    w.add_vectors(&new_docs(&make_docs(2, "a", 3)), false)
+        .unwrap();
+    assert_eq!(format_version(&dir), 4);
+    w.delete(&["d0"]).unwrap();
+    drop(w);
+    assert_eq!(format_version(&dir), 4);
+    let index = open(&dir);
+    assert_eq!(index.num_docs(), 42);
+    assert_eq!(index.metadata().format_version, 4);
+    drop(index);
+    // A format a binary does not know is refused, naming both it knows.
+    let meta = std::fs::read_to_string(dir.join("metadata.json")).unwrap();
+    let p = tmp.path().join("v5");
+    std::fs::create_dir(&p).unwrap();
+    std::fs::write(
+        p.join("metadata.json"),
+        meta.replace("\"format_version\": 4", "\"format_version\": 5"),
+    )
+    .unwrap();
+    let e = Index::open(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("format version 5") && e.contains("3 and 4"),
+        "{e}"
+    );
+    // Compaction leaves a plain index: version 3 again.
+    writer(&dir).compact().unwrap();
+    assert_eq!(format_version(&dir), 3);
+    assert_eq!(open(&dir).num_docs(), 42);
+}
+
+#[test]
+fn killed_between_marking_the_base_and_the_first_manifest() {
+    // The state that window leaves: metadata.json at version 4, no live.json.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("w");
+    let docs = make_docs(3, "d", 30);
+    drop(build(&dir, &docs));
+    let before = brute_force(&dir, &query(9));
+    let p = dir.join("metadata.json");
+    let mut meta = colwgpu::index::read_metadata(&dir).unwrap();
+    meta.format_version = colwgpu::index::LIVE_FORMAT_VERSION;
+    std::fs::write(&p, colwgpu::index::store::metadata_json(&meta).unwrap()).unwrap();
+    // It opens as the plain index it was, and a writer carries on from it.
+    let index = open(&dir);
+    assert_eq!(index.num_docs(), 30);
+    let hits = index.search_vectors(&[&query(9)], &exhaustive(5)).unwrap();
+    let ids: Vec<&str> = hits[0].iter().map(|h| h.id.as_str()).collect();
+    let want: Vec<&str> = before[..5].iter().map(|h| h.0.as_str()).collect();
+    assert_eq!(ids, want);
+    drop(index);
+    let mut w = writer(&dir);
+    w.add_vectors(&new_docs(&make_docs(4, "a", 2)), false)
+        .unwrap();
+    drop(w);
+    assert_eq!(format_version(&dir), 4);
+    assert_eq!(open(&dir).num_docs(), 32);
+}

@@ -124,6 +124,11 @@ fn kill_child() {
     };
     let ops: Vec<Op> = serde_json::from_slice(&std::fs::read(plan).unwrap()).unwrap();
     let mut w = IndexWriter::open(&index, Duration::from_secs(30)).unwrap();
+    // A tight outlier distance (the first cut's provisional default), which
+    // these random vectors cross often: kills then also land in outlier
+    // buffering and centroid appends.
+    w.set_outlier_policy(0.66, colwgpu::index::live::DEFAULT_CLUSTER_AT)
+        .unwrap();
     for (i, op) in ops.iter().enumerate() {
         let docs = |d: &[(String, u64)], n: u64| -> Vec<NewDoc> {
             d.iter()

@@ -386,3 +386,232 @@ fn full_queue_answers_503() {
     assert!(codes.contains(&503), "{codes:?}");
     assert!(codes.contains(&200), "{codes:?}");
 }
+
+/// Sum of an explanation's per-token contributions.
+fn explained_sum(e: &Value) -> f64 {
+    e["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["score"].as_f64().unwrap())
+        .sum()
+}
+
+#[test]
+fn explain_compact_and_the_writer_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model();
+    let path = build(dir.path(), &m);
+    let direct = Index::open_on(&path, Device::Cpu, &Default::default()).unwrap();
+    let server = Server::start(
+        Some(model()),
+        &path,
+        ServeOptions {
+            writer_idle: Duration::from_millis(50),
+            ..Default::default()
+        },
+    );
+
+    // explain: per hit, each query token's best document token; the
+    // contributions sum to the exact score, as the library explains it.
+    let q = "what causes a fever";
+    let (s, v) = post(
+        &server.url("/indexes/docs/search"),
+        &json!({"query": q, "k": 2, "explain": true, "exhaustive": true}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let hits = direct.search(&m, q, 2).unwrap();
+    let want = direct.explain(&m, q, &hits).unwrap();
+    for (got, w) in v["results"][0].as_array().unwrap().iter().zip(&want) {
+        assert_eq!(got["id"], w.id.as_str());
+        let e = &got["explain"];
+        assert_eq!(e["matches"].as_array().unwrap().len(), w.matches.len());
+        assert_eq!(e["doc_len"], w.doc_len);
+        for (a, b) in e["matches"].as_array().unwrap().iter().zip(&w.matches) {
+            assert_eq!(a["doc_token"], b.doc_token);
+            assert!((a["score"].as_f64().unwrap() - b.score as f64).abs() < 1e-5);
+        }
+        let sum = explained_sum(e);
+        assert!(
+            (sum - e["exact_score"].as_f64().unwrap()).abs() < 1e-4,
+            "{e}"
+        );
+        // Exhaustive search scores the same decompressed vectors.
+        assert!((sum - got["score"].as_f64().unwrap()).abs() < 1e-4, "{got}");
+    }
+    let (_, enc) = post(&server.url("/encode"), &json!({"texts": [q]}));
+    let (s, v) = post(
+        &server.url("/indexes/docs/search_vectors"),
+        &json!({"query": enc["vectors"][0], "k": 1, "explain": true, "exhaustive": true}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let hit = &v["results"][0][0];
+    assert_eq!(hit["id"], want[0].id.as_str());
+    assert!((explained_sum(&hit["explain"]) - hit["score"].as_f64().unwrap()).abs() < 1e-4);
+    // Without explain, no explanation.
+    let (_, v) = post(
+        &server.url("/indexes/docs/search"),
+        &json!({"query": q, "k": 1}),
+    );
+    assert!(v["results"][0][0].get("explain").is_none(), "{v}");
+
+    // Image adds to a text model's index: a clear 400, nothing written.
+    let png = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        std::fs::read(common::root().join("tests/fixtures/colqwen2/images/0.png")).unwrap(),
+    );
+    let (s, v) = post(
+        &server.url("/indexes/docs/documents"),
+        &json!({"documents": [{"id": "page", "image": png}]}),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("not page images"),
+        "{v}"
+    );
+    let (s, v) = post(
+        &server.url("/indexes/docs/documents"),
+        &json!({"documents": [{"id": "page", "image": "not base64!"}]}),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("base64"), "{v}");
+    let (s, v) = post(
+        &server.url("/indexes/docs/documents"),
+        &json!({"documents": [{"id": "page", "text": "t", "image": png}]}),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(Index::open(&path).unwrap().generation(), 0);
+
+    // The writer is released after writer_idle: another process can write.
+    let (s, v) = post(
+        &server.url("/indexes/docs/documents"),
+        &json!({"documents": [{"id": "lava", "text": "Lava flows from volcanoes."}]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let mut other = None;
+    for _ in 0..100 {
+        match colwgpu::IndexWriter::open(&path, Duration::ZERO) {
+            Ok(w) => {
+                other = Some(w);
+                break;
+            }
+            Err(colwgpu::Error::Locked { .. }) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut other = other.expect("the server kept its writer (and the lock)");
+    let (_, body) = get(&server.url("/health"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["writers_held"],
+        0
+    );
+    other
+        .add_texts(
+            &m,
+            &[Document::new("ext", "Glaciers carve valleys.")],
+            None,
+            false,
+        )
+        .unwrap();
+    // While another process holds it, a server write waits, then answers 409.
+    let (s, v) = post(
+        &server.url("/indexes/docs/documents/delete"),
+        &json!({"ids": ["lava"]}),
+    );
+    assert_eq!(s, 409, "{v}");
+    drop(other);
+    // Released: the server's next write sees the other process's document.
+    let (s, v) = post(
+        &server.url("/indexes/docs/documents/delete"),
+        &json!({"ids": ["lava", "coffee"]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = post(
+        &server.url("/indexes/docs/search"),
+        &json!({"query": "glacier valleys", "k": 1}),
+    );
+    assert_eq!((s, ids(&v["results"][0])), (200, vec!["ext".to_string()]));
+
+    // Compaction: the deleted documents are gone from disk, a plain
+    // (format 3) index, searches unchanged.
+    let before = post(
+        &server.url("/indexes/docs/search"),
+        &json!({"queries": ["capital of france", "glacier"], "k": 3, "exhaustive": true}),
+    )
+    .1;
+    let (s, v) = post(&server.url("/indexes/docs/compact"), &json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["documents"].clone(), v["generation"].clone()),
+        (json!(8), json!(0))
+    );
+    let reopened = Index::open(&path).unwrap();
+    assert_eq!(reopened.num_docs(), 8);
+    assert_eq!(reopened.metadata().format_version, 3);
+    assert!(!path.join("live.json").exists());
+    let after = post(
+        &server.url("/indexes/docs/search"),
+        &json!({"queries": ["capital of france", "glacier"], "k": 3, "exhaustive": true}),
+    )
+    .1;
+    assert_eq!(before, after);
+    let (s, _) = post(&server.url("/indexes/nope/compact"), &json!({}));
+    assert_eq!(s, 404);
+}
+
+#[test]
+fn image_documents_for_a_page_model() {
+    let fixtures = common::root().join("tests/fixtures/colqwen2");
+    let m = Model::open(fixtures.join("model"), Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pages.index");
+    let files: Vec<PathBuf> = (0..4)
+        .map(|i| fixtures.join(format!("images/{i}.png")))
+        .collect();
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let opts = IndexOptions {
+        num_centroids: Some(8),
+        ..Default::default()
+    };
+    m.index_images(
+        &refs,
+        (0..4).map(|i| format!("p{i}")).collect(),
+        &path,
+        &opts,
+    )
+    .unwrap();
+    let page5 = fixtures.join("images/5.png");
+    let want = m.encode_images(&[page5.as_path()]).unwrap().remove(0);
+    let dim = m.dim();
+    let server = Server::start(Some(m), &path, ServeOptions::default());
+    let png = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        std::fs::read(&page5).unwrap(),
+    );
+    let (s, v) = post(
+        &server.url("/indexes/docs/documents"),
+        &json!({"documents": [{"id": "p5", "image": png, "metadata": {"kind": "page"}}]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["vectors"], want.vectors.len() / dim);
+    // The added page is found by its own vectors (encoded apart, here).
+    let rows: Vec<&[f32]> = want.vectors.chunks(dim).collect();
+    let (s, v) = post(
+        &server.url("/indexes/docs/search_vectors"),
+        &json!({"query": rows, "k": 1, "exhaustive": true}),
+    );
+    assert_eq!((s, ids(&v["results"][0])), (200, vec!["p5".to_string()]));
+    // Text to a page model's index, and an image that is not one: 400.
+    let (s, v) = post(
+        &server.url("/indexes/docs/documents"),
+        &json!({"documents": [{"id": "t", "text": "a page?"}]}),
+    );
+    assert_eq!(s, 400, "{v}");
+    let junk = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"not an image");
+    let (s, v) = post(
+        &server.url("/indexes/docs/documents"),
+        &json!({"documents": [{"id": "j", "image": junk}]}),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("image"), "{v}");
+}

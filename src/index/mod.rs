@@ -35,5 +35,5 @@ pub use builder::{
 pub use codec::{Compressed, GpuCodec, ResidualCodec};
 pub use store::{
     read_metadata, FileEntry, Index, Metadata, ModelInfo, OpenOptions, Settings, Stats,
-    FORMAT_VERSION,
+    FORMAT_VERSION, LIVE_FORMAT_VERSION,
 };

@@ -5,6 +5,6 @@
 pub mod preprocess;
 
 pub use preprocess::{
-    load_rgb, pixel_patches, resize_bicubic_aa, smart_resize, ImageProcessorConfig, Patches,
+    decode_rgb, load_rgb, pixel_patches, resize_bicubic_aa, smart_resize, ImageProcessorConfig, Patches,
     RgbImage,
 };

@@ -143,10 +143,27 @@ pub const MAX_DECODED_BYTES: u64 = 512 << 20;
 /// [`MAX_DECODED_BYTES`].
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let bad = |message: String| Error::Input(format!("image {}: {message}", path.display()));
-    let mut reader = image::ImageReader::open(path)
+    let reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    decode_with_limits(reader, bad)
+}
+
+/// [`load_rgb`] for an encoded image (PNG or JPEG) in memory; errors name it
+/// `label`.
+pub fn decode_rgb(bytes: &[u8], label: &str) -> Result<RgbImage> {
+    let bad = |message: String| Error::Input(format!("image {label}: {message}"));
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    decode_with_limits(reader, bad)
+}
+
+fn decode_with_limits<R: std::io::BufRead + std::io::Seek>(
+    mut reader: image::ImageReader<R>,
+    bad: impl Fn(String) -> Error,
+) -> Result<RgbImage> {
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_DECODED_BYTES);
     reader.limits(limits);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::write::stale_siblings;
-use super::{bad, FORMAT_VERSION, METADATA};
+use super::{bad, FORMAT_VERSION, LIVE_FORMAT_VERSION, METADATA};
 use crate::error::{Error, Result};
 
 /// The model an index was built with.
@@ -179,12 +179,13 @@ pub fn read_metadata(dir: &Path) -> Result<Metadata> {
         serde_json::from_slice(&text).map_err(|e| bad(&path, format!("not valid JSON: {e}")))?;
     let version = value.get("format_version").and_then(|v| v.as_u64());
     match version {
-        Some(v) if v == FORMAT_VERSION as u64 => {}
+        Some(v) if v == FORMAT_VERSION as u64 || v == LIVE_FORMAT_VERSION as u64 => {}
         Some(v) => {
             return Err(bad(
                 &path,
                 format!(
-                    "index format version {v}, but this colwgpu reads version {FORMAT_VERSION}; rebuild the index"
+                    "index format version {v}, but this colwgpu reads versions {FORMAT_VERSION} \
+                     and {LIVE_FORMAT_VERSION} (live); rebuild the index"
                 ),
             ))
         }

@@ -40,6 +40,14 @@ use std::path::Path;
 /// The format this build writes and reads (3: centroids stored as f16, as
 /// colbert-ai stores them; 2 added u16 codes / inverted lists where they fit).
 pub const FORMAT_VERSION: u32 = 3;
+/// The format of a base that has become live (its first add or delete):
+/// the same files as [`FORMAT_VERSION`] plus the live index's
+/// (`live.json`, segments, `metadata.sqlite`; see [`crate::index::live`]).
+/// A binary that knows only version 3 would open such an index and silently
+/// ignore every add and delete; with 4 in `metadata.json` it refuses it with
+/// its "index format version" error instead. `compact` writes version 3 again
+/// (a plain index, nothing live left to ignore).
+pub const LIVE_FORMAT_VERSION: u32 = 4;
 
 pub const METADATA: &str = "metadata.json";
 pub const CENTROIDS: &str = "centroids.f16";
