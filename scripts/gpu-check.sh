@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
-# The WGSL path on whatever adapter this machine has, in one prepared run:
-# `colwgpu info`, the kernel and shader tests and the encoder's GPU-vs-CPU test
-# with the GPU, then one table (matmul GFLOP/s at BERT shapes, encode tokens/s
-# for documents and queries, MaxSim / decompress / PLAID throughput from the
-# search bench, the adapter's name and limits).
+# The WGSL path on whatever adapter this machine has, in one prepared, bounded
+# run: the adapters and limits (what `colwgpu info` prints), the kernel and
+# shader tests and the encoder's GPU-vs-CPU test on the GPU, then one table
+# (benches/gpu_check.rs): matmul GFLOP/s at BERT shapes, encode tokens/s for
+# documents and queries (GPU and CPU on the same texts), MaxSim documents/s,
+# decompress vectors/s, PLAID queries/s on SciFact, the adapter's name and limits.
 #
-#   scripts/gpu-check.sh --bundle [DIR]   build here and pack everything the
-#                                         check needs into DIR (default
-#                                         target/gpu-check, well under 64 MiB):
-#                                         binaries, the model as f16, a SciFact slice
-#   scripts/gpu-check.sh --run [DIR]      run the check from DIR (builds nothing:
-#                                         for a machine with a GPU and no network)
+#   scripts/gpu-check.sh --bundle [DIR]   build here and pack what the run needs
+#                                         into DIR (default target/gpu-check) and
+#                                         DIR.tar.xz: four stripped executables,
+#                                         the model as f16, SciFact
+#   scripts/gpu-check.sh --run [DIR]      run from DIR or DIR.tar.xz (builds
+#                                         nothing: for a machine with a GPU and
+#                                         no network)
 #   scripts/gpu-check.sh                  both, here (on lavapipe: a smoke test)
 #
-# Counts (environment): DOCS (encode, default 256), QUERIES (default 300),
-# PLAID_DOCS (indexed, default 1000), SAMPLES (criterion samples, default 10),
-# ROWS (matmul rows, default 5888 = 32 × 184 tokens). DEVICE (default gpu).
-# The model travels as f16 safetensors (44 MB instead of 88 MB): the GPU-vs-CPU
-# encoder test then compares both backends on the same f16-rounded weights (its
-# tolerances are unchanged); the golden-output parity tests need the f32 model
-# and are run only where models/colbert-minilm is present (not from a bundle).
+# Carry DIR.tar.xz (about 50 MiB; the directory itself is over 64 MiB) and run
+# `scripts/gpu-check.sh --run target/gpu-check.tar.xz`. Sizes are bounded by
+# the adapter: on a software one (lavapipe) small slices (16 documents and 32
+# queries encoded, PLAID over 24 documents, 512-row matmuls; about 5 minutes
+# on a 2-core machine); on a real GPU
+# 2,000 documents and every query encoded, PLAID over all of SciFact (5,183
+# documents, its 300 judged test queries, with nDCG@10), 5,888-row matmuls.
+# FULL=1 asks for the real-GPU sizes on any adapter; COLWGPU_CHECK_* variables
+# (see benches/gpu_check.rs) set each size. Every timed loop stops after
+# COLWGPU_CHECK_SECONDS (default 2) or 50 iterations.
+#
+# The model travels as f16 safetensors (44 MB instead of 88 MB): the
+# GPU-vs-CPU encoder test then compares both backends on the same f16-rounded
+# weights (its tolerances are unchanged); the golden-output parity tests need
+# the f32 model and are not run from a bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,71 +39,71 @@ case "${1:-}" in
     --bundle) MODE=bundle; DIR=${2:-$DIR} ;;
     --run) MODE=run; DIR=${2:-$DIR} ;;
     "") ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
 esac
-DOCS=${DOCS:-256}
-QUERIES=${QUERIES:-300}
-PLAID_DOCS=${PLAID_DOCS:-1000}
-SAMPLES=${SAMPLES:-10}
-ROWS=${ROWS:-5888}
-DEVICE=${DEVICE:-gpu}
 DATA_SRC=${DATA:-../shared/data/scifact}
+
+# The executable cargo built for target NAME of kind KIND (test or bench), from
+# cargo's JSON messages on stdin.
+executable() {
+    python3 -c '
+import json, sys
+name, kind = sys.argv[1], sys.argv[2]
+exe = None
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    t = m.get("target") or {}
+    if m.get("executable") and t.get("name") == name and kind in t.get("kind", []):
+        exe = m["executable"]
+print(exe or "")' "$1" "$2"
+}
 
 bundle() {
     echo "== building (release) and packing into $DIR" >&2
-    rm -rf "$DIR"
-    mkdir -p "$DIR/bin" "$DIR/model" "$DIR/data"
-    cargo build --release --locked --bin colwgpu >&2
-    cp target/release/colwgpu "$DIR/bin/"
-    # Test and bench executables, as cargo names them.
-    local json
+    rm -rf "$DIR" "$DIR.tar.xz"
+    mkdir -p "$DIR/bin" "$DIR/model/1_Dense" "$DIR/data/qrels"
+    local json exe t
     json=$(cargo test --release --locked --no-run --message-format=json \
-        --test kernels --test shaders --test encoder 2>/dev/null)
+        --test kernels --test shaders --test encoder)
     for t in kernels shaders encoder; do
-        local exe
-        exe=$(printf '%s\n' "$json" | grep '"executable":"[^"]*' | grep "\"name\":\"$t\"" \
-            | sed 's/.*"executable":"\([^"]*\)".*/\1/' | tail -1)
+        exe=$(printf '%s\n' "$json" | executable "$t" test)
         [ -n "$exe" ] || { echo "no test executable for $t" >&2; exit 1; }
         cp "$exe" "$DIR/bin/test-$t"
     done
-    json=$(cargo bench --locked --no-run --message-format=json --bench kernels --bench search 2>/dev/null)
-    for b in kernels search; do
-        local exe
-        exe=$(printf '%s\n' "$json" | grep '"executable":"[^"]*' | grep "\"name\":\"$b\"" \
-            | sed 's/.*"executable":"\([^"]*\)".*/\1/' | tail -1)
-        [ -n "$exe" ] || { echo "no bench executable for $b" >&2; exit 1; }
-        cp "$exe" "$DIR/bin/bench-$b"
-    done
+    json=$(cargo bench --locked --no-run --message-format=json --bench gpu_check)
+    exe=$(printf '%s\n' "$json" | executable gpu_check bench)
+    [ -n "$exe" ] || { echo "no bench executable for gpu_check" >&2; exit 1; }
+    cp "$exe" "$DIR/bin/gpu-check"
+    strip "$DIR"/bin/*
     # The model, f16: every file but the weights copied, weights converted.
-    local src=models/colbert-minilm
+    local src=models/colbert-minilm f
     [ -f "$src/model.safetensors" ] || bash models/fetch-model.sh >&2
-    mkdir -p "$DIR/model/1_Dense"
     for f in "$src"/* "$src"/1_Dense/*; do
         case $f in *.safetensors) ;; *) [ -f "$f" ] && cp "$f" "$DIR/model/${f#"$src"/}" ;; esac
     done
     python_f16 "$src/model.safetensors" "$DIR/model/model.safetensors"
     python_f16 "$src/1_Dense/model.safetensors" "$DIR/model/1_Dense/model.safetensors"
-    # A SciFact slice.
     if [ -f "$DATA_SRC/corpus.jsonl" ]; then
-        head -n "$((PLAID_DOCS > DOCS ? PLAID_DOCS : DOCS))" "$DATA_SRC/corpus.jsonl" > "$DIR/data/corpus.jsonl"
-        head -n "$QUERIES" "$DATA_SRC/queries.jsonl" > "$DIR/data/queries.jsonl"
+        cp "$DATA_SRC/corpus.jsonl" "$DATA_SRC/queries.jsonl" "$DIR/data/"
+        cp "$DATA_SRC/qrels/test.tsv" "$DIR/data/qrels/"
     else
-        echo "no SciFact at $DATA_SRC: encode and PLAID rows will be skipped" >&2
+        echo "no SciFact at $DATA_SRC: the encode and PLAID rows will be skipped" >&2
     fi
-    # Symbols are not needed there; the run tool carries at most 64 MiB.
-    if command -v strip >/dev/null 2>&1; then strip "$DIR"/bin/* 2>/dev/null || true; fi
-    local mib
-    mib=$(du -sm "$DIR" | cut -f1)
-    echo "bundle: $mib MiB in $DIR" >&2
-    [ "$mib" -le 64 ] || echo "WARNING: the bundle is over 64 MiB ($mib MiB): carry it compressed or leave out the bench binaries" >&2
+    tar -C "$(dirname "$DIR")" -cf - "$(basename "$DIR")" | xz -T0 -6 > "$DIR.tar.xz.part"
+    mv "$DIR.tar.xz.part" "$DIR.tar.xz"
+    echo "bundle: $(du -sm "$DIR" | cut -f1) MiB in $DIR, $(du -m "$DIR.tar.xz" | cut -f1) MiB as $DIR.tar.xz:" >&2
+    (cd "$DIR" && du -sh bin/* model data) >&2
+    [ "$(du -m "$DIR.tar.xz" | cut -f1)" -le 64 ] || echo "WARNING: $DIR.tar.xz is over the 64 MiB carry limit" >&2
 }
 
-# safetensors f32 → f16 with the Rust side's own reader/writer is not a CLI
-# command, so a few lines of Python (stdlib only) do it at bundle time.
+# safetensors f32 → f16 (stdlib Python only).
 python_f16() {
     python3 - "$1" "$2" <<'PY'
-import json, struct, sys, array
+import array, json, struct, sys
 src, dst = sys.argv[1], sys.argv[2]
 raw = open(src, "rb").read()
 n = struct.unpack("<Q", raw[:8])[0]
@@ -106,97 +116,67 @@ for name, t in header.items():
         continue
     a, b = t["data_offsets"]
     data = body[a:b]
-    if t["dtype"] == "F32":
+    dtype = t["dtype"]
+    if dtype == "F32":
         vals = array.array("f"); vals.frombytes(data)
-        data = b"".join(struct.pack("<e", v) for v in vals)
+        data = struct.pack(f"<{len(vals)}e", *vals)
         dtype = "F16"
-    else:
-        dtype = t["dtype"]
     out_header[name] = {"dtype": dtype, "shape": t["shape"], "data_offsets": [off, off + len(data)]}
     chunks.append(data); off += len(data)
 h = json.dumps(out_header).encode()
 h += b" " * ((8 - len(h) % 8) % 8)
-with open(dst, "wb") as f:
+with open(dst + ".part", "wb") as f:
     f.write(struct.pack("<Q", len(h))); f.write(h)
     for c in chunks: f.write(c)
+import os; os.replace(dst + ".part", dst)
 PY
 }
 
 run() {
-    local bin=$DIR/bin
-    [ -x "$bin/colwgpu" ] || { echo "no bundle at $DIR (run with --bundle first)" >&2; exit 1; }
+    local start=$SECONDS fails=0 t
     work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
     trap 'rm -rf "$work"' EXIT
-    local fails=0
-    echo "== colwgpu info"
-    "$bin/colwgpu" info --device "$DEVICE" --model "$DIR/model" | tee "$work/info.txt" || fails=1
-
-    echo "== tests with the GPU (kernels, shaders, encoder GPU vs CPU)"
-    export COLWGPU_TEST_MODEL=$PWD/$DIR/model
-    for t in kernels shaders; do
-        "$bin/test-$t" --test-threads 1 2>&1 | tail -3 || fails=1
-    done
-    "$bin/test-encoder" gpu_backend_matches_cpu_backend --test-threads 1 2>&1 | tail -3 || fails=1
-
-    echo "== throughput"
-    : > "$work/rows.txt"
-    # matmul at BERT shapes (criterion: elem/s = FLOP/s).
-    COLWGPU_BENCH_ROWS=$ROWS "$bin/bench-kernels" --bench 'matmul/gpu' \
-        --sample-size "$SAMPLES" --warm-up-time 1 --measurement-time 3 --noplot 2>&1 \
-        | tee "$work/matmul.txt" | grep -E 'thrpt|^matmul' || fails=1
-    awk '/^matmul\//{name=$1} /thrpt:.*elem\/s/{print "| matmul " name " | " $(NF-3) " " $(NF-2) " |"}' \
-        "$work/matmul.txt" | sed 's/Gelem\/s/GFLOP\/s/; s/Melem\/s/MFLOP\/s/; s/Telem\/s/TFLOP\/s/' >> "$work/rows.txt"
-    if [ -f "$DIR/data/corpus.jsonl" ]; then
-        for kind in docs queries; do
-            local n input
-            if [ "$kind" = docs ]; then n=$DOCS; input=$DIR/data/corpus.jsonl; else n=$QUERIES; input=$DIR/data/queries.jsonl; fi
-            for dev in "$DEVICE" cpu; do
-                if "$bin/colwgpu" encode --model "$DIR/model" "--$kind" "$input" --limit "$n" \
-                    --device "$dev" --json --out "$work/$dev-$kind.safetensors" > "$work/enc.json" 2> "$work/enc.err"; then
-                    python3 -c 'import json,sys; r=json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1]); t=r["texts"]; s=r["tokens_per_s"]; print(f"| encode {sys.argv[2]} ({sys.argv[3]}, {t} texts) | {s:.0f} tokens/s |")' \
-                        "$work/enc.json" "$kind" "$dev" >> "$work/rows.txt"
-                else
-                    echo "encode $kind on $dev failed:"; tail -5 "$work/enc.err"; fails=1
-                fi
-            done
-        done
-        # PLAID over a SciFact slice, queries/s end to end (encode + search).
-        if "$bin/colwgpu" index --model "$DIR/model" --corpus "$DIR/data/corpus.jsonl" --limit "$PLAID_DOCS" \
-            --device "$DEVICE" --index "$work/scifact.index" > "$work/index.txt" 2>&1; then
-            local s0 s1
-            s0=$(date +%s.%N)
-            if "$bin/colwgpu" search --index "$work/scifact.index" --model "$DIR/model" \
-                --queries "$DIR/data/queries.jsonl" --device "$DEVICE" -k 10 > "$work/search.txt" 2>&1; then
-                s1=$(date +%s.%N)
-                python3 -c 'import sys; print(f"| PLAID search, {sys.argv[3]} queries over {sys.argv[4]} docs, end to end incl. load | {int(sys.argv[3])/(float(sys.argv[2])-float(sys.argv[1])):.1f} queries/s |")' \
-                    "$s0" "$s1" "$(wc -l < "$DIR/data/queries.jsonl")" "$PLAID_DOCS" >> "$work/rows.txt"
-            else
-                echo "search failed:"; tail -5 "$work/search.txt"; fails=1
-            fi
-        else
-            echo "index failed:"; tail -5 "$work/index.txt"; fails=1
-        fi
+    if [ -f "$DIR" ] && [[ $DIR == *.tar.xz ]]; then
+        tar -C "$work" -xJf "$DIR"
+        DIR=$work/$(basename "${DIR%.tar.xz}")
     fi
-    # MaxSim and decompress from the search bench (GPU entries).
-    "$bin/bench-search" --bench 'gpu' --sample-size "$SAMPLES" --warm-up-time 1 \
-        --measurement-time 3 --noplot > "$work/search-bench.txt" 2>&1 || fails=1
-    awk '/^[a-z_]+\/[^ ]*gpu/{name=$1} /thrpt:.*elem\/s/ && name!="" {print "| " name " | " $(NF-3) " " $(NF-2) " |"; name=""}' \
-        "$work/search-bench.txt" >> "$work/rows.txt"
+    local bin=$DIR/bin
+    [ -x "$bin/gpu-check" ] || { echo "no bundle at $DIR (run with --bundle first)" >&2; exit 1; }
+    DIR=$(cd "$DIR" && pwd)
+    echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
+    echo "== tests on the GPU (kernels, shaders, encoder GPU vs CPU on the f16 model)"
+    export COLWGPU_TEST_MODEL=$DIR/model
+    for t in kernels shaders; do
+        "$bin/test-$t" --test-threads 1 > "$work/test-$t.txt" 2>&1 || fails=1
+        grep -E '^test result|FAILED|panicked' "$work/test-$t.txt" | sed "s/^/  $t: /"
+    done
+    "$bin/test-encoder" gpu_backend_matches_cpu_backend --test-threads 1 > "$work/test-encoder.txt" 2>&1 || fails=1
+    grep -E '^test result|FAILED|panicked' "$work/test-encoder.txt" | sed 's/^/  encoder: /'
+    echo "  ($((SECONDS - start)) s so far)"
+
+    echo "== throughput (benches/gpu_check.rs)"
+    if [ -f "$DIR/data/corpus.jsonl" ]; then export COLWGPU_CHECK_DATA=$DIR/data; fi
+    export COLWGPU_CHECK_MODEL=$DIR/model
+    if [ -n "${FULL:-}" ]; then
+        : "${COLWGPU_CHECK_DOCS:=2000}" "${COLWGPU_CHECK_QUERIES:=1109}" "${COLWGPU_CHECK_PLAID_DOCS:=1000000}"
+        : "${COLWGPU_CHECK_PLAID_QUERIES:=1000000}" "${COLWGPU_CHECK_ROWS:=5888}"
+        : "${COLWGPU_CHECK_MAXSIM_DOCS:=20000}" "${COLWGPU_CHECK_DECOMPRESS:=500000}"
+        export COLWGPU_CHECK_DOCS COLWGPU_CHECK_QUERIES COLWGPU_CHECK_PLAID_DOCS \
+            COLWGPU_CHECK_PLAID_QUERIES COLWGPU_CHECK_ROWS COLWGPU_CHECK_MAXSIM_DOCS COLWGPU_CHECK_DECOMPRESS
+    fi
+    "$bin/gpu-check" > "$work/table.md" 2> "$work/gpu-check.txt" || fails=1
+    sed 's/^/  /' "$work/gpu-check.txt"
     echo
-    echo "| measure | value |"
-    echo "|---|---|"
-    grep -m1 -iE 'adapter|using' "$work/info.txt" | sed 's/^/| adapter | /; s/$/ |/' || true
-    cat "$work/rows.txt"
+    cat "$work/table.md"
     echo
-    echo "limits (from colwgpu info):"
-    grep -iE 'max_|limit' "$work/info.txt" | head -20 || true
-    [ "$fails" = 0 ] && echo "gpu-check: all steps passed" || echo "gpu-check: some steps FAILED (see above)"
+    echo "gpu-check: $((SECONDS - start)) s"
+    if [ "$fails" = 0 ]; then echo "gpu-check: all steps passed"; else echo "gpu-check: some steps FAILED (see above)"; fi
     return "$fails"
 }
 
 case $MODE in
     bundle) bundle ;;
     run) run ;;
-    both) bundle; run ;;
+    both) bundle; DIR=$DIR.tar.xz; run ;;
 esac
