@@ -59,6 +59,14 @@ impl GpuWeight {
 /// The WGSL backend on one [`GpuContext`].
 pub struct GpuBackend {
     ctx: Arc<GpuContext>,
+    /// This backend's own buffer pool. A tensor goes back to it when dropped,
+    /// which may be before the commands that use it are submitted: with a
+    /// pool shared by backends on other threads (the context's), another
+    /// backend could take the buffer, write it and submit first, and this
+    /// backend's pending commands would then read that data (seen as a rare
+    /// ColQwen2 GPU parity failure when tests ran in parallel). Within one
+    /// backend, reuse is ordered by its one encoder.
+    pool: crate::gpu::BufferPool,
     encoder: Option<wgpu::CommandEncoder>,
     /// When set, every op is submitted and waited for on its own and its wall
     /// time added here by op name (a diagnostic mode: it defeats batching).
@@ -68,6 +76,7 @@ pub struct GpuBackend {
 impl GpuBackend {
     pub fn new(ctx: Arc<GpuContext>) -> Self {
         Self {
+            pool: crate::gpu::BufferPool::new(ctx.device.clone()),
             ctx,
             encoder: None,
             profile: None,
@@ -113,7 +122,7 @@ impl GpuBackend {
         let bytes = (rows * cols * 4) as u64;
         self.ctx.check_binding_size(what, bytes)?;
         Ok(GpuTensor {
-            buffer: self.ctx.pool().get(bytes),
+            buffer: self.pool.get(bytes),
             rows,
             cols,
         })
