@@ -1057,15 +1057,9 @@ impl Index {
         queries: &[&[f32]],
         docs: &[Vec<u32>],
     ) -> Result<Vec<Vec<f32>>> {
-        let lens = self.query_lens(queries)?;
-        self.check_doc_lists(queries.len(), docs)?;
-        let searcher = self.searcher(None)?;
-        Ok(queries
-            .par_iter()
-            .zip(lens)
-            .zip(docs)
-            .map(|((q, qlen), d)| searcher.shard_full_scores(q, qlen, d))
-            .collect())
+        self.per_query_docs(queries, docs, |s, q, qlen, d| {
+            Ok(s.shard_full_scores(q, qlen, d))
+        })
     }
 
     /// Round 3 of PLAID over shards: for each query, exact MaxSim with the
@@ -1075,6 +1069,27 @@ impl Index {
         queries: &[&[f32]],
         docs: &[Vec<u32>],
     ) -> Result<Vec<Vec<Hit>>> {
+        self.per_query_docs(queries, docs, |s, q, qlen, d| {
+            let scores = s.shard_exact_scores(q, qlen, d)?;
+            Ok(d.iter()
+                .zip(scores)
+                .map(|(&doc, score)| Hit {
+                    doc,
+                    id: self.doc_ids()[doc as usize].clone(),
+                    score,
+                })
+                .collect())
+        })
+    }
+
+    /// `f(searcher, query, qlen, docs[q])` for each query, in parallel, once
+    /// the queries' shapes and the document lists are checked.
+    fn per_query_docs<T: Send>(
+        &self,
+        queries: &[&[f32]],
+        docs: &[Vec<u32>],
+        f: impl Fn(&Searcher, &[f32], usize, &[u32]) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
         let lens = self.query_lens(queries)?;
         self.check_doc_lists(queries.len(), docs)?;
         let searcher = self.searcher(None)?;
@@ -1082,17 +1097,7 @@ impl Index {
             .par_iter()
             .zip(lens)
             .zip(docs)
-            .map(|((q, qlen), d)| {
-                let scores = searcher.shard_exact_scores(q, qlen, d)?;
-                Ok(d.iter()
-                    .zip(scores)
-                    .map(|(&doc, score)| Hit {
-                        doc,
-                        id: self.doc_ids()[doc as usize].clone(),
-                        score,
-                    })
-                    .collect())
-            })
+            .map(|((q, qlen), d)| f(&searcher, q, qlen, d))
             .collect()
     }
 

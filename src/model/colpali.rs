@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::backend::{Backend, HostMatrix};
 use crate::error::{Error, Result};
 use crate::model::colbert::TokenVectors;
-use crate::model::page_checkpoint::{retrieval_head, PageFiles};
+use crate::model::page_checkpoint::{left_padded, no_vectors, retrieval_head, PageFiles};
 use crate::model::paligemma::{
     text_forward, vision_forward, PaliGemmaConfig, PaliGemmaWeights, Prefixes, TextMask,
 };
@@ -483,25 +483,12 @@ impl<B: Backend> ColPaliEncoder<B> {
         patches: Option<&HostMatrix>,
         mask: TextMask,
     ) -> Result<Vec<TokenVectors>> {
-        let seq = ids.iter().map(Vec::len).max().unwrap_or(0);
-        if ids.is_empty() || seq == 0 {
-            return Ok(ids
-                .iter()
-                .map(|_| TokenVectors {
-                    ids: Vec::new(),
-                    vectors: Vec::new(),
-                })
-                .collect());
-        }
+        let Some((seq, pads, flat)) = left_padded(ids, self.pad_id) else {
+            return Ok(no_vectors(ids.len()));
+        };
         let hidden = self.config.text.hidden_size;
         let vocab = self.embed_tokens.rows;
         let image_token = self.config.image_token_id;
-        let pads: Vec<usize> = ids.iter().map(|s| seq - s.len()).collect();
-        let mut flat = Vec::with_capacity(ids.len() * seq);
-        for (s, &pad) in ids.iter().zip(&pads) {
-            flat.extend(std::iter::repeat_n(self.pad_id, pad));
-            flat.extend_from_slice(s);
-        }
         if let Some(bad) = flat
             .iter()
             .find(|&&i| i != image_token && i as usize >= vocab)

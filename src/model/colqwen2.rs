@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::backend::{Backend, HostMatrix};
 use crate::error::{Error, Result};
 use crate::model::colbert::TokenVectors;
-use crate::model::page_checkpoint::{retrieval_head, PageFiles};
+use crate::model::page_checkpoint::{left_padded, no_vectors, retrieval_head, PageFiles};
 use crate::model::qwen2_vl::{
     mrope_positions, text_forward, vision_forward, Prefixes, Qwen2VlConfig, Qwen2VlWeights,
     TensorSet,
@@ -283,24 +283,11 @@ impl<B: Backend> ColQwen2Encoder<B> {
     /// One forward pass over `ids` (one sequence each) with `patches` for the
     /// image tokens, in order: per sequence, its real tokens' ids and vectors.
     pub fn forward(&mut self, ids: &[Vec<u32>], patches: &[Patches]) -> Result<Vec<TokenVectors>> {
-        let seq = ids.iter().map(Vec::len).max().unwrap_or(0);
-        if ids.is_empty() || seq == 0 {
-            return Ok(ids
-                .iter()
-                .map(|_| TokenVectors {
-                    ids: Vec::new(),
-                    vectors: Vec::new(),
-                })
-                .collect());
-        }
+        let Some((seq, pads, flat)) = left_padded(ids, self.pad_id) else {
+            return Ok(no_vectors(ids.len()));
+        };
         let hidden = self.config.text.hidden_size;
         let vocab = self.embed_tokens.rows;
-        let pads: Vec<usize> = ids.iter().map(|s| seq - s.len()).collect();
-        let mut flat = Vec::with_capacity(ids.len() * seq);
-        for (s, &pad) in ids.iter().zip(&pads) {
-            flat.extend(std::iter::repeat_n(self.pad_id, pad));
-            flat.extend_from_slice(s);
-        }
         if let Some(bad) = flat.iter().find(|&&i| i as usize >= vocab) {
             return Err(Error::Input(format!(
                 "token id {bad} outside the vocabulary of {vocab}"

@@ -197,3 +197,31 @@ pub(crate) fn retrieval_head<B: Backend>(
         })
         .collect())
 }
+
+/// A batch of token id sequences laid out left-padded with `pad_id` (the
+/// page models' layout): `(seq, pads, flat)`, `seq` the longest length,
+/// `pads[b]` the padding before sequence `b`, `flat` the `batch · seq` ids.
+/// `None` for a batch with no tokens at all.
+pub(crate) fn left_padded(ids: &[Vec<u32>], pad_id: u32) -> Option<(usize, Vec<usize>, Vec<u32>)> {
+    let seq = ids.iter().map(Vec::len).max().unwrap_or(0);
+    if seq == 0 {
+        return None;
+    }
+    let pads: Vec<usize> = ids.iter().map(|s| seq - s.len()).collect();
+    let mut flat = Vec::with_capacity(ids.len() * seq);
+    for (s, &pad) in ids.iter().zip(&pads) {
+        flat.extend(std::iter::repeat_n(pad_id, pad));
+        flat.extend_from_slice(s);
+    }
+    Some((seq, pads, flat))
+}
+
+/// What a batch without tokens encodes to: no ids, no vectors, per sequence.
+pub(crate) fn no_vectors(n: usize) -> Vec<TokenVectors> {
+    (0..n)
+        .map(|_| TokenVectors {
+            ids: Vec::new(),
+            vectors: Vec::new(),
+        })
+        .collect()
+}
