@@ -121,6 +121,70 @@ fn fidelity(dir: &std::path::Path, docs: &VectorSet, picks: &[usize]) -> anyhow:
     Ok(sum / count as f64)
 }
 
+/// MaxSim of a query against a document's vectors, in f64.
+fn maxsim64(q: &[f32], d: &[f32], dim: usize) -> f64 {
+    q.chunks(dim)
+        .map(|qv| {
+            d.chunks(dim)
+                .map(|dv| {
+                    qv.iter()
+                        .zip(dv)
+                        .map(|(a, b)| (*a as f64) * (*b as f64))
+                        .sum::<f64>()
+                })
+                .fold(f64::MIN, f64::max)
+        })
+        .sum()
+}
+
+/// Mean of MaxSim(query, decompressed doc) − MaxSim(query, original doc)
+/// over the judged relevant (query, document) pairs, separately for the
+/// documents of `base` and the others: how much compression lowers (or
+/// raises) the scores of each half.
+fn score_shift(
+    dir: &std::path::Path,
+    docs: &VectorSet,
+    queries: &[(&str, &[f32])],
+    qrels: &colwgpu::eval::Qrels,
+    base: &HashSet<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let idx = colwgpu::index::Index::open(dir)?;
+    let pos: std::collections::HashMap<&str, u32> = idx
+        .doc_ids()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.as_str(), i as u32))
+        .collect();
+    let orig: std::collections::HashMap<&str, usize> = docs
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.as_str(), i))
+        .collect();
+    let dim = docs.dim;
+    let (mut sb, mut nb, mut sa, mut na) = (0f64, 0usize, 0f64, 0usize);
+    for (qid, q) in queries {
+        for doc in qrels[*qid].keys() {
+            let (Some(&p), Some(&o)) = (pos.get(doc.as_str()), orig.get(doc.as_str())) else {
+                continue;
+            };
+            let (v, _) = idx.decompress_docs(&colwgpu::backend::Compute::Cpu, &[p])?;
+            let shift = maxsim64(q, &v, dim) - maxsim64(q, docs.get(o), dim);
+            if base.contains(doc.as_str()) {
+                sb += shift;
+                nb += 1;
+            } else {
+                sa += shift;
+                na += 1;
+            }
+        }
+    }
+    Ok(serde_json::json!({
+        "base_half_pairs": nb, "base_half_mean_shift": sb / nb.max(1) as f64,
+        "added_half_pairs": na, "added_half_mean_shift": sa / na.max(1) as f64,
+    }))
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
     if to.exists() {
         std::fs::remove_dir_all(to)?;
@@ -151,7 +215,17 @@ fn main() -> anyhow::Result<()> {
         .map(|i| (qset.ids[i].as_str(), qset.get(i)))
         .collect();
     let n = docs.len();
-    let opts = IndexOptions::default();
+    // SEED: the k-means seed of both builds; SPLIT_SEED: which half is the base.
+    let env_u64 = |k: &str, d: u64| -> anyhow::Result<u64> {
+        Ok(match std::env::var(k) {
+            Ok(v) => v.parse()?,
+            Err(_) => d,
+        })
+    };
+    let opts = IndexOptions {
+        seed: env_u64("SEED", IndexOptions::default().seed)?,
+        ..IndexOptions::default()
+    };
 
     // Full rebuild.
     let t = Instant::now();
@@ -167,7 +241,7 @@ fn main() -> anyhow::Result<()> {
 
     // A seeded half, then the rest in ten batches.
     let mut order: Vec<usize> = (0..n).collect();
-    let mut s = 0x5eed_u64;
+    let mut s = env_u64("SPLIT_SEED", 0x5eed)?;
     for i in (1..n).rev() {
         s = s
             .wrapping_mul(6364136223846793005)
@@ -261,6 +335,11 @@ fn main() -> anyhow::Result<()> {
         "live_base_half": fidelity(&half_path, &docs, first)?,
         "live_added_half": fidelity(&half_path, &docs, rest)?,
     });
+    let base_ids: HashSet<&str> = first.iter().map(|&i| docs.ids[i].as_str()).collect();
+    let shift = serde_json::json!({
+        "full_rebuild": score_shift(&out.join("full"), &docs, &queries, &qrels, &base_ids)?,
+        "live": score_shift(&half_path, &docs, &queries, &qrels, &base_ids)?,
+    });
     let ndcg_live = ndcg(&live, &queries, &qrels, false)?;
     let ndcg_live_exact = ndcg(&live, &queries, &qrels, true)?;
 
@@ -321,6 +400,7 @@ fn main() -> anyhow::Result<()> {
         "outliers": outliers, "new_centroids": new_centroids,
         "add_batches": batch_ms,
         "mean_cosine_original_vs_decompressed": fid,
+        "relevant_pairs_maxsim_shift_decompressed_minus_original": shift,
         "outlier_distance": std::env::var("OUTLIER_DISTANCE").ok(),
         "nearest_centroid_cosine_base_half": sim_base,
         "nearest_centroid_cosine_added_half": sim_added,

@@ -656,3 +656,81 @@ fn real_scifact_end_to_end_finds_the_cited_documents() {
     // search drops these far below.
     assert!(m.recall_at_10 >= 0.9 && m.ndcg_at_10 >= 0.85, "{m:?}");
 }
+
+/// Searches from several threads on one GPU context (as the server does):
+/// every result equals the CPU search's. Pooled temporaries must not return
+/// to the context's pool before the commands using them are submitted (the
+/// every-cell path fills a pooled buffer with `queue.write_buffer`, which
+/// would land at another thread's submit).
+#[test]
+fn concurrent_gpu_searches_on_one_context_equal_cpu_searches() {
+    let (corpus, queries) = synthetic(17, 300, 8, 8);
+    let tmp = tempfile::tempdir().unwrap();
+    let index = build(&tmp.path().join("idx"), &corpus, Compute::Cpu);
+    let every = PlaidParams::exhaustive(index.num_centroids(), index.num_docs());
+    let knobs = [
+        SearchOptions {
+            k: 10,
+            plaid: Some(every),
+            exhaustive: false,
+        },
+        // Few cells: results that differ from probing every cell, so a
+        // cell list overwritten by another thread shows.
+        SearchOptions {
+            k: 10,
+            plaid: Some(PlaidParams {
+                ncells: 1,
+                centroid_score_threshold: 0.3,
+                ndocs: 40,
+            }),
+            exhaustive: false,
+        },
+        SearchOptions {
+            k: 10,
+            plaid: None,
+            exhaustive: true,
+        },
+    ];
+    let per_query = 8 * DIM;
+    let cpu = Searcher::new(&index, Compute::Cpu).unwrap();
+    let expected: Vec<Vec<Vec<u32>>> = knobs
+        .iter()
+        .map(|o| {
+            queries
+                .chunks(per_query)
+                .map(|q| {
+                    cpu.search(q, 8, o).unwrap()[0]
+                        .iter()
+                        .map(|h| h.doc)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    assert_ne!(
+        expected[0], expected[1],
+        "the two PLAID settings should differ"
+    );
+    let gpu = Searcher::new(&index, Compute::Gpu(gpu())).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (gpu, knobs, queries, expected) = (&gpu, &knobs, &queries, &expected);
+            s.spawn(move || {
+                for round in 0..24 {
+                    let which = (t + round) % knobs.len();
+                    let qi = (t * 3 + round) % (queries.len() / per_query);
+                    let q = &queries[qi * per_query..(qi + 1) * per_query];
+                    let got: Vec<u32> = gpu.search(q, 8, &knobs[which]).unwrap()[0]
+                        .iter()
+                        .map(|h| h.doc)
+                        .collect();
+                    assert_eq!(
+                        got, expected[which][qi],
+                        "thread {t} round {round}: {:?}",
+                        knobs[which]
+                    );
+                }
+            });
+        }
+    });
+}

@@ -783,8 +783,10 @@ impl Writer {
         let gen = self.manifest.generation + 1;
         let x: Vec<f32> = docs.iter().flat_map(|d| d.vectors.iter().copied()).collect();
         let n = x.len() / dim;
+        // Nearest centroids, once: the outlier test and the codes below.
+        let (mut codes, best) =
+            crate::index::kmeans::assign(&self.compute, &x, dim, &self.codec.centroids)?;
         // Outliers: farther than the threshold from every centroid.
-        let (_, best) = crate::index::kmeans::assign_cpu(&x, dim, &self.codec.centroids);
         let limit = self.manifest.outlier_distance;
         let mut outliers = self.outliers.clone();
         let mut num_outliers = 0;
@@ -808,6 +810,15 @@ impl Writer {
                 .iter()
                 .map(|&v| half::f16::from_f32(v).to_f32())
                 .collect();
+            // A vector moves to a new centroid only when it is strictly
+            // nearer (ties keep the lower id, as an argmax over all would).
+            let first_new = codec.num_centroids() as u32;
+            let (near, sims) = crate::index::kmeans::assign(&self.compute, &x, dim, &rounded)?;
+            for ((c, &old), (&n, &s)) in codes.iter_mut().zip(&best).zip(near.iter().zip(&sims)) {
+                if s > old {
+                    *c = first_new + n;
+                }
+            }
             let base_k = codec.num_centroids() - num_extra;
             let mut all_extra = codec.centroids[base_k * dim..].to_vec();
             all_extra.extend_from_slice(&rounded);
@@ -829,12 +840,12 @@ impl Writer {
             )?);
             outliers.clear();
         }
-        let compressed = codec.compress(&self.compute, &x)?;
+        let residuals = codec.pack(&self.compute, &x, &codes)?;
         let seg = Segment {
             ids: docs.iter().map(|d| d.id.clone()).collect(),
             doclens: docs.iter().map(|d| (d.vectors.len() / dim) as u32).collect(),
-            codes: compressed.codes,
-            residuals: compressed.packed,
+            codes,
+            residuals,
         };
         let words = codec.words_per_vector();
         let seg_file = write_new_file(

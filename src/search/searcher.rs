@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, PooledBuffer};
 use crate::index::Index;
 
 /// One result: document index in the index, its corpus id, its MaxSim score.
@@ -373,13 +373,27 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
         ctx.check_binding_size("query × document scores", (nq * n * 4) as u64)?;
         let q = ctx.upload("queries", queries)?;
         let dense = ctx.pool().get((nq * n * 4) as u64);
+        // Every pooled temporary the recorded commands use stays out of the
+        // context's pool until they have run (`held` outlives the submit):
+        // another thread's search could otherwise take one, and a queued
+        // `write_buffer` into it would land at that thread's submit.
+        let mut held = Vec::new();
         let mut enc = ctx.encoder("search");
         if options.exhaustive {
-            self.record_exhaustive(g, &mut enc, &q, qlen, nq, dense.buffer())?;
+            self.record_exhaustive(g, &mut enc, &q, qlen, nq, dense.buffer(), &mut held)?;
         } else {
-            let (list, list_len) =
-                self.record_plaid(g, &mut enc, &q, qlen, nq, dense.buffer(), &options.params())?;
-            self.record_rerank(g, &mut enc, &q, qlen, nq, &list, list_len, dense.buffer())?;
+            let (list, list_len) = self.record_plaid(
+                g,
+                &mut enc,
+                &q,
+                qlen,
+                nq,
+                dense.buffer(),
+                &options.params(),
+                &mut held,
+            )?;
+            self.record_rerank(g, &mut enc, &q, qlen, nq, &list, list_len, dense.buffer(), &mut held)?;
+            held.push(list);
         }
         let k = options.k.min(n);
         let idx = ctx.pool().get((nq * k * 4) as u64);
@@ -435,6 +449,7 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
     /// Exact MaxSim of every query against every document into `dense`
     /// (`[Q, N]`): documents decompressed slice by slice, each slice's
     /// vectors within one storage binding.
+    #[allow(clippy::too_many_arguments)]
     fn record_exhaustive(
         &self,
         g: &GpuIndex,
@@ -443,6 +458,7 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
         qlen: usize,
         nq: usize,
         dense: &wgpu::Buffer,
+        held: &mut Vec<PooledBuffer>,
     ) -> Result<()> {
         let ctx = &g.ctx;
         let dim = self.index.dim();
@@ -493,6 +509,7 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
             )?;
             d0 = d1;
         }
+        held.push(vectors);
         Ok(())
     }
 
@@ -508,7 +525,8 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
         nq: usize,
         dense: &wgpu::Buffer,
         params: &PlaidParams,
-    ) -> Result<(crate::gpu::PooledBuffer, usize)> {
+        held: &mut Vec<PooledBuffer>,
+    ) -> Result<(PooledBuffer, usize)> {
         use crate::kernels::plaid::{self as k, Stage};
         use crate::kernels::{survivors, topk};
         let ctx = &g.ctx;
@@ -633,6 +651,7 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
         k::record(ctx, enc, Stage::ApproxList, &bufs, p)?;
         select(enc, l2.buffer(), k2)?;
         fill(enc)?;
+        held.extend([scores, cells, keep, cand, l1, l_scores]);
         Ok((l2, k2))
     }
 
@@ -648,9 +667,10 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
         q: &wgpu::Buffer,
         qlen: usize,
         nq: usize,
-        list: &crate::gpu::PooledBuffer,
+        list: &PooledBuffer,
         list_len: usize,
         dense: &wgpu::Buffer,
+        held: &mut Vec<PooledBuffer>,
     ) -> Result<()> {
         use crate::kernels::survivors as k;
         let ctx = &g.ctx;
@@ -719,6 +739,7 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
                     out_offset: gr.first,
                 },
             )?;
+            held.extend([offsets, rows]);
         }
         k::record(
             ctx,
@@ -737,7 +758,9 @@ impl<I: Deref<Target = Index> + Sync> Searcher<I> {
                 count: (nq * list_len) as u32,
                 ..p
             },
-        )
+        )?;
+        held.extend([vectors, exact, unused_r, unused_w]);
+        Ok(())
     }
 
     fn top_k(&self, docs: &[u32], scores: &[f32], k: usize) -> Vec<Hit> {
