@@ -91,16 +91,20 @@ fn nearest_similarity(vectors: &[f32], dim: usize, centroids: &[f32]) -> serde_j
     serde_json::Value::Object(out)
 }
 
+/// Each document id's position in `idx`.
+fn positions(idx: &colwgpu::index::Index) -> std::collections::HashMap<&str, u32> {
+    idx.doc_ids()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.as_str(), i as u32))
+        .collect()
+}
+
 /// Mean cosine between each original token vector of documents `picks` and
 /// its decompressed copy in the index at `dir` (found by id).
 fn fidelity(dir: &std::path::Path, docs: &VectorSet, picks: &[usize]) -> anyhow::Result<f64> {
     let idx = colwgpu::index::Index::open(dir)?;
-    let pos: std::collections::HashMap<&str, u32> = idx
-        .doc_ids()
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.as_str(), i as u32))
-        .collect();
+    let pos = positions(&idx);
     let local: Vec<u32> = picks
         .iter()
         .map(|&i| pos.get(docs.ids[i].as_str()).copied())
@@ -149,12 +153,7 @@ fn score_shift(
     base: &HashSet<&str>,
 ) -> anyhow::Result<serde_json::Value> {
     let idx = colwgpu::index::Index::open(dir)?;
-    let pos: std::collections::HashMap<&str, u32> = idx
-        .doc_ids()
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.as_str(), i as u32))
-        .collect();
+    let pos = positions(&idx);
     let orig: std::collections::HashMap<&str, usize> = docs
         .ids
         .iter()

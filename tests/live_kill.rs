@@ -328,7 +328,15 @@ fn random_kills() {
     let exe = std::env::current_exe().unwrap();
     let (mut before, mut after, mut clean) = (0, 0, 0);
     let start = Instant::now();
-    for round in 0..kills {
+    // Rounds until `kills` writers were killed mid-plan: a round whose writer
+    // finished its plan before the kill does not count.
+    let mut round = 0usize;
+    while round - clean < kills {
+        assert!(
+            round < 4 * kills,
+            "only {} of {round} writers were killed before finishing their plan",
+            round - clean
+        );
         let ops = plan(&state, &mut rng, &mut next_id, 40, &mut op_no);
         let plan_path = dir.path().join("plan.json");
         std::fs::write(&plan_path, serde_json::to_vec(&ops).unwrap()).unwrap();
@@ -415,11 +423,12 @@ fn random_kills() {
             stray, 0,
             "round {round}: temporary files left after recovery"
         );
+        round += 1;
     }
     eprintln!(
-        "{kills} kills in {:.1} s: {before} reopened at the last acknowledged commit, {after} \
-         with the interrupted mutation committed, {clean} finished before the kill; {} \
-         documents live, {op_no} mutations planned",
+        "{kills} writers killed mid-plan in {round} rounds ({:.1} s; {clean} more finished \
+         before their kill): {before} reopened at the last acknowledged commit, {after} with \
+         the interrupted mutation committed; {} documents live, {op_no} mutations planned",
         start.elapsed().as_secs_f64(),
         state.len()
     );
