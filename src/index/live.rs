@@ -76,9 +76,11 @@ const SEGMENT_MAGIC: &[u8; 8] = b"CWSEG001";
 /// so new centroids appear only when the added data is unlike the base. The
 /// earlier provisional 0.66 (cosine 0.78) flagged 27 % of the base's own
 /// training vectors and 44 % of the added half: 2,745 centroids were appended
-/// over the ten adds, and nDCG@10 came out *lower* than with none appended
-/// (−0.013 against the rebuild, −0.007 without outlier centroids; see the
-/// README), so the threshold is not a knob for quality on in-domain data.
+/// over the ten adds. On that one split nDCG@10 came out lower than with
+/// none appended (−0.013 against the rebuild, −0.007 without outlier
+/// centroids), but rebuilds alone differ by up to 0.013 between k-means seeds
+/// (README, "Add vs rebuild"), so neither reading is established; the
+/// threshold is kept for data unlike the base, not as a quality knob.
 /// [`Writer::set_outlier_policy`] sets it per index.
 pub const DEFAULT_OUTLIER_DISTANCE: f32 = 1.07;
 /// Outlier vectors buffered before they are clustered into new centroids.
