@@ -169,6 +169,15 @@ impl Model {
         }
     }
 
+    /// Bytes of the model's weights resident on the GPU, `(all, linear-layer
+    /// weights)` (the latter halved by `--precision f16`); `None` on the cpu.
+    pub fn gpu_weight_bytes(&self) -> Option<(u64, u64)> {
+        match &*self.encoder() {
+            Inner::Text(e) => e.gpu_weight_bytes(),
+            Inner::Pages(e) => e.gpu_weight_bytes(),
+        }
+    }
+
     /// Whether documents are page images (ColQwen2, ColPali) rather than texts.
     pub fn takes_images(&self) -> bool {
         matches!(&*self.encoder(), Inner::Pages(_))

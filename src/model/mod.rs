@@ -330,6 +330,16 @@ impl PageEncoder {
         each_page!(self, e => e.batch_size = n.max(1))
     }
 
+    /// Bytes of weights resident on the GPU, `(all, linear weights)`; `None`
+    /// on the cpu backend.
+    pub fn gpu_weight_bytes(&self) -> Option<(u64, u64)> {
+        match self {
+            PageEncoder::Gpu(e) => Some(e.backend().weight_bytes()),
+            PageEncoder::ColPaliGpu(e) => Some(e.backend().weight_bytes()),
+            PageEncoder::Cpu(_) | PageEncoder::ColPaliCpu(_) => None,
+        }
+    }
+
     pub fn compute(&self) -> crate::backend::Compute {
         match self {
             PageEncoder::Gpu(e) => crate::backend::Compute::Gpu(e.backend().context().clone()),
