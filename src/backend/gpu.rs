@@ -80,7 +80,7 @@ impl GpuWeight {
 
 /// Rounds `m` to f16 for upload, refusing values beyond f16's range
 /// (±65,504) instead of storing infinities.
-pub fn to_f16(label: &str, m: &HostMatrix) -> Result<Vec<half::f16>> {
+fn to_f16(label: &str, m: &HostMatrix) -> Result<Vec<half::f16>> {
     let out: Vec<half::f16> = m.data.iter().map(|&v| half::f16::from_f32(v)).collect();
     if let Some(i) = out
         .iter()
