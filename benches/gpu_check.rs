@@ -7,7 +7,10 @@
 //!   the four linears of a MiniLM layer, weights and input resident;
 //! * encode tokens/s, documents and queries, on the GPU and on the native CPU
 //!   backend for the same texts (and the smallest token-vector cosine between
-//!   the two), with the real model;
+//!   the two), with the real model; and on the GPU with `--precision f16`
+//!   (f16 linear weights) where the adapter has SHADER_F16: tokens/s, the
+//!   smallest token cosine against the f32 GPU vectors, and the GPU weight
+//!   bytes at f32 and f16;
 //! * MaxSim documents/s (one 32-token query, and 32 queries at once, against
 //!   resident documents of 180 vectors);
 //! * residual decompression vectors/s (2 bits, 4,096 centroids, resident);
@@ -35,7 +38,7 @@ use colwgpu::backend::{Activation, Backend, Compute, HostMatrix};
 use colwgpu::gpu::{GpuContext, GpuOptions};
 use colwgpu::index::ResidualCodec;
 use colwgpu::kernels;
-use colwgpu::{Device, Document, IndexOptions, Model, ModelOptions, SearchOptions};
+use colwgpu::{Device, Document, IndexOptions, Model, ModelOptions, Precision, SearchOptions};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -152,31 +155,40 @@ impl Table {
 fn matmul(ctx: &Arc<GpuContext>, cfg: &Config, t: &mut Table) -> Res<()> {
     let m = cfg.rows;
     let mut g = Gen(1);
-    let mut gpu = GpuBackend::new(ctx.clone());
+    let mut backends = vec![("", GpuBackend::new(ctx.clone()))];
+    if ctx.supports_f16() {
+        backends.push((
+            ", f16 weights",
+            GpuBackend::with_precision(ctx.clone(), Precision::F16)?,
+        ));
+    }
     for &(n, k, act) in &[
         (1152usize, 384usize, Activation::Identity),
         (384, 384, Activation::Identity),
         (1536, 384, Activation::Gelu),
         (384, 1536, Activation::Identity),
     ] {
-        let x = gpu.upload(&g.matrix(m, k)?)?;
-        let w = gpu.weight("w", &g.matrix(n, k)?)?;
-        let b = gpu.weight("b", &HostMatrix::vector(vec![0.1; n]))?;
-        let s = time(cfg.budget, || {
-            let y = gpu.linear(&x, &w, Some(&b), act)?;
-            gpu.flush()?;
-            drop(y);
-            Ok(())
-        })?;
-        let gelu = if act == Activation::Gelu {
-            " + GELU"
-        } else {
-            ""
-        };
-        t.row(
-            format!("matmul {m} × {k} → {n}{gelu}"),
-            format!("{}FLOP/s", si((2 * m * n * k) as f64 / s)),
-        );
+        let (xm, wm) = (g.matrix(m, k)?, g.matrix(n, k)?);
+        for (what, gpu) in backends.iter_mut() {
+            let x = gpu.upload(&xm)?;
+            let w = gpu.linear_weight("w", &wm)?;
+            let b = gpu.weight("b", &HostMatrix::vector(vec![0.1; n]))?;
+            let s = time(cfg.budget, || {
+                let y = gpu.linear(&x, &w, Some(&b), act)?;
+                gpu.flush()?;
+                drop(y);
+                Ok(())
+            })?;
+            let gelu = if act == Activation::Gelu {
+                " + GELU"
+            } else {
+                ""
+            };
+            t.row(
+                format!("matmul {m} × {k} → {n}{gelu}{what}"),
+                format!("{}FLOP/s", si((2 * m * n * k) as f64 / s)),
+            );
+        }
     }
     Ok(())
 }
@@ -193,12 +205,13 @@ fn read_texts(cfg: &Config, file: &str, limit: usize) -> Res<Vec<Document>> {
     Ok(docs)
 }
 
-fn open_model(cfg: &Config, device: Device) -> Res<Model> {
+fn open_model(cfg: &Config, device: Device, precision: Precision) -> Res<Model> {
     let dir = cfg.model.as_ref().ok_or("COLWGPU_CHECK_MODEL is not set")?;
     let model = Model::open_with(
         dir,
         &ModelOptions {
             device,
+            precision,
             ..ModelOptions::default()
         },
     )?;
@@ -206,7 +219,53 @@ fn open_model(cfg: &Config, device: Device) -> Res<Model> {
     Ok(model)
 }
 
-fn encode(cfg: &Config, gpu: &Model, cpu: &Model, t: &mut Table) -> Res<()> {
+/// Smallest cosine between corresponding token vectors of two encodings.
+fn min_cosine(a: &[colwgpu::TokenVectors], b: &[colwgpu::TokenVectors], dim: usize) -> Res<f64> {
+    let mut worst = 1.0f64;
+    for (a, b) in a.iter().zip(b) {
+        if a.vectors.len() != b.vectors.len() {
+            return Err("the two encodings gave different vector counts".into());
+        }
+        for (x, y) in a.vectors.chunks(dim).zip(b.vectors.chunks(dim)) {
+            let dot: f64 = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (*p as f64) * (*q as f64))
+                .sum();
+            let nx: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+            let ny: f64 = y.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+            worst = worst.min(dot / (nx * ny).max(1e-30));
+        }
+    }
+    Ok(worst)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+fn encode(
+    cfg: &Config,
+    gpu: &Model,
+    cpu: &Model,
+    gpu_f16: Option<&Model>,
+    t: &mut Table,
+) -> Res<()> {
+    if let (Some((all32, lin32)), Some((all16, lin16))) = (
+        gpu.gpu_weight_bytes(),
+        gpu_f16.and_then(|m| m.gpu_weight_bytes()),
+    ) {
+        t.row(
+            "GPU weight memory, f32 / --precision f16 (linear weights)",
+            format!(
+                "{} ({}) / {} ({})",
+                mib(all32),
+                mib(lin32),
+                mib(all16),
+                mib(lin16)
+            ),
+        );
+    }
     for (kind, file, n) in [
         ("documents", "corpus.jsonl", cfg.docs),
         ("queries", "queries.jsonl", cfg.queries),
@@ -226,22 +285,8 @@ fn encode(cfg: &Config, gpu: &Model, cpu: &Model, t: &mut Table) -> Res<()> {
         };
         let (sg, vg) = run(gpu)?;
         let (sc, vc) = run(cpu)?;
-        let mut worst = 1.0f64;
-        for (a, b) in vg.iter().zip(&vc) {
-            if a.vectors.len() != b.vectors.len() {
-                return Err(format!("{kind}: GPU and CPU gave different vector counts").into());
-            }
-            for (x, y) in a.vectors.chunks(gpu.dim()).zip(b.vectors.chunks(gpu.dim())) {
-                let dot: f64 = x
-                    .iter()
-                    .zip(y)
-                    .map(|(p, q)| (*p as f64) * (*q as f64))
-                    .sum();
-                let nx: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
-                let ny: f64 = y.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
-                worst = worst.min(dot / (nx * ny).max(1e-30));
-            }
-        }
+        let worst =
+            min_cosine(&vg, &vc, gpu.dim()).map_err(|e| format!("{kind}: GPU vs CPU: {e}"))?;
         let what = format!("encode {kind} ({} texts, {} tokens)", texts.len(), tokens);
         t.row(
             format!("{what}, GPU"),
@@ -255,6 +300,22 @@ fn encode(cfg: &Config, gpu: &Model, cpu: &Model, t: &mut Table) -> Res<()> {
             format!("encode {kind}: GPU / CPU; min token cosine GPU vs CPU"),
             format!("{:.2}×; {worst:.6}", sc / sg),
         );
+        if let Some(m16) = gpu_f16 {
+            let (s16, v16) = run(m16)?;
+            let worst =
+                min_cosine(&v16, &vg, gpu.dim()).map_err(|e| format!("{kind}: f16 vs f32: {e}"))?;
+            t.row(
+                format!("{what}, GPU --precision f16"),
+                format!("{}tokens/s", si(tokens / s16)),
+            );
+            t.row(
+                // A checkpoint already in f16 (the gpu-check bundle's) loses
+                // nothing more to f16 storage: the cosine then shows the
+                // kernels' f32 arithmetic only.
+                format!("encode {kind}: GPU f16 / GPU f32; min token cosine f16 vs f32 (same checkpoint)"),
+                format!("{:.2}×; {worst:.8}", sg / s16),
+            );
+        }
     }
     Ok(())
 }
@@ -444,11 +505,29 @@ fn main() {
     eprintln!("decompress ({} vectors)", cfg.decompress);
     step("decompress", decompress(&ctx, &cfg, &mut t));
     if cfg.model.is_some() && cfg.data.is_some() {
-        match open_model(&cfg, Device::Gpu).and_then(|g| Ok((g, open_model(&cfg, Device::Cpu)?))) {
+        match open_model(&cfg, Device::Gpu, Precision::F32)
+            .and_then(|g| Ok((g, open_model(&cfg, Device::Cpu, Precision::F32)?)))
+        {
             Ok((gpu, cpu)) => {
+                let gpu_f16 = if ctx.supports_f16() {
+                    match open_model(&cfg, Device::Gpu, Precision::F16) {
+                        Ok(m) => Some(m),
+                        Err(e) => {
+                            step("open f16 model", Err(e));
+                            None
+                        }
+                    }
+                } else {
+                    t.row(
+                        "--precision f16",
+                        "not available: the adapter lacks SHADER_F16",
+                    );
+                    None
+                };
                 eprintln!("encode ({} docs, {} queries)", cfg.docs, cfg.queries);
-                step("encode", encode(&cfg, &gpu, &cpu, &mut t));
+                step("encode", encode(&cfg, &gpu, &cpu, gpu_f16.as_ref(), &mut t));
                 drop(cpu);
+                drop(gpu_f16);
                 eprintln!("PLAID");
                 step("plaid", plaid(&cfg, &gpu, &mut t));
             }

@@ -7,13 +7,22 @@
 // (4·WG_Y) × (4·WG_X) tile. No workgroup memory: on CPU drivers (lavapipe) barriers
 // cost more than they save, and on GPUs the 4 × 4 reuse hits in cache.
 // Dispatch: (ceil(N / (4·WG_X)), ceil(M / (4·WG_Y)), 1).
+// Variant `matmul.wgsl#f16` (needs the SHADER_F16 feature): W is stored as f16,
+// i.e. the kernel computes Y = act(X · f16(W)ᵀ + b) where f16(·) rounds each
+// weight to the nearest binary16 value (done once, at upload); every product
+// f32(f16(w))·x and every sum is f32, as in the f32 kernel, so the result differs
+// from the f32 kernel only by the weights' rounding (relative 2⁻¹¹ per weight),
+// not by f16 arithmetic. X, b and Y stay f32.
 // Bindings (group 0):
 //   0 x      storage read  array<f32>
-//   1 w      storage read  array<f32>
+//   1 w      storage read  array<Weight>  (f32, or f16 in the f16 variant)
 //   2 bias   storage read  array<f32>
 //   3 y      storage rw    array<f32>
 //   4 params uniform       Params
+//!variant f16: enable f16;
 //!include common/gelu.wgsl
+
+alias Weight = f32; //!variant f16: alias Weight = f16;
 
 override WG_X: u32 = 8u;
 override WG_Y: u32 = 8u;
@@ -27,7 +36,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<Weight>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<uniform> params: Params;
@@ -69,7 +78,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var kk = 0u; kk < k; kk++) {
-        let wv = vec4<f32>(w[w0 + kk], w[w1 + kk], w[w2 + kk], w[w3 + kk]);
+        let wv = vec4<f32>(f32(w[w0 + kk]), f32(w[w1 + kk]), f32(w[w2 + kk]), f32(w[w3 + kk]));
         acc0 += x[x0 + kk] * wv;
         acc1 += x[x1 + kk] * wv;
         acc2 += x[x2 + kk] * wv;

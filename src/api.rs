@@ -49,8 +49,10 @@ pub struct ModelOptions {
     /// The base model of a LoRA adapter directory (page-image models); by
     /// default found from `adapter_config.json`.
     pub base: Option<std::path::PathBuf>,
-    /// Arithmetic of the CPU backend's linear layers: f32 (default) or bf16
-    /// (AMX-BF16 / AVX512-BF16 CPUs only; refused on a GPU).
+    /// Arithmetic of the linear layers: f32 (default); bf16 on the cpu
+    /// backend (AMX-BF16 / AVX512-BF16 CPUs only); f16 weight storage on the
+    /// gpu backend (adapters with SHADER_F16 only). A mode on the other
+    /// backend is refused with an error naming the one to use.
     pub precision: Precision,
 }
 
@@ -164,6 +166,15 @@ impl Model {
         match &*self.encoder() {
             Inner::Text(e) => e.describe_backend(),
             Inner::Pages(e) => e.describe_backend(),
+        }
+    }
+
+    /// Bytes of the model's weights resident on the GPU, `(all, linear-layer
+    /// weights)` (the latter halved by `--precision f16`); `None` on the cpu.
+    pub fn gpu_weight_bytes(&self) -> Option<(u64, u64)> {
+        match &*self.encoder() {
+            Inner::Text(e) => e.gpu_weight_bytes(),
+            Inner::Pages(e) => e.gpu_weight_bytes(),
         }
     }
 
@@ -1614,6 +1625,14 @@ pub fn describe_devices(device: Device, gpu: &GpuOptions) -> Result<Vec<String>>
                 l.max_compute_workgroups_per_dimension,
                 l.max_compute_workgroup_storage_size >> 10,
                 l.max_compute_invocations_per_workgroup
+            ));
+            lines.push(format!(
+                "shader-f16: {}",
+                if ctx.supports_f16() {
+                    "yes (--precision f16 available)"
+                } else {
+                    "no (--precision f16 refused on this adapter)"
+                }
             ));
         }
         Ok(Compute::Cpu) => lines.push(format!(

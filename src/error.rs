@@ -24,6 +24,17 @@ pub enum Error {
         error: wgpu::RequestDeviceError,
     },
 
+    #[error(
+        "GPU adapter '{adapter}' does not offer the wgpu feature {feature}, needed for \
+         {needed_for}; {hint}"
+    )]
+    MissingFeature {
+        adapter: String,
+        feature: &'static str,
+        needed_for: String,
+        hint: &'static str,
+    },
+
     #[error("shader '{label}': {message}")]
     Shader { label: String, message: String },
 

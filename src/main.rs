@@ -26,7 +26,7 @@ struct DeviceArgs {
     /// auto (hardware GPU if present, else native CPU), cpu, or gpu (wgpu on any adapter, software included)
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Linear layers of the CPU backend: f32, or bf16 (bf16 weights and activations, f32 sums; CPUs with AMX-BF16 or AVX512-BF16)
+    /// Linear layers: f32; bf16 on the cpu backend (bf16 weights and activations, f32 sums; CPUs with AMX-BF16 or AVX512-BF16); f16 on the gpu backend (f16 weights, f32 activations and sums; adapters with SHADER_F16). Each is refused on the other backend
     #[arg(long, default_value = "f32")]
     precision: String,
     /// Restrict wgpu to these backends: vulkan, metal, dx12, gl (comma separated; env WGPU_BACKEND)

@@ -483,7 +483,98 @@ fn bf16_precision_stays_close_to_f32() {
         Precision::Bf16,
     );
     match gpu {
-        Err(e) => assert!(e.to_string().contains("CPU backend only"), "{e}"),
+        Err(e) => assert!(
+            e.to_string().contains("cpu backend's mode")
+                && e.to_string().contains("--precision f16"),
+            "{e}"
+        ),
         Ok(_) => panic!("bf16 on a GPU must be refused"),
     }
+}
+
+/// Smallest cosine between corresponding token vectors (same ids required).
+fn min_token_cosine(a: &[colwgpu::model::TokenVectors], b: &[colwgpu::model::TokenVectors]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let mut worst = 1.0f64;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.ids, y.ids);
+        assert_eq!(x.vectors.len(), y.vectors.len());
+        for (u, v) in x.vectors.chunks(128).zip(y.vectors.chunks(128)) {
+            let dot: f64 = u.iter().zip(v).map(|(p, q)| *p as f64 * *q as f64).sum();
+            let nu: f64 = u.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+            let nv: f64 = v.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+            worst = worst.min(dot / (nu * nv).max(1e-30));
+        }
+    }
+    worst
+}
+
+/// `--precision f16` on the gpu backend: every token vector within cosine
+/// 0.999 of the f32 cpu encoder's (measured on these texts: see the README's
+/// precision section), the linear weights resident at half their f32 bytes
+/// (so f16 storage really ran; the other parameters stay f32). The cpu
+/// backend refuses f16 naming the gpu backend. Skipped, saying why, only on
+/// an adapter without SHADER_F16 (where the refusal is checked instead).
+#[test]
+fn f16_precision_on_the_gpu_stays_close_to_f32() {
+    use colwgpu::model::Precision;
+    let dir = model_dir();
+    let open = |d, p| Encoder::open_with_precision(&dir, d, &GpuOptions::default(), p);
+    let e = open(DeviceChoice::Cpu, Precision::F16)
+        .err()
+        .expect("f16 on the cpu must be refused");
+    assert!(e.to_string().contains("gpu backend"), "{e}");
+    let mut f16 = match open(DeviceChoice::Gpu, Precision::F16) {
+        Ok(e) => e,
+        Err(e) => {
+            let ctx = common::gpu();
+            assert!(!ctx.supports_f16(), "{e}");
+            assert!(
+                e.to_string().contains("SHADER_F16") && e.to_string().contains(&ctx.info.name),
+                "{e}"
+            );
+            eprintln!(
+                "skipped: adapter '{}' does not offer SHADER_F16",
+                ctx.info.name
+            );
+            return;
+        }
+    };
+    assert!(
+        f16.describe_backend().contains("f16"),
+        "{}",
+        f16.describe_backend()
+    );
+    let mut cpu = open(DeviceChoice::Cpu, Precision::F32).unwrap();
+    let docs = min_token_cosine(
+        &cpu.encode_documents(DOCS).unwrap(),
+        &f16.encode_documents(DOCS).unwrap(),
+    );
+    let queries = min_token_cosine(
+        &cpu.encode_queries(QUERIES).unwrap(),
+        &f16.encode_queries(QUERIES).unwrap(),
+    );
+    eprintln!("f16 gpu vs f32 cpu: lowest token cosine documents {docs:.8}, queries {queries:.8}");
+    // The issue asks for ≥ 0.999; measured 1 − 2.9e-7 (lavapipe): held to 1e-5.
+    assert!(
+        docs >= 0.99999 && queries >= 0.99999,
+        "documents {docs}, queries {queries}"
+    );
+    // Weight memory: the f32 gpu encoder's linear weights are twice the f16 one's.
+    let f32_gpu = open(DeviceChoice::Gpu, Precision::F32).unwrap();
+    let (all32, lin32) = f32_gpu.gpu_weight_bytes().unwrap();
+    let (all16, lin16) = f16.gpu_weight_bytes().unwrap();
+    eprintln!(
+        "gpu weights: f32 {all32} bytes ({lin32} linear), f16 {all16} bytes ({lin16} linear)"
+    );
+    assert!(
+        lin32 > 0 && lin16 * 2 == lin32,
+        "linear weight bytes f32 {lin32}, f16 {lin16}"
+    );
+    assert_eq!(
+        all32 - lin32,
+        all16 - lin16,
+        "the other parameters stay f32"
+    );
+    assert_eq!(cpu.gpu_weight_bytes(), None);
 }

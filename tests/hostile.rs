@@ -272,6 +272,33 @@ fn hostile_input_table() {
         a
     };
     let mut cases = vec![
+        // -- precision: each reduced mode on its own backend, named when refused.
+        case(
+            "f16 on the cpu",
+            enc(&[
+                "--docs",
+                &docs,
+                "--out",
+                &f.p("p.safetensors"),
+                "--precision",
+                "f16",
+            ]),
+            1,
+            &["--precision f16", "gpu backend", "--device gpu"],
+        ),
+        case(
+            "unknown precision",
+            enc(&[
+                "--docs",
+                &docs,
+                "--out",
+                &f.p("p.safetensors"),
+                "--precision",
+                "f8",
+            ]),
+            1,
+            &["unknown precision 'f8'", "f16"],
+        ),
         // -- outputs: never a device, FIFO, directory or input; nothing left behind.
         case(
             "out /dev/full",

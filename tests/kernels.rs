@@ -115,6 +115,118 @@ fn linear_gpu_matches_cpu() {
     }
 }
 
+/// `w` with every value rounded to the nearest f16 (what f16 storage holds).
+fn round_f16(w: &HostMatrix) -> HostMatrix {
+    let data = w
+        .data
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect();
+    HostMatrix::new(w.rows, w.cols, data).unwrap()
+}
+
+/// `--precision f16` on the gpu backend: a linear weight stored as f16 and
+/// read by `matmul.wgsl#f16` gives the f64 product of the f16-rounded weights
+/// to within f32 accumulation error (the f32 kernel's own tolerance), not f16
+/// error; and it does differ from the unrounded weights' product, so the f16
+/// path really ran. Skipped, saying why, on an adapter without SHADER_F16.
+#[test]
+fn linear_gpu_f16_weights_match_f64_of_rounded_weights() {
+    use colwgpu::backend::Precision;
+    use colwgpu::kernels::matmul::WeightStorage;
+    let ctx = gpu();
+    if !ctx.supports_f16() {
+        eprintln!(
+            "skipped: adapter '{}' does not offer SHADER_F16",
+            ctx.info.name
+        );
+        return;
+    }
+    let mut rng = Rng::new(7);
+    let mut g = GpuBackend::with_precision(ctx, Precision::F16).unwrap();
+    let (mut worst_rounded, mut worst_unrounded) = (0.0f32, 0.0f32);
+    for &(m, n, k) in LINEAR_SHAPES {
+        let x = mat(&mut rng, m, k, 1.0);
+        let w = mat(&mut rng, n, k, 0.5);
+        let b = HostMatrix::vector(rng.vec(n, 0.5));
+        let w16 = round_f16(&w);
+        for (bias, act) in [(None, Activation::Identity), (Some(&b), Activation::Gelu)] {
+            let gx = g.upload(&x).unwrap();
+            let gw = g.linear_weight("w", &w).unwrap();
+            assert_eq!(gw.storage(), WeightStorage::F16);
+            let gb = bias.map(|b| g.weight("b", b).unwrap());
+            let y = g.linear(&gx, &gw, gb.as_ref(), act).unwrap();
+            let got = g.read(&y).unwrap();
+            assert_eq!((got.rows, got.cols), (m, n));
+            let want = linear_f64(&x, &w16, bias, act);
+            assert_close(
+                &format!("gpu f16-weight linear {m}x{n}x{k} {act:?}"),
+                &got.data,
+                &want,
+                1e-5,
+                1e-4,
+            );
+            let unrounded = linear_f64(&x, &w, bias, act);
+            for ((a, r), u) in got.data.iter().zip(&want).zip(&unrounded) {
+                worst_rounded = worst_rounded.max((a - r).abs());
+                worst_unrounded = worst_unrounded.max((a - u).abs());
+            }
+        }
+    }
+    eprintln!(
+        "f16 weights: max |Δ| vs f64 of the rounded weights {worst_rounded:e}, \
+         vs f64 of the f32 weights {worst_unrounded:e}"
+    );
+    assert!(
+        worst_unrounded > 10.0 * worst_rounded.max(1e-7),
+        "the f16 kernel matched the unrounded weights as well ({worst_unrounded:e}): \
+         were the weights stored as f16?"
+    );
+    // f32 parameters stay f32 in f16 mode; an f16 weight where f32 parameters
+    // are read is refused, and a weight beyond f16's range is refused by name.
+    let x = g.upload(&mat(&mut rng, 2, 3, 1.0)).unwrap();
+    let w = g.linear_weight("w", &mat(&mut rng, 4, 3, 1.0)).unwrap();
+    assert_eq!(
+        g.weight("b", &HostMatrix::vector(vec![0.0; 4]))
+            .unwrap()
+            .storage(),
+        WeightStorage::F32
+    );
+    let e = g
+        .linear(&x, &w, Some(&w), Activation::Identity)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("bias"), "{e}");
+    let big = HostMatrix::new(1, 2, vec![1.0, 7.0e4]).unwrap();
+    let e = g.linear_weight("big one", &big).err().unwrap().to_string();
+    assert!(
+        e.contains("'big one'") && e.contains("65504") && e.contains("70000"),
+        "{e}"
+    );
+}
+
+/// Without SHADER_F16 the f16 mode is refused naming the adapter and the
+/// feature (the feature check itself, with an adapter's feature set).
+#[test]
+fn f16_needs_shader_f16_and_says_so() {
+    let e = colwgpu::gpu::require_f16("Some Old GPU", wgpu::Features::empty(), "--precision f16")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'Some Old GPU'") && e.contains("SHADER_F16") && e.contains("--precision f32"),
+        "{e}"
+    );
+    colwgpu::gpu::require_f16("x", wgpu::Features::SHADER_F16, "--precision f16").unwrap();
+    // The device asks for SHADER_F16 exactly when its adapter offers it.
+    let ctx = gpu();
+    let adapter_has = colwgpu::gpu::adapter_features(&Default::default())
+        .unwrap()
+        .iter()
+        .any(|(name, f)| *name == ctx.info.name && f.contains(wgpu::Features::SHADER_F16));
+    assert_eq!(ctx.supports_f16(), adapter_has);
+}
+
 #[test]
 fn linear_rejects_mismatched_shapes() {
     let mut cpu = CpuBackend::new();

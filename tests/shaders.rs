@@ -13,7 +13,13 @@ fn module(name: &str) -> naga::Module {
 #[test]
 fn every_shader_parses_and_validates() {
     let mut n = 0;
-    for name in shader::kernel_files() {
+    let variants = shader::variants();
+    assert!(
+        variants.iter().any(|v| v == "matmul.wgsl#f16"),
+        "variants found: {variants:?}"
+    );
+    for name in shader::kernel_files().map(String::from).chain(variants) {
+        let name = name.as_str();
         let m = module(name);
         naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
@@ -282,4 +288,41 @@ fn include_expands_once_and_unknown_files_error() {
     assert_eq!(src.matches("fn workgroup_sum").count(), 1);
     assert!(!src.contains("//!include"));
     assert!(shader::source("no_such.wgsl").is_err());
+}
+
+/// `matmul.wgsl#f16` is `matmul.wgsl` with its marked lines swapped: f16
+/// enabled and the weight type f16, every other line the same; the plain
+/// source has no f16 at all, and an undeclared variant is an error.
+#[test]
+fn variants_swap_only_the_marked_lines() {
+    let plain = shader::source("matmul.wgsl").unwrap();
+    let f16 = shader::source("matmul.wgsl#f16").unwrap();
+    let code = |s: &str| -> Vec<String> {
+        s.lines()
+            .map(|l| l.split("//").next().unwrap_or("").trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    let (a, b) = (code(&plain), code(&f16));
+    assert!(!a.iter().any(|l| l.contains("f16")), "{a:?}");
+    assert_eq!(b[0], "enable f16;");
+    assert_eq!(a.len() + 1, b.len());
+    let differ: Vec<(&String, &String)> = a.iter().zip(&b[1..]).filter(|(x, y)| x != y).collect();
+    assert_eq!(
+        differ,
+        vec![(
+            &"alias Weight = f32;".to_string(),
+            &"alias Weight = f16;".to_string()
+        )]
+    );
+    // Without SHADER_FLOAT16 the variant does not validate: the device must ask for it.
+    let m = module("matmul.wgsl#f16");
+    assert!(naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty()
+    )
+    .validate(&m)
+    .is_err());
+    let e = shader::source("matmul.wgsl#bf16").unwrap_err().to_string();
+    assert!(e.contains("no variant 'bf16'"), "{e}");
 }

@@ -53,8 +53,17 @@ impl CpuBackend {
     }
 
     /// A backend whose linear layers run at `precision`; bf16 needs a CPU
-    /// with AMX-BF16 or AVX512-BF16 and is refused with a clear error elsewhere.
+    /// with AMX-BF16 or AVX512-BF16 and is refused with a clear error elsewhere;
+    /// f16 (the gpu backend's weight storage) is always refused.
     pub fn with_precision(precision: Precision) -> Result<Self> {
+        if precision == Precision::F16 {
+            return Err(Error::Input(
+                "--precision f16 (f16 weight storage) is a gpu backend mode, for adapters with \
+                 SHADER_F16; the cpu backend runs f32 or bf16: use --precision bf16 on the CPU, \
+                 or --device gpu"
+                    .into(),
+            ));
+        }
         if precision == Precision::Bf16 && !bf16::available() {
             return Err(Error::Input(
                 "--precision bf16 needs an x86-64 CPU with AVX512-BF16 (or AMX-BF16); \
@@ -720,7 +729,9 @@ impl Backend for CpuBackend {
 
     fn describe(&self) -> String {
         match self.precision {
-            Precision::F32 => format!("cpu (native, {} threads)", rayon::current_num_threads()),
+            Precision::F32 | Precision::F16 => {
+                format!("cpu (native, {} threads)", rayon::current_num_threads())
+            }
             Precision::Bf16 => format!(
                 "cpu (native, {} threads, bf16 linears on {})",
                 rayon::current_num_threads(),
@@ -756,7 +767,8 @@ impl Backend for CpuBackend {
         let start = Instant::now();
         let buffer = self.take_buffer(x.rows * w.rows);
         let out = match self.precision {
-            Precision::F32 => linear_forward(x, w, bias, act, buffer),
+            // F16 is refused by `with_precision`.
+            Precision::F32 | Precision::F16 => linear_forward(x, w, bias, act, buffer),
             Precision::Bf16 => linear_bf16(x, w, bias, act, buffer),
         };
         let op = match act {

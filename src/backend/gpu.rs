@@ -1,16 +1,18 @@
 //! The WGSL backend: every op records a dispatch into one pending command
 //! encoder; [`Backend::read`] submits once and reads back only what is asked.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{
     check_attention, check_attention_gqa, check_batch, check_linear, check_norm, check_reshape,
     check_rotary, check_same, check_swiglu, Activation, Backend, EmbeddingTables, HostMatrix,
-    KeySpans, Shaped, TokenBatch, Unary,
+    KeySpans, Precision, Shaped, TokenBatch, Unary,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, PooledBuffer};
 use crate::kernels;
+use crate::kernels::matmul::WeightStorage;
 
 /// Activations: a pooled storage buffer with its shape.
 pub struct GpuTensor {
@@ -19,11 +21,13 @@ pub struct GpuTensor {
     cols: usize,
 }
 
-/// Parameters: a storage buffer uploaded once.
+/// Parameters: a storage buffer uploaded once (f32, or f16 for the linear
+/// weights of `--precision f16`).
 pub struct GpuWeight {
     buffer: wgpu::Buffer,
     rows: usize,
     cols: usize,
+    storage: WeightStorage,
 }
 
 impl Shaped for GpuTensor {
@@ -54,6 +58,44 @@ impl GpuWeight {
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
     }
+
+    /// How the buffer holds the values.
+    pub fn storage(&self) -> WeightStorage {
+        self.storage
+    }
+
+    /// The buffer, for an op that reads f32 parameters (norms, biases,
+    /// embedding tables); an f16 weight there is a programming error in the
+    /// model code, reported as a shape error rather than read as garbage.
+    fn f32_buffer(&self, op: &'static str) -> Result<&wgpu::Buffer> {
+        match self.storage {
+            WeightStorage::F32 => Ok(&self.buffer),
+            WeightStorage::F16 => Err(Error::shape(
+                op,
+                "an f16 linear weight was passed where f32 parameters are read",
+            )),
+        }
+    }
+}
+
+/// Rounds `m` to f16 for upload, refusing values beyond f16's range
+/// (±65,504) instead of storing infinities.
+fn to_f16(label: &str, m: &HostMatrix) -> Result<Vec<half::f16>> {
+    let out: Vec<half::f16> = m.data.iter().map(|&v| half::f16::from_f32(v)).collect();
+    if let Some(i) = out
+        .iter()
+        .zip(&m.data)
+        .position(|(h, v)| h.is_infinite() && v.is_finite())
+    {
+        return Err(Error::Input(format!(
+            "weight '{label}' holds {} (row {}, column {}), beyond f16's range of ±65504: \
+             --precision f16 cannot store it; use --precision f32",
+            m.data[i],
+            i / m.cols.max(1),
+            i % m.cols.max(1)
+        )));
+    }
+    Ok(out)
 }
 
 /// The WGSL backend on one [`GpuContext`].
@@ -71,16 +113,59 @@ pub struct GpuBackend {
     /// When set, every op is submitted and waited for on its own and its wall
     /// time added here by op name (a diagnostic mode: it defeats batching).
     profile: Option<std::collections::BTreeMap<&'static str, (usize, f64)>>,
+    /// F32, or F16: linear weights stored as f16.
+    precision: Precision,
+    /// Bytes of every weight uploaded, and of the linear weights among them.
+    weight_bytes: AtomicU64,
+    linear_weight_bytes: AtomicU64,
 }
 
 impl GpuBackend {
+    /// An f32 backend.
     pub fn new(ctx: Arc<GpuContext>) -> Self {
         Self {
             pool: crate::gpu::BufferPool::new(ctx.device.clone()),
             ctx,
             encoder: None,
             profile: None,
+            precision: Precision::F32,
+            weight_bytes: AtomicU64::new(0),
+            linear_weight_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// A backend whose linear weights are stored at `precision`: f32, or f16
+    /// (the device needs SHADER_F16: refused, naming the adapter, without
+    /// it). bf16 is the cpu backend's mode (WGSL has no bf16 type): refused
+    /// with an error naming f16.
+    pub fn with_precision(ctx: Arc<GpuContext>, precision: Precision) -> Result<Self> {
+        match precision {
+            Precision::F32 => {}
+            Precision::F16 => ctx.require_f16("--precision f16 (f16 weight storage)")?,
+            Precision::Bf16 => {
+                return Err(Error::Input(format!(
+                    "--precision bf16 is the cpu backend's mode; on the gpu backend ({}) use \
+                     --precision f16 (f16 weight storage, f32 sums), or --device cpu for bf16",
+                    ctx.info.name
+                )))
+            }
+        }
+        Ok(Self {
+            precision,
+            ..Self::new(ctx)
+        })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Bytes of the weights uploaded so far: `(all, linear weights)`.
+    pub fn weight_bytes(&self) -> (u64, u64) {
+        (
+            self.weight_bytes.load(Ordering::Relaxed),
+            self.linear_weight_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Turns per-op timing on (each op then runs in its own submit).
@@ -154,7 +239,10 @@ impl Backend for GpuBackend {
     type Weight = GpuWeight;
 
     fn describe(&self) -> String {
-        format!("gpu ({})", self.ctx.describe())
+        match self.precision {
+            Precision::F16 => format!("gpu ({}, f16 linear weights)", self.ctx.describe()),
+            _ => format!("gpu ({})", self.ctx.describe()),
+        }
     }
 
     fn check_head_dim(&self, head_dim: usize) -> Result<()> {
@@ -172,11 +260,39 @@ impl Backend for GpuBackend {
     }
 
     fn weight(&self, label: &str, m: &HostMatrix) -> Result<GpuWeight> {
+        let buffer = self.ctx.upload(label, &m.data)?;
+        self.weight_bytes
+            .fetch_add(m.data.len() as u64 * 4, Ordering::Relaxed);
         Ok(GpuWeight {
-            buffer: self.ctx.upload(label, &m.data)?,
+            buffer,
             rows: m.rows,
             cols: m.cols,
+            storage: WeightStorage::F32,
         })
+    }
+
+    fn linear_weight(&self, label: &str, m: &HostMatrix) -> Result<GpuWeight> {
+        let (buffer, storage) = match self.precision {
+            Precision::F16 => (
+                self.ctx.upload(label, &to_f16(label, m)?)?,
+                WeightStorage::F16,
+            ),
+            _ => (self.ctx.upload(label, &m.data)?, WeightStorage::F32),
+        };
+        let bytes = (m.data.len() * storage.bytes()) as u64;
+        self.weight_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.linear_weight_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        Ok(GpuWeight {
+            buffer,
+            rows: m.rows,
+            cols: m.cols,
+            storage,
+        })
+    }
+
+    fn linear_weight_owned(&self, label: &str, m: HostMatrix) -> Result<GpuWeight> {
+        self.linear_weight(label, &m)
     }
 
     fn embed(
@@ -195,11 +311,11 @@ impl Backend for GpuBackend {
         let buffers = kernels::embed::Buffers {
             ids: &ids,
             type_ids: &type_ids,
-            word: &t.word.buffer,
-            position: &t.position.buffer,
-            token_type: &t.token_type.buffer,
-            gamma: &t.gamma.buffer,
-            beta: &t.beta.buffer,
+            word: t.word.f32_buffer("embed")?,
+            position: t.position.f32_buffer("embed")?,
+            token_type: t.token_type.f32_buffer("embed")?,
+            gamma: t.gamma.f32_buffer("embed")?,
+            beta: t.beta.f32_buffer("embed")?,
             out: out.buffer(),
         };
         let ctx = self.ctx.clone();
@@ -223,19 +339,21 @@ impl Backend for GpuBackend {
     ) -> Result<GpuTensor> {
         let start = std::time::Instant::now();
         check_linear(x, w, bias)?;
+        let bias = bias.map(|b| b.f32_buffer("linear bias")).transpose()?;
         let out = self.tensor("linear output", x.rows, w.rows)?;
         let ctx = self.ctx.clone();
-        kernels::matmul::record(
+        kernels::matmul::record_with(
             &ctx,
             self.encoder(),
             &kernels::matmul::Buffers {
                 x: x.buffer(),
                 w: &w.buffer,
-                bias: bias.map(|b| &b.buffer),
+                bias,
                 y: out.buffer(),
             },
             (x.rows, w.rows, x.cols),
             act,
+            w.storage,
         )?;
         self.finish_op("matmul", start)?;
         Ok(out)
@@ -284,8 +402,8 @@ impl Backend for GpuBackend {
             &kernels::layernorm::Buffers {
                 x: x.buffer(),
                 residual: residual.buffer(),
-                gamma: &gamma.buffer,
-                beta: &beta.buffer,
+                gamma: gamma.f32_buffer("layernorm")?,
+                beta: beta.f32_buffer("layernorm")?,
                 out: out.buffer(),
             },
             (x.rows, x.cols),
@@ -467,8 +585,12 @@ impl GpuBackend {
         let ctx = self.ctx.clone();
         let buffers = kernels::norm::Buffers {
             x: x.buffer(),
-            gamma: &gamma.buffer,
-            beta: (norm == kernels::norm::Norm::Layer).then_some(&beta.buffer),
+            gamma: gamma.f32_buffer("norm")?,
+            beta: if norm == kernels::norm::Norm::Layer {
+                Some(beta.f32_buffer("norm")?)
+            } else {
+                None
+            },
             out: out.buffer(),
         };
         kernels::norm::record(&ctx, self.encoder(), norm, &buffers, (x.rows, x.cols), eps)?;

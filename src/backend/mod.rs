@@ -55,16 +55,21 @@ impl PartialEq for PackCache {
     }
 }
 
-/// Arithmetic of the CPU backend's linear layers.
+/// Arithmetic of the linear layers. Each reduced precision belongs to one
+/// backend; the other refuses it with an error naming the one to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// f32 everywhere (the default).
     #[default]
     F32,
-    /// Linear layers with bf16 weights and activations, f32 accumulation
-    /// (AMX-BF16 or AVX512-BF16; refused on CPUs without either). Attention,
-    /// norms and GELU stay f32.
+    /// CPU backend: linear layers with bf16 weights and activations, f32
+    /// accumulation (AMX-BF16 or AVX512-BF16; refused on CPUs without
+    /// either). Attention, norms and GELU stay f32.
     Bf16,
+    /// GPU backend: linear-layer weights stored as f16 (half the memory and
+    /// bandwidth), activations and accumulation f32 (adapters with
+    /// SHADER_F16; refused elsewhere). Everything else stays f32.
+    F16,
 }
 
 impl std::str::FromStr for Precision {
@@ -73,8 +78,9 @@ impl std::str::FromStr for Precision {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "fp32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
+            "f16" | "fp16" => Ok(Precision::F16),
             _ => Err(Error::Input(format!(
-                "unknown precision '{s}' (expected f32 or bf16)"
+                "unknown precision '{s}' (expected f32, bf16 (cpu backend) or f16 (gpu backend))"
             ))),
         }
     }
@@ -85,6 +91,7 @@ impl std::fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
         })
     }
 }
@@ -262,6 +269,20 @@ pub trait Backend {
 
     /// Uploads a parameter matrix.
     fn weight(&self, label: &str, m: &HostMatrix) -> Result<Self::Weight>;
+
+    /// Uploads the `[out, in]` weight of a linear layer: a weight only ever
+    /// passed to [`Backend::linear`] as `w`, so the backend may store it at
+    /// its reduced precision (the gpu backend's `--precision f16`). By default
+    /// the same as [`Backend::weight`].
+    fn linear_weight(&self, label: &str, m: &HostMatrix) -> Result<Self::Weight> {
+        self.weight(label, m)
+    }
+
+    /// [`Backend::linear_weight`] of a matrix the caller no longer needs (see
+    /// [`Backend::weight_owned`]).
+    fn linear_weight_owned(&self, label: &str, m: HostMatrix) -> Result<Self::Weight> {
+        self.weight_owned(label, m)
+    }
 
     /// `h[r] = LayerNorm(word[ids[r]] + position[r % seq_len] + token_type[type_ids[r]])`.
     fn embed(

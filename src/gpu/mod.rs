@@ -29,6 +29,9 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// The optional features this device was created with: SHADER_F16 when
+    /// the adapter offers it (nothing else is requested).
+    pub features: wgpu::Features,
     pipelines: pipeline::PipelineCache,
     pool: BufferPool,
     /// The first uncaptured wgpu error since the last check (validation, out of memory).
@@ -65,6 +68,16 @@ pub fn list_adapters(options: &GpuOptions) -> Result<Vec<wgpu::AdapterInfo>> {
     let instance = make_instance(options)?;
     let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
     Ok(adapters.iter().map(|a| a.get_info()).collect())
+}
+
+/// Every adapter's name and the optional features it offers.
+pub fn adapter_features(options: &GpuOptions) -> Result<Vec<(String, wgpu::Features)>> {
+    let instance = make_instance(options)?;
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    Ok(adapters
+        .iter()
+        .map(|a| (a.get_info().name, a.features()))
+        .collect())
 }
 
 fn make_instance(options: &GpuOptions) -> Result<wgpu::Instance> {
@@ -132,9 +145,12 @@ impl GpuContext {
         })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        // f16 weight storage (`--precision f16`) needs SHADER_F16: requested
+        // only where the adapter offers it, so no adapter is refused for it.
+        let features = adapter.features() & wgpu::Features::SHADER_F16;
         let desc = wgpu::DeviceDescriptor {
             label: Some("colwgpu"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -161,6 +177,7 @@ impl GpuContext {
             queue,
             info,
             limits,
+            features,
             pipelines: pipeline::PipelineCache::default(),
             errors,
         })
@@ -185,6 +202,17 @@ impl GpuContext {
 
     pub fn is_software(&self) -> bool {
         is_software(&self.info)
+    }
+
+    /// Whether f16 storage buffers and arithmetic are available (SHADER_F16).
+    pub fn supports_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Errors, naming the adapter and the feature, unless this device has
+    /// SHADER_F16 (`what` says what needed it).
+    pub fn require_f16(&self, what: &str) -> Result<()> {
+        require_f16(&self.info.name, self.features, what)
     }
 
     /// The compute pipeline for `spec` specialised with `constants`, built once.
@@ -406,6 +434,20 @@ impl GpuContext {
             })?;
         self.check("submit")
     }
+}
+
+/// Errors unless `features` (an adapter's or a device's) contain SHADER_F16,
+/// naming `adapter`, the feature and `what` needed it.
+pub fn require_f16(adapter: &str, features: wgpu::Features, what: &str) -> Result<()> {
+    if features.contains(wgpu::Features::SHADER_F16) {
+        return Ok(());
+    }
+    Err(Error::MissingFeature {
+        adapter: adapter.to_string(),
+        feature: "SHADER_F16 (WGSL `enable f16`)",
+        needed_for: what.to_string(),
+        hint: "use --precision f32 on this adapter, or another adapter (--adapter)",
+    })
 }
 
 /// Splits `n` workgroups over x and y so neither exceeds the per-dimension limit.

@@ -1,4 +1,5 @@
-//! `shaders/matmul.wgsl`: Y = act(X · Wᵀ + b), W in PyTorch [out, in] layout.
+//! `shaders/matmul.wgsl`: Y = act(X · Wᵀ + b), W in PyTorch [out, in] layout,
+//! W stored as f32 or (variant `matmul.wgsl#f16`, SHADER_F16 adapters) as f16.
 
 use crate::error::Result;
 use crate::gpu::{Binding, GpuContext, KernelSpec};
@@ -12,17 +13,47 @@ pub struct Params {
     pub has_bias: u32,
 }
 
+const BINDINGS: &[Binding] = &[
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::ReadWrite,
+    Binding::Uniform,
+];
+
 pub const SPEC: KernelSpec = KernelSpec {
     shader: "matmul.wgsl",
     entry: "main",
-    bindings: &[
-        Binding::Read,
-        Binding::Read,
-        Binding::Read,
-        Binding::ReadWrite,
-        Binding::Uniform,
-    ],
+    bindings: BINDINGS,
 };
+
+/// The same kernel reading f16 weights (f32 products and sums); its pipeline
+/// needs a device created with `wgpu::Features::SHADER_F16`.
+pub const SPEC_F16: KernelSpec = KernelSpec {
+    shader: "matmul.wgsl#f16",
+    entry: "main",
+    bindings: BINDINGS,
+};
+
+/// How a weight buffer holds its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightStorage {
+    /// `array<f32>`.
+    #[default]
+    F32,
+    /// `array<f16>`, each weight rounded to nearest binary16 (half the bytes).
+    F16,
+}
+
+impl WeightStorage {
+    /// Bytes per weight.
+    pub fn bytes(self) -> usize {
+        match self {
+            WeightStorage::F32 => 4,
+            WeightStorage::F16 => 2,
+        }
+    }
+}
 
 /// The activation fused into the matmul's epilogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,14 +80,33 @@ super::kernel_buffers! {
     }
 }
 
-/// Records `y[m, n] = act(x[m, k] · w[n, k]ᵀ + bias[n])`.
+/// Records `y[m, n] = act(x[m, k] · w[n, k]ᵀ + bias[n])`, `w` f32.
 pub fn record(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    b: &Buffers,
+    shape: (usize, usize, usize),
+    act: Activation,
+) -> Result<()> {
+    record_with(ctx, encoder, b, shape, act, WeightStorage::F32)
+}
+
+/// [`record`] with `w` stored as `storage` (f16 needs SHADER_F16: checked).
+pub fn record_with(
     ctx: &GpuContext,
     encoder: &mut wgpu::CommandEncoder,
     b: &Buffers,
     (m, n, k): (usize, usize, usize),
     act: Activation,
+    storage: WeightStorage,
 ) -> Result<()> {
+    let spec = match storage {
+        WeightStorage::F32 => &SPEC,
+        WeightStorage::F16 => {
+            ctx.require_f16("f16 matmul weights")?;
+            &SPEC_F16
+        }
+    };
     let constants = [
         ("WG_X", WG.0 as f64),
         ("WG_Y", WG.1 as f64),
@@ -76,5 +126,5 @@ pub fn record(
         (m as u32).div_ceil(4 * WG.1),
         1,
     ];
-    ctx.record_kernel(encoder, &SPEC, &constants, &b.in_order(), &params, groups)
+    ctx.record_kernel(encoder, spec, &constants, &b.in_order(), &params, groups)
 }

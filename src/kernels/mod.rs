@@ -22,10 +22,12 @@ pub mod topk;
 
 use crate::gpu::KernelSpec;
 
-/// Every kernel, for pipeline warm-up and the shader tests.
+/// Every kernel, for pipeline warm-up and the shader tests (`matmul::SPEC_F16`
+/// builds only on a device with SHADER_F16).
 pub const ALL: &[KernelSpec] = &[
     embed::SPEC,
     matmul::SPEC,
+    matmul::SPEC_F16,
     attention::SPEC,
     layernorm::SPEC,
     l2norm::SPEC,
@@ -77,6 +79,10 @@ pub const BINDING_NAMES: &[BindingNames] = &[
     },
     BindingNames {
         spec: matmul::SPEC,
+        names: matmul::Buffers::NAMES,
+    },
+    BindingNames {
+        spec: matmul::SPEC_F16,
         names: matmul::Buffers::NAMES,
     },
     BindingNames {
@@ -243,6 +249,7 @@ pub fn params_layouts() -> Vec<ParamsLayout> {
             }
         ),
         params_layout!("matmul.wgsl", matmul::Params { m, n, k, has_bias }),
+        params_layout!("matmul.wgsl#f16", matmul::Params { m, n, k, has_bias }),
         params_layout!(
             "attention.wgsl",
             attention::Params {

@@ -108,15 +108,15 @@ impl BertWeights<HostMatrix> {
             .iter()
             .map(|l| {
                 Ok(LayerWeights {
-                    qkv_w: backend.weight("qkv weight", &l.qkv_w)?,
+                    qkv_w: backend.linear_weight("qkv weight", &l.qkv_w)?,
                     qkv_b: backend.weight("qkv bias", &l.qkv_b)?,
-                    attn_out_w: backend.weight("attention output weight", &l.attn_out_w)?,
+                    attn_out_w: backend.linear_weight("attention output weight", &l.attn_out_w)?,
                     attn_out_b: backend.weight("attention output bias", &l.attn_out_b)?,
                     attn_ln_g: backend.weight("attention LayerNorm weight", &l.attn_ln_g)?,
                     attn_ln_b: backend.weight("attention LayerNorm bias", &l.attn_ln_b)?,
-                    ffn_in_w: backend.weight("ffn input weight", &l.ffn_in_w)?,
+                    ffn_in_w: backend.linear_weight("ffn input weight", &l.ffn_in_w)?,
                     ffn_in_b: backend.weight("ffn input bias", &l.ffn_in_b)?,
-                    ffn_out_w: backend.weight("ffn output weight", &l.ffn_out_w)?,
+                    ffn_out_w: backend.linear_weight("ffn output weight", &l.ffn_out_w)?,
                     ffn_out_b: backend.weight("ffn output bias", &l.ffn_out_b)?,
                     ffn_ln_g: backend.weight("ffn LayerNorm weight", &l.ffn_ln_g)?,
                     ffn_ln_b: backend.weight("ffn LayerNorm bias", &l.ffn_ln_b)?,

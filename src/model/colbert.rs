@@ -266,7 +266,7 @@ impl<B: Backend> ColbertEncoder<B> {
         let projection = checkpoint
             .projection
             .as_ref()
-            .map(|p| backend.weight("colbert projection", p))
+            .map(|p| backend.linear_weight("colbert projection", p))
             .transpose()?;
         let dim = checkpoint.dim();
         Ok(Self {

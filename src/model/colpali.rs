@@ -299,7 +299,7 @@ impl<B: Backend> ColPaliEncoder<B> {
     pub fn new(ckpt: ColPaliCheckpoint, backend: B) -> Result<Self> {
         let weights = ckpt.weights.into_backend(&backend)?;
         let dim = ckpt.proj_w.rows;
-        let proj_w = backend.weight_owned("custom_text_proj weight", ckpt.proj_w)?;
+        let proj_w = backend.linear_weight_owned("custom_text_proj weight", ckpt.proj_w)?;
         let proj_b = backend.weight_owned("custom_text_proj bias", ckpt.proj_b)?;
         let pad_id = ckpt
             .tokenizer

@@ -24,17 +24,6 @@ use crate::backend::gpu::GpuBackend;
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 
-/// bf16 runs on the CPU backend only (no f16/bf16 storage in the WGSL path yet).
-fn refuse_gpu_precision(precision: Precision) -> Result<()> {
-    if precision == Precision::F32 {
-        return Ok(());
-    }
-    Err(Error::Input(format!(
-        "--precision {precision} is implemented for the CPU backend only; \
-         use --device cpu, or --precision f32 on a GPU"
-    )))
-}
-
 /// A ColBERT encoder on the backend chosen at run time.
 pub enum Encoder {
     Cpu(ColbertEncoder<CpuBackend>),
@@ -56,8 +45,9 @@ impl Encoder {
         Self::open_with_precision(dir, device, options, Precision::F32)
     }
 
-    /// [`Encoder::open`] with the CPU backend's linear layers at `precision`
-    /// (bf16 is CPU-only: refused on a GPU).
+    /// [`Encoder::open`] with the linear layers at `precision`: bf16 on the
+    /// cpu backend, f16 weight storage on the gpu backend (each refused, with
+    /// an error naming the other, on the other backend).
     pub fn open_with_precision(
         dir: &Path,
         device: DeviceChoice,
@@ -66,10 +56,10 @@ impl Encoder {
     ) -> Result<Self> {
         let checkpoint = Checkpoint::load(dir)?;
         Ok(match resolve_device(device, options)? {
-            Some(ctx) => {
-                refuse_gpu_precision(precision)?;
-                Encoder::Gpu(ColbertEncoder::new(checkpoint, GpuBackend::new(ctx))?)
-            }
+            Some(ctx) => Encoder::Gpu(ColbertEncoder::new(
+                checkpoint,
+                GpuBackend::with_precision(ctx, precision)?,
+            )?),
             None => Encoder::Cpu(ColbertEncoder::new(
                 checkpoint,
                 CpuBackend::with_precision(precision)?,
@@ -107,6 +97,15 @@ impl Encoder {
         match self {
             Encoder::Gpu(e) => crate::backend::Compute::Gpu(e.backend().context().clone()),
             Encoder::Cpu(_) => crate::backend::Compute::Cpu,
+        }
+    }
+
+    /// Bytes of weights resident on the GPU, `(all, linear weights)`; `None`
+    /// on the cpu backend.
+    pub fn gpu_weight_bytes(&self) -> Option<(u64, u64)> {
+        match self {
+            Encoder::Gpu(e) => Some(e.backend().weight_bytes()),
+            Encoder::Cpu(_) => None,
         }
     }
 
@@ -253,13 +252,10 @@ impl PageEncoder {
             PageFamily::ColQwen2 => {
                 let ckpt = colqwen2::ColQwen2Checkpoint::load_with_base(dir, base)?;
                 match resolve_device(device, options)? {
-                    Some(ctx) => {
-                        refuse_gpu_precision(precision)?;
-                        PageEncoder::Gpu(colqwen2::ColQwen2Encoder::new(
-                            ckpt,
-                            GpuBackend::new(ctx),
-                        )?)
-                    }
+                    Some(ctx) => PageEncoder::Gpu(colqwen2::ColQwen2Encoder::new(
+                        ckpt,
+                        GpuBackend::with_precision(ctx, precision)?,
+                    )?),
                     None => PageEncoder::Cpu(colqwen2::ColQwen2Encoder::new(
                         ckpt,
                         CpuBackend::with_precision(precision)?,
@@ -269,13 +265,10 @@ impl PageEncoder {
             PageFamily::ColPali => {
                 let ckpt = colpali::ColPaliCheckpoint::load_with_base(dir, base)?;
                 match resolve_device(device, options)? {
-                    Some(ctx) => {
-                        refuse_gpu_precision(precision)?;
-                        PageEncoder::ColPaliGpu(colpali::ColPaliEncoder::new(
-                            ckpt,
-                            GpuBackend::new(ctx),
-                        )?)
-                    }
+                    Some(ctx) => PageEncoder::ColPaliGpu(colpali::ColPaliEncoder::new(
+                        ckpt,
+                        GpuBackend::with_precision(ctx, precision)?,
+                    )?),
                     None => PageEncoder::ColPaliCpu(colpali::ColPaliEncoder::new(
                         ckpt,
                         CpuBackend::with_precision(precision)?,
@@ -335,6 +328,16 @@ impl PageEncoder {
 
     pub fn set_batch_size(&mut self, n: usize) {
         each_page!(self, e => e.batch_size = n.max(1))
+    }
+
+    /// Bytes of weights resident on the GPU, `(all, linear weights)`; `None`
+    /// on the cpu backend.
+    pub fn gpu_weight_bytes(&self) -> Option<(u64, u64)> {
+        match self {
+            PageEncoder::Gpu(e) => Some(e.backend().weight_bytes()),
+            PageEncoder::ColPaliGpu(e) => Some(e.backend().weight_bytes()),
+            PageEncoder::Cpu(_) | PageEncoder::ColPaliCpu(_) => None,
+        }
     }
 
     pub fn compute(&self) -> crate::backend::Compute {

@@ -405,15 +405,15 @@ impl PaliGemmaWeights<HostMatrix> {
                 Ok(SiglipLayer {
                     ln1_g: b.weight_owned("siglip layer_norm1 weight", x.ln1_g)?,
                     ln1_b: b.weight_owned("siglip layer_norm1 bias", x.ln1_b)?,
-                    qkv_w: b.weight_owned("siglip qkv weight", x.qkv_w)?,
+                    qkv_w: b.linear_weight_owned("siglip qkv weight", x.qkv_w)?,
                     qkv_b: b.weight_owned("siglip qkv bias", x.qkv_b)?,
-                    out_w: b.weight_owned("siglip out_proj weight", x.out_w)?,
+                    out_w: b.linear_weight_owned("siglip out_proj weight", x.out_w)?,
                     out_b: b.weight_owned("siglip out_proj bias", x.out_b)?,
                     ln2_g: b.weight_owned("siglip layer_norm2 weight", x.ln2_g)?,
                     ln2_b: b.weight_owned("siglip layer_norm2 bias", x.ln2_b)?,
-                    fc1_w: b.weight_owned("siglip fc1 weight", x.fc1_w)?,
+                    fc1_w: b.linear_weight_owned("siglip fc1 weight", x.fc1_w)?,
                     fc1_b: b.weight_owned("siglip fc1 bias", x.fc1_b)?,
-                    fc2_w: b.weight_owned("siglip fc2 weight", x.fc2_w)?,
+                    fc2_w: b.linear_weight_owned("siglip fc2 weight", x.fc2_w)?,
                     fc2_b: b.weight_owned("siglip fc2 bias", x.fc2_b)?,
                 })
             })
@@ -424,23 +424,23 @@ impl PaliGemmaWeights<HostMatrix> {
             .map(|l| {
                 Ok(GemmaLayer {
                     input_norm: b.weight_owned("gemma input norm", l.input_norm)?,
-                    qkv_w: b.weight_owned("gemma qkv weight", l.qkv_w)?,
-                    o_w: b.weight_owned("gemma o_proj weight", l.o_w)?,
+                    qkv_w: b.linear_weight_owned("gemma qkv weight", l.qkv_w)?,
+                    o_w: b.linear_weight_owned("gemma o_proj weight", l.o_w)?,
                     post_norm: b.weight_owned("gemma post-attention norm", l.post_norm)?,
-                    gate_w: b.weight_owned("gemma gate_proj weight", l.gate_w)?,
-                    up_w: b.weight_owned("gemma up_proj weight", l.up_w)?,
-                    down_w: b.weight_owned("gemma down weight", l.down_w)?,
+                    gate_w: b.linear_weight_owned("gemma gate_proj weight", l.gate_w)?,
+                    up_w: b.linear_weight_owned("gemma up_proj weight", l.up_w)?,
+                    down_w: b.linear_weight_owned("gemma down weight", l.down_w)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(PaliGemmaWeights {
-            patch_w: b.weight_owned("siglip patch embedding", self.patch_w)?,
+            patch_w: b.linear_weight_owned("siglip patch embedding", self.patch_w)?,
             patch_b: b.weight_owned("siglip patch embedding bias", self.patch_b)?,
             position: self.position,
             vision_layers,
             post_ln_g: b.weight_owned("siglip post_layernorm weight", self.post_ln_g)?,
             post_ln_b: b.weight_owned("siglip post_layernorm bias", self.post_ln_b)?,
-            proj_w: b.weight_owned("projector weight", self.proj_w)?,
+            proj_w: b.linear_weight_owned("projector weight", self.proj_w)?,
             proj_b: b.weight_owned("projector bias", self.proj_b)?,
             layers,
             final_norm: b.weight_owned("gemma final norm", self.final_norm)?,

@@ -466,15 +466,15 @@ impl Qwen2VlWeights<HostMatrix> {
                 Ok(VisionBlock {
                     norm1_g: b.weight_owned("vision norm1 weight", x.norm1_g)?,
                     norm1_b: b.weight_owned("vision norm1 bias", x.norm1_b)?,
-                    qkv_w: b.weight_owned("vision qkv weight", x.qkv_w)?,
+                    qkv_w: b.linear_weight_owned("vision qkv weight", x.qkv_w)?,
                     qkv_b: b.weight_owned("vision qkv bias", x.qkv_b)?,
-                    proj_w: b.weight_owned("vision proj weight", x.proj_w)?,
+                    proj_w: b.linear_weight_owned("vision proj weight", x.proj_w)?,
                     proj_b: b.weight_owned("vision proj bias", x.proj_b)?,
                     norm2_g: b.weight_owned("vision norm2 weight", x.norm2_g)?,
                     norm2_b: b.weight_owned("vision norm2 bias", x.norm2_b)?,
-                    fc1_w: b.weight_owned("vision fc1 weight", x.fc1_w)?,
+                    fc1_w: b.linear_weight_owned("vision fc1 weight", x.fc1_w)?,
                     fc1_b: b.weight_owned("vision fc1 bias", x.fc1_b)?,
-                    fc2_w: b.weight_owned("vision fc2 weight", x.fc2_w)?,
+                    fc2_w: b.linear_weight_owned("vision fc2 weight", x.fc2_w)?,
                     fc2_b: b.weight_owned("vision fc2 bias", x.fc2_b)?,
                 })
             })
@@ -485,23 +485,23 @@ impl Qwen2VlWeights<HostMatrix> {
             .map(|l| {
                 Ok(TextLayer {
                     input_norm: b.weight_owned("input norm", l.input_norm)?,
-                    qkv_w: b.weight_owned("qkv weight", l.qkv_w)?,
+                    qkv_w: b.linear_weight_owned("qkv weight", l.qkv_w)?,
                     qkv_b: b.weight_owned("qkv bias", l.qkv_b)?,
-                    o_w: b.weight_owned("o_proj weight", l.o_w)?,
+                    o_w: b.linear_weight_owned("o_proj weight", l.o_w)?,
                     post_norm: b.weight_owned("post-attention norm", l.post_norm)?,
-                    gate_up_w: b.weight_owned("gate|up weight", l.gate_up_w)?,
-                    down_w: b.weight_owned("down weight", l.down_w)?,
+                    gate_up_w: b.linear_weight_owned("gate|up weight", l.gate_up_w)?,
+                    down_w: b.linear_weight_owned("down weight", l.down_w)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Qwen2VlWeights {
-            patch_embed: b.weight_owned("patch embedding", self.patch_embed)?,
+            patch_embed: b.linear_weight_owned("patch embedding", self.patch_embed)?,
             blocks,
             merger_ln_g: b.weight_owned("merger norm weight", self.merger_ln_g)?,
             merger_ln_b: b.weight_owned("merger norm bias", self.merger_ln_b)?,
-            merger_fc1_w: b.weight_owned("merger fc1 weight", self.merger_fc1_w)?,
+            merger_fc1_w: b.linear_weight_owned("merger fc1 weight", self.merger_fc1_w)?,
             merger_fc1_b: b.weight_owned("merger fc1 bias", self.merger_fc1_b)?,
-            merger_fc2_w: b.weight_owned("merger fc2 weight", self.merger_fc2_w)?,
+            merger_fc2_w: b.linear_weight_owned("merger fc2 weight", self.merger_fc2_w)?,
             merger_fc2_b: b.weight_owned("merger fc2 bias", self.merger_fc2_b)?,
             layers,
             final_norm: b.weight_owned("final norm", self.final_norm)?,
@@ -517,15 +517,15 @@ impl Qwen2VlWeights<HostMatrix> {
                 Ok(VisionBlock {
                     norm1_g: b.weight("vision norm1 weight", &x.norm1_g)?,
                     norm1_b: b.weight("vision norm1 bias", &x.norm1_b)?,
-                    qkv_w: b.weight("vision qkv weight", &x.qkv_w)?,
+                    qkv_w: b.linear_weight("vision qkv weight", &x.qkv_w)?,
                     qkv_b: b.weight("vision qkv bias", &x.qkv_b)?,
-                    proj_w: b.weight("vision proj weight", &x.proj_w)?,
+                    proj_w: b.linear_weight("vision proj weight", &x.proj_w)?,
                     proj_b: b.weight("vision proj bias", &x.proj_b)?,
                     norm2_g: b.weight("vision norm2 weight", &x.norm2_g)?,
                     norm2_b: b.weight("vision norm2 bias", &x.norm2_b)?,
-                    fc1_w: b.weight("vision fc1 weight", &x.fc1_w)?,
+                    fc1_w: b.linear_weight("vision fc1 weight", &x.fc1_w)?,
                     fc1_b: b.weight("vision fc1 bias", &x.fc1_b)?,
-                    fc2_w: b.weight("vision fc2 weight", &x.fc2_w)?,
+                    fc2_w: b.linear_weight("vision fc2 weight", &x.fc2_w)?,
                     fc2_b: b.weight("vision fc2 bias", &x.fc2_b)?,
                 })
             })
@@ -536,23 +536,23 @@ impl Qwen2VlWeights<HostMatrix> {
             .map(|l| {
                 Ok(TextLayer {
                     input_norm: b.weight("input norm", &l.input_norm)?,
-                    qkv_w: b.weight("qkv weight", &l.qkv_w)?,
+                    qkv_w: b.linear_weight("qkv weight", &l.qkv_w)?,
                     qkv_b: b.weight("qkv bias", &l.qkv_b)?,
-                    o_w: b.weight("o_proj weight", &l.o_w)?,
+                    o_w: b.linear_weight("o_proj weight", &l.o_w)?,
                     post_norm: b.weight("post-attention norm", &l.post_norm)?,
-                    gate_up_w: b.weight("gate|up weight", &l.gate_up_w)?,
-                    down_w: b.weight("down weight", &l.down_w)?,
+                    gate_up_w: b.linear_weight("gate|up weight", &l.gate_up_w)?,
+                    down_w: b.linear_weight("down weight", &l.down_w)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Qwen2VlWeights {
-            patch_embed: b.weight("patch embedding", &self.patch_embed)?,
+            patch_embed: b.linear_weight("patch embedding", &self.patch_embed)?,
             blocks,
             merger_ln_g: b.weight("merger norm weight", &self.merger_ln_g)?,
             merger_ln_b: b.weight("merger norm bias", &self.merger_ln_b)?,
-            merger_fc1_w: b.weight("merger fc1 weight", &self.merger_fc1_w)?,
+            merger_fc1_w: b.linear_weight("merger fc1 weight", &self.merger_fc1_w)?,
             merger_fc1_b: b.weight("merger fc1 bias", &self.merger_fc1_b)?,
-            merger_fc2_w: b.weight("merger fc2 weight", &self.merger_fc2_w)?,
+            merger_fc2_w: b.linear_weight("merger fc2 weight", &self.merger_fc2_w)?,
             merger_fc2_b: b.weight("merger fc2 bias", &self.merger_fc2_b)?,
             layers,
             final_norm: b.weight("final norm", &self.final_norm)?,
