@@ -273,25 +273,16 @@ fn colpali_gpu_matches_colpali_engine() {
 /// bytes.
 #[test]
 fn colpali_gpu_f16_weights_stay_close_to_colpali_engine() {
-    let ctx = gpu();
-    if !ctx.supports_f16() {
-        eprintln!(
-            "skipped: adapter '{}' does not offer SHADER_F16",
-            ctx.info.name
-        );
+    let Some(ctx) = common::gpu_with_f16() else {
         return;
-    }
-    let weight_bytes = |p| {
+    };
+    common::assert_f16_halves_linear_weights(|p| {
         let b = GpuBackend::with_precision(ctx.clone(), p).unwrap();
         ColPaliEncoder::new(checkpoint(), b)
             .unwrap()
             .backend()
             .weight_bytes()
-    };
-    let (all32, lin32) = weight_bytes(colwgpu::backend::Precision::F32);
-    let (all16, lin16) = weight_bytes(colwgpu::backend::Precision::F16);
-    println!("gpu weights: f32 {all32} bytes ({lin32} linear), f16 {all16} ({lin16} linear)");
-    assert!(lin32 > 0 && 2 * lin16 == lin32 && all32 - lin32 == all16 - lin16);
+    });
     let b = GpuBackend::with_precision(ctx, colwgpu::backend::Precision::F16).unwrap();
     let (d, q, c) = parity(b);
     println!("gpu f16: documents max |Δ| = {d:e}, queries {q:e}, causal query batch {c:e}");

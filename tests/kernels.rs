@@ -134,14 +134,9 @@ fn round_f16(w: &HostMatrix) -> HostMatrix {
 fn linear_gpu_f16_weights_match_f64_of_rounded_weights() {
     use colwgpu::backend::Precision;
     use colwgpu::kernels::matmul::WeightStorage;
-    let ctx = gpu();
-    if !ctx.supports_f16() {
-        eprintln!(
-            "skipped: adapter '{}' does not offer SHADER_F16",
-            ctx.info.name
-        );
+    let Some(ctx) = common::gpu_with_f16() else {
         return;
-    }
+    };
     let mut rng = Rng::new(7);
     let mut g = GpuBackend::with_precision(ctx, Precision::F16).unwrap();
     let (mut worst_rounded, mut worst_unrounded) = (0.0f32, 0.0f32);

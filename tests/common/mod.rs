@@ -45,6 +45,31 @@ pub fn gpu() -> Arc<GpuContext> {
     .clone()
 }
 
+/// The shared context when its adapter offers SHADER_F16 (what `--precision
+/// f16` needs); otherwise `None`, after printing why the caller skips.
+pub fn gpu_with_f16() -> Option<Arc<GpuContext>> {
+    let ctx = gpu();
+    if ctx.supports_f16() {
+        return Some(ctx);
+    }
+    eprintln!(
+        "skipped: adapter '{}' does not offer SHADER_F16",
+        ctx.info.name
+    );
+    None
+}
+
+/// Asserts that f16 storage halves a model's linear weights and leaves its
+/// other weights as they are: `bytes(precision)` builds the model on a GPU
+/// backend at that precision and returns its (all, linear) weight bytes.
+pub fn assert_f16_halves_linear_weights(bytes: impl Fn(colwgpu::backend::Precision) -> (u64, u64)) {
+    use colwgpu::backend::Precision;
+    let (all32, lin32) = bytes(Precision::F32);
+    let (all16, lin16) = bytes(Precision::F16);
+    println!("gpu weights: f32 {all32} bytes ({lin32} linear), f16 {all16} ({lin16} linear)");
+    assert!(lin32 > 0 && 2 * lin16 == lin32 && all32 - lin32 == all16 - lin16);
+}
+
 /// Asserts `|a - b| <= atol + rtol·|b|` element-wise, reporting the worst element.
 pub fn assert_close(what: &str, a: &[f32], b: &[f32], atol: f32, rtol: f32) {
     assert_eq!(
