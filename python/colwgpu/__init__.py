@@ -98,7 +98,11 @@ class Model:
     or a LoRA adapter on one, with ``base`` naming the base model when the
     adapter's config does not). ``device`` is ``"auto"`` (a hardware GPU if
     there is one, else the native CPU backend), ``"cpu"`` or ``"gpu"`` (wgpu on
-    any adapter, software ones included).
+    any adapter, software ones included). ``precision`` is ``"f32"`` (the
+    default), ``"bf16"`` (cpu backend: bf16 linear layers on AMX-BF16 or
+    AVX512-BF16) or ``"f16"`` (gpu backend: f16 linear weights on adapters
+    with SHADER_F16); a mode the chosen backend lacks is an error naming the
+    one to use.
     """
 
     def __init__(
@@ -107,9 +111,14 @@ class Model:
         device: str = "auto",
         batch_size: int = 32,
         base: Optional[Union[str, os.PathLike]] = None,
+        precision: str = "f32",
     ) -> None:
         self._core = _Model(
-            os.fspath(path), device, batch_size, None if base is None else os.fspath(base)
+            os.fspath(path),
+            device,
+            batch_size,
+            None if base is None else os.fspath(base),
+            precision,
         )
         self._check_kind()
 

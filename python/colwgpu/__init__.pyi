@@ -21,6 +21,7 @@ class Model:
         device: str = "auto",
         batch_size: int = 32,
         base: Optional[PathLike] = None,
+        precision: str = "f32",
     ) -> None: ...
     @property
     def dim(self) -> int: ...

@@ -111,18 +111,20 @@ struct PyModel {
 #[pymethods]
 impl PyModel {
     #[new]
-    #[pyo3(signature = (path, device = "auto", batch_size = 32, base = None))]
+    #[pyo3(signature = (path, device = "auto", batch_size = 32, base = None, precision = "f32"))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         device: &str,
         batch_size: usize,
         base: Option<PathBuf>,
+        precision: &str,
     ) -> PyResult<Self> {
         let options = ModelOptions {
             device: parse_device(device)?,
             batch_size,
             base,
+            precision: precision.parse().map_err(to_py)?,
             ..ModelOptions::default()
         };
         let p = path.clone();

@@ -93,6 +93,27 @@ def test_documents_match_reference(fixture, model):
     assert isinstance(one, np.ndarray) and np.array_equal(one, got[0])
 
 
+def test_precision_is_a_model_option(fixture, model):
+    meta, _ = fixture
+    with pytest.raises(colwgpu.ColwgpuError, match="unknown precision 'f8'"):
+        colwgpu.ColBERT(MODEL, device="cpu", precision="f8")
+    with pytest.raises(colwgpu.ColwgpuError, match="bf16"):
+        colwgpu.ColBERT(MODEL, device="cpu", precision="f16")
+    try:
+        bf = colwgpu.ColBERT(MODEL, device="cpu", precision="bf16")
+    except colwgpu.ColwgpuError as e:
+        # A CPU without AVX512-BF16 or AMX-BF16 refuses the mode, saying so.
+        assert "AVX512-BF16" in str(e)
+        return
+    queries = meta["queries"]
+    for a, b in zip(model.encode(queries, is_query=True), bf.encode(queries, is_query=True)):
+        assert a.shape == b.shape
+        # bf16 linears: close to f32 (cosine >= 0.999, as the Rust tests
+        # ask), yet not identical (the mode really ran).
+        assert (a * b).sum(axis=1).min() >= 0.999
+        assert np.abs(a - b).max() > 0
+
+
 def exhaustive_top(index, query_vecs, doc_vecs, ids, k):
     """Exact MaxSim over uncompressed vectors, in numpy."""
     scores = [(ids[i], float((query_vecs @ d.T).max(axis=1).sum())) for i, d in enumerate(doc_vecs)]
