@@ -26,15 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${1:-../shared/data/scifact}"
 WORK="${2:-/tmp/colwgpu-f16}"
-PYTHON=${PYTHON:-python3}
-MODEL=models/colbert-minilm
-BIN=target/release/colwgpu
-mkdir -p "$WORK"
-cargo build --release --locked --bin colwgpu >&2
-[ -f "$MODEL/model.safetensors" ] || bash models/fetch-model.sh >&2
-"$PYTHON" -c 'import numpy' || { echo "$PYTHON has no numpy (set PYTHON)" >&2; exit 1; }
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) CPUs;" \
-    "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+. scripts/lib/quality_setup.sh
 
 # 1. The f16-rounded checkpoint (values rounded, stored as f32).
 M16=$WORK/model-f16
