@@ -11,6 +11,7 @@ use colwgpu::backend::cpu::CpuBackend;
 use colwgpu::backend::gpu::GpuBackend;
 use colwgpu::backend::{Activation, Backend, HostMatrix, TokenBatch};
 use colwgpu::gpu::{GpuContext, GpuOptions};
+use colwgpu::Precision;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn matrix(rows: usize, cols: usize, seed: u32) -> HostMatrix {
@@ -60,6 +61,21 @@ fn bench_matmul(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("cpu", &name), |bench| {
             bench.iter(|| cpu.linear(&x, &w, Some(&b), Activation::Identity).unwrap())
         });
+        let mut split = CpuBackend::new().amx_split_f32();
+        if cpu.f32_linear_kernel() != split.f32_linear_kernel() {
+            group.bench_function(BenchmarkId::new("cpu-amx-split", &name), |bench| {
+                bench.iter(|| {
+                    split
+                        .linear(&x, &w, Some(&b), Activation::Identity)
+                        .unwrap()
+                })
+            });
+        }
+        if let Ok(mut cpu) = CpuBackend::with_precision(Precision::Bf16) {
+            group.bench_function(BenchmarkId::new("cpu-bf16", &name), |bench| {
+                bench.iter(|| cpu.linear(&x, &w, Some(&b), Activation::Identity).unwrap())
+            });
+        }
         if let Some(ctx) = &ctx {
             let mut g = GpuBackend::new(ctx.clone());
             let (gx, gw, gb) = (

@@ -87,6 +87,61 @@ fn linear_cpu_matches_f64_reference() {
     }
 }
 
+/// On a CPU with AMX, f32 linear layers can run as exact three-part bf16
+/// splits on the tiles (`amx_split_f32`): their error against f64 must be an
+/// f32 product's. Asserted
+/// against the FMA gemm's own error on the same inputs (max |Δ| no more than
+/// 2× the gemm's, plus 2.5e-7, a few f32 ulps at these sizes),
+/// and that the split path really differs from the gemm bit for bit on the
+/// BERT shapes (so it ran). Inputs span 2⁻²⁰..1 in magnitude so the lower
+/// parts matter.
+#[test]
+fn linear_cpu_split_is_as_accurate_as_fma_gemm() {
+    let mut split = CpuBackend::new().amx_split_f32();
+    let mut fma = CpuBackend::new();
+    if split.f32_linear_kernel() == fma.f32_linear_kernel() {
+        eprintln!("skipped: this CPU runs f32 linears on the FMA gemm only (no AMX-BF16)");
+        return;
+    }
+    let mut rng = Rng::new(11);
+    let mut wide = |rows: usize, cols: usize| {
+        let data = rng
+            .vec(rows * cols, 1.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v * 2f32.powi(-(((i * 7919) % 21) as i32)))
+            .collect();
+        HostMatrix::new(rows, cols, data).unwrap()
+    };
+    let mut shapes = LINEAR_SHAPES.to_vec();
+    shapes.extend([(200, 1152, 384), (96, 384, 1536)]);
+    for (m, n, k) in shapes {
+        let x = wide(m, k);
+        let w = wide(n, k);
+        let b = HostMatrix::vector((0..n).map(|j| j as f32 * 1e-3).collect());
+        for (bias, act) in [(None, Activation::Identity), (Some(&b), Activation::Gelu)] {
+            let want = linear_f64(&x, &w, bias, act);
+            let err = |y: &[f32]| {
+                y.iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max)
+            };
+            let ys = split.linear(&x, &w, bias, act).unwrap();
+            let yf = fma.linear(&x, &w, bias, act).unwrap();
+            let (es, ef) = (err(&ys.data), err(&yf.data));
+            eprintln!("{m}x{n}x{k} {act:?}: max |Δ| vs f64: split {es:.2e}, fma gemm {ef:.2e}");
+            assert!(
+                es <= 2.0 * ef + 2.5e-7,
+                "{m}x{n}x{k} {act:?}: split max |Δ| {es:e} vs fma gemm {ef:e}"
+            );
+            if k >= 384 {
+                assert_ne!(ys.data, yf.data, "{m}x{n}x{k}: the split path did not run");
+            }
+        }
+    }
+}
+
 #[test]
 fn linear_gpu_matches_cpu() {
     let mut rng = Rng::new(2);

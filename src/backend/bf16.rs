@@ -70,42 +70,119 @@ fn pair(lo: f32, hi: f32) -> u32 {
     to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16
 }
 
-/// `w` (`[n, k]`) in bf16, packed into panels of [`NR`] columns of `wᵀ`.
+/// 64 bytes on a 64-byte boundary: the unit of the buffers AMX loads tiles
+/// from. A tile row that straddles two cache lines loads about 6× slower
+/// (measured on Sapphire Rapids: 24 ns against 4 ns per 1 KiB tile).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+#[repr(C, align(64))]
+struct Line([u32; 16]);
+// SAFETY: sixteen u32 and no padding (size 64 = alignment).
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above; every bit pattern is a valid [u32; 16].
+unsafe impl bytemuck::Pod for Line {}
+
+/// `len` u32 (zeroed) in 64-byte-aligned storage.
+#[derive(Clone, Debug, PartialEq, Default)]
+struct AlignedU32 {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl AlignedU32 {
+    fn zeroed(len: usize) -> Self {
+        Self {
+            lines: vec![Line::default(); len.div_ceil(16)],
+            len,
+        }
+    }
+    fn as_mut_slice(&mut self) -> &mut [u32] {
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+    }
+    fn as_ptr(&self) -> *const u32 {
+        self.lines.as_ptr().cast()
+    }
+}
+
+/// `w` (`[n, k]`) in bf16, packed into panels of [`NR`] columns of `wᵀ`;
+/// either one bf16 rounding of `w` ([`PackedWeight::pack`]) or its exact
+/// three-term split ([`PackedWeight::pack_split`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedWeight {
     n: usize,
     k: usize,
     /// Pairs per panel row: `k.div_ceil(2)` rounded up to [`TILE_PAIRS`].
     kq: usize,
-    /// `panels × kq × NR` pairs.
-    data: Vec<u32>,
+    /// bf16 terms per weight: 1 (`pack`) or 3 (`pack_split`: hi, mid, lo).
+    parts: usize,
+    /// `panels × parts × kq × NR` pairs, 64-byte aligned.
+    data: AlignedU32,
 }
 
 /// k-pairs per AMX tile row (64 bytes); packed weights pad k to a multiple.
 const TILE_PAIRS: usize = 16;
 
+/// `v` as `hi + mid + lo`, three bfloat16 (each the nearest to what the
+/// earlier ones leave): exact for every f32 whose parts stay normal and
+/// finite, i.e. 2⁻¹¹⁰ ≲ |v| < 3.39e38 (above that `hi` rounds to ∞); the
+/// parts shrink by 2⁻⁸ each (`|mid| ≤ 2⁻⁸·|v|`, `|lo| ≤ 2⁻¹⁶·|v|`).
+#[inline(always)]
+pub fn split3(v: f32) -> [u16; 3] {
+    let hi = to_bf16(v);
+    let r1 = v - from_bf16(hi);
+    let mid = to_bf16(r1);
+    let r2 = r1 - from_bf16(mid);
+    [hi, mid, to_bf16(r2)]
+}
+
 impl PackedWeight {
     /// Packs `w` (`n × k`, row-major), in parallel over panels.
     pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
+        Self::pack_parts(w, n, k, 1)
+    }
+
+    /// Packs the exact split `w = hi + mid + lo` ([`split3`]) for the f32
+    /// product on AMX ([`linear`] sums the six terms that matter).
+    pub fn pack_split(w: &[f32], n: usize, k: usize) -> Self {
+        Self::pack_parts(w, n, k, 3)
+    }
+
+    fn pack_parts(w: &[f32], n: usize, k: usize, parts: usize) -> Self {
         assert_eq!(w.len(), n * k, "bf16 pack: w is not n × k");
         let panels = n.div_ceil(NR);
         let kq = k.div_ceil(2).div_ceil(TILE_PAIRS) * TILE_PAIRS;
-        let mut data = vec![0u32; panels * kq * NR];
+        let mut data = AlignedU32::zeroed(panels * parts * kq * NR);
+        let terms = |v: f32| -> [u16; 3] {
+            if parts == 1 {
+                [to_bf16(v), 0, 0]
+            } else {
+                split3(v)
+            }
+        };
         if kq > 0 {
-            data.par_chunks_mut(kq * NR)
+            data.as_mut_slice()
+                .par_chunks_mut(parts * kq * NR)
                 .enumerate()
                 .for_each(|(panel, dst)| {
                     let j0 = panel * NR;
                     for j in 0..NR.min(n - j0) {
                         let row = &w[(j0 + j) * k..][..k];
                         for q in 0..k.div_ceil(2) {
-                            let hi = row.get(2 * q + 1).copied().unwrap_or(0.0);
-                            dst[q * NR + j] = pair(row[2 * q], hi);
+                            let lo = terms(row[2 * q]);
+                            let hi = terms(row.get(2 * q + 1).copied().unwrap_or(0.0));
+                            for s in 0..parts {
+                                dst[(s * kq + q) * NR + j] = lo[s] as u32 | (hi[s] as u32) << 16;
+                            }
                         }
                     }
                 });
         }
-        Self { n, k, kq, data }
+        Self {
+            n,
+            k,
+            kq,
+            parts,
+            data,
+        }
     }
 
     /// Output features (rows of `w`).
@@ -116,9 +193,13 @@ impl PackedWeight {
     pub fn k(&self) -> usize {
         self.k
     }
+    /// True for the three-term split ([`PackedWeight::pack_split`]).
+    pub fn is_split(&self) -> bool {
+        self.parts == 3
+    }
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        self.data.len * 4
     }
 }
 
@@ -155,6 +236,9 @@ pub fn linear(
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "bf16: bias is not n long");
     }
+    if w.is_split() {
+        assert!(amx_available(), "bf16::linear: a split weight needs AMX");
+    }
     if m == 0 || n == 0 {
         return;
     }
@@ -163,6 +247,43 @@ pub fn linear(
     } else {
         linear_vdp(x, m, w, bias, y, gelu, parallel)
     }
+}
+
+/// `y[m, n] = x[m, k] · wᵀ (+ bias)` to f32 accuracy on AMX, for a weight
+/// packed with [`PackedWeight::pack_split`]: `x` is split like `w` into
+/// `hi + mid + lo` (exact), and the six products whose size reaches
+/// 2⁻¹⁸·|x·w| (hi·hi, hi·mid, mid·hi, hi·lo, mid·mid, lo·hi) are summed in
+/// f32; bf16 × bf16 is exact in f32, and the three dropped ones (mid·lo,
+/// lo·mid, lo·lo) are below 2⁻²⁶ of each product, under f32's own rounding.
+/// So the error is an f32 dot product's over 6k terms. GELU when `gelu`.
+/// Panics unless [`split_available`] and `w.is_split()`.
+pub fn linear_split(
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    gelu: bool,
+    parallel: bool,
+) {
+    assert!(w.is_split(), "bf16::linear_split needs a split weight");
+    linear(x, m, w, bias, y, gelu, parallel)
+}
+
+/// True when f32 linear layers can run as split bf16 on AMX
+/// ([`linear_split`]): this CPU has AMX-BF16 and AVX512-BF16 and the OS
+/// grants the tiles (`COLWGPU_NO_AMX=1` says no).
+pub fn split_available() -> bool {
+    available() && amx_available()
+}
+
+/// True when `COLWGPU_F32_GEMM=amx-split` asks for [`linear_split`] in f32
+/// (read once).
+pub fn split_requested() -> bool {
+    static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| {
+        std::env::var("COLWGPU_F32_GEMM").is_ok_and(|v| v.eq_ignore_ascii_case("amx-split"))
+    })
 }
 
 /// [`linear`] with `vdpbf16ps` (AVX512-BF16); inputs checked by the caller.
@@ -176,6 +297,7 @@ fn linear_vdp(
     parallel: bool,
 ) {
     let (n, k) = (w.n, w.k);
+    debug_assert_eq!(w.parts, 1, "the AVX512-BF16 kernel takes single-term weights");
     let panels = n.div_ceil(NR);
     let row_blocks = m.div_ceil(MC);
     let threads = if parallel {
@@ -483,17 +605,26 @@ mod amx {
     /// Rows per AMX task block (two A tiles).
     pub const BLOCK_ROWS: usize = 32;
 
-    /// `c[32][32] = a[32 rows][kq pairs] · b[kq pairs][32]` on tiles: C in
-    /// tmm0-3, A in tmm4-5, B in tmm6-7. `a` rows are `lda` bytes apart, `b`
-    /// rows (one k-pair of a 32-column panel) 128 bytes; `c` gets 32 rows of
-    /// 32 f32 (128 bytes apart).
+    /// `c[32][32] = Σ_(s,t) a_s[32 rows][kq pairs] · b_t[kq pairs][32]` over
+    /// the part pairs `(s, t)` in `parts` (part `s` of an `a` row starts
+    /// `s·kq` pairs in, part `t` of the panel `t·kq·NR` pairs in), on tiles:
+    /// C in tmm0-3, A in tmm4-5, B in tmm6-7. `a` rows are `lda` bytes apart,
+    /// `b` rows (one k-pair of a 32-column panel) 128 bytes; `c` gets 32 rows
+    /// of 32 f32 (128 bytes apart).
     ///
     /// # Safety
     /// The tile configuration is loaded on this thread; `a` addresses 32
-    /// rows of `kq` pairs, `b` `kq` rows of 32 pairs, `c` 32 × 32 floats;
-    /// `kq` is a multiple of 16.
+    /// rows of the parts named, `b` the panel's parts; `c` 32 × 32 floats;
+    /// `kq` is a multiple of 16; all three 64-byte aligned (for speed).
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile_32x32(kq: usize, a: *const u32, lda: usize, b: *const u32, c: *mut f32) {
+    unsafe fn tile_32x32(
+        kq: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        c: *mut f32,
+        parts: &[(usize, usize)],
+    ) {
         std::arch::asm!(
             "tilezero tmm0",
             "tilezero tmm1",
@@ -501,31 +632,35 @@ mod amx {
             "tilezero tmm3",
             options(nostack)
         );
-        let a1 = a.cast::<u8>().add(16 * lda);
-        let mut q = 0;
-        while q < kq {
-            let ap0 = a.cast::<u8>().add(q * 4);
-            let ap1 = a1.add(q * 4);
-            let bp0 = b.add(q * NR).cast::<u8>();
-            let bp1 = bp0.add(64);
-            std::arch::asm!(
-                "tileloadd tmm4, [{a0} + {lda}*1]",
-                "tileloadd tmm5, [{a1} + {lda}*1]",
-                "tileloadd tmm6, [{b0} + {ldb}*1]",
-                "tileloadd tmm7, [{b1} + {ldb}*1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) ap0,
-                a1 = in(reg) ap1,
-                b0 = in(reg) bp0,
-                b1 = in(reg) bp1,
-                lda = in(reg) lda,
-                ldb = in(reg) 128usize,
-                options(nostack, readonly)
-            );
-            q += TILE_PAIRS;
+        for &(s, t) in parts {
+            let a0 = a.add(s * kq).cast::<u8>();
+            let a1 = a0.add(16 * lda);
+            let b0 = b.add(t * kq * NR);
+            let mut q = 0;
+            while q < kq {
+                let ap0 = a0.add(q * 4);
+                let ap1 = a1.add(q * 4);
+                let bp0 = b0.add(q * NR).cast::<u8>();
+                let bp1 = bp0.add(64);
+                std::arch::asm!(
+                    "tileloadd tmm4, [{a0} + {lda}*1]",
+                    "tileloadd tmm6, [{b0} + {ldb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tileloadd tmm7, [{b1} + {ldb}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tileloadd tmm5, [{a1} + {lda}*1]",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) ap0,
+                    a1 = in(reg) ap1,
+                    b0 = in(reg) bp0,
+                    b1 = in(reg) bp1,
+                    lda = in(reg) lda,
+                    ldb = in(reg) 128usize,
+                    options(nostack, readonly)
+                );
+                q += TILE_PAIRS;
+            }
         }
         let c = c.cast::<u8>();
         std::arch::asm!(
@@ -542,12 +677,18 @@ mod amx {
         );
     }
 
+    /// 32 × 32 f32 on a 64-byte boundary (where the C tiles are stored).
+    #[repr(C, align(64))]
+    struct CBlock([f32; BLOCK_ROWS * NR]);
+
     /// Rows `i0..i0+rows` (≤ 32) × panels `p0..p1` of `y` from the bf16 rows
-    /// `xb` (32 rows of `w.kq` pairs from row i0, zero-padded).
+    /// `xb` (32 rows of `w.parts·w.kq` pairs from row i0, zero-padded): the
+    /// part pairs of [`super::parts_summed`].
     ///
     /// # Safety
     /// As [`super::linear`]'s task: the block of `y` is this task's alone;
-    /// `xb` addresses 32 rows of `w.kq` pairs; AMX is permitted.
+    /// `xb` addresses 32 rows of `w.parts·w.kq` pairs, 64-byte aligned; AMX
+    /// is permitted.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn block(
         xb: *const u32,
@@ -562,20 +703,23 @@ mod amx {
         gelu: bool,
     ) {
         std::arch::asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
-        let mut c = [0f32; BLOCK_ROWS * NR];
+        let mut c = CBlock([0f32; BLOCK_ROWS * NR]);
+        let parts = super::parts_summed(w.parts);
+        let panel_pairs = w.parts * w.kq * NR;
         for panel in p0..p1 {
             let c0 = panel * NR;
             let cols = NR.min(n - c0);
             tile_32x32(
                 w.kq,
                 xb,
-                w.kq * 4,
-                w.data.as_ptr().add(panel * w.kq * NR),
-                c.as_mut_ptr(),
+                w.parts * w.kq * 4,
+                w.data.as_ptr().add(panel * panel_pairs),
+                c.0.as_mut_ptr(),
+                parts,
             );
             for r in 0..rows {
                 let dst = std::slice::from_raw_parts_mut(y.add((i0 + r) * n + c0), cols);
-                let src = &c[r * NR..][..cols];
+                let src = &c.0[r * NR..][..cols];
                 match bias {
                     Some(b) => {
                         for ((d, s), b) in dst.iter_mut().zip(src).zip(&b[c0..]) {
@@ -594,6 +738,21 @@ mod amx {
                 super::super::vecmath::gelu_in_place(row);
             }
         }
+    }
+}
+
+/// The (x part, w part) products [`linear`] sums for weights of `parts`
+/// bf16 terms: the one product, or for the split every pair whose part
+/// indices add up to at most 2 (hi·hi, hi·mid, mid·hi, hi·lo, mid·mid,
+/// lo·hi), smallest first: the accumulator then holds only ~2⁻⁸ of the
+/// result while the 5k small terms go in, so their rounding is negligible
+/// and the error is that of the k hi·hi terms, a plain f32 dot product's
+/// (hi·hi first measured 2.9× the FMA gemm's error at k = 1536).
+fn parts_summed(parts: usize) -> &'static [(usize, usize)] {
+    if parts == 3 {
+        &[(0, 2), (1, 1), (2, 0), (0, 1), (1, 0), (0, 0)]
+    } else {
+        &[(0, 0)]
     }
 }
 
@@ -660,6 +819,61 @@ unsafe fn round_row_avx512(src: *const f32, dst: *mut u32, blocks: usize) {
     }
 }
 
+/// `src` split into its three bf16 parts ([`split3`]), part `s` as pairs from
+/// `dst[s·kq]` (`kq` ≥ `src.len().div_ceil(2)`; the rest is left as it is):
+/// 16 values per step with `vcvtneps2bf16` where AVX512-BF16 is present
+/// (which, unlike the scalar path, takes subnormal remainders as zero), the
+/// tail scalar.
+fn split_row(src: &[f32], dst: &mut [u32], kq: usize) {
+    let k = src.len();
+    let half: &mut [u16] = bytemuck::cast_slice_mut(dst);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        done = k / 16 * 16;
+        // SAFETY: AVX512-BF16 is available; reads src[..done], writes
+        // half[s·2kq..][..done] for s < 3, in bounds since 2kq ≥ k and
+        // half holds 3·2kq values.
+        unsafe { split_row_avx512(src.as_ptr(), half.as_mut_ptr(), 2 * kq, done / 16) };
+    }
+    for (p, &v) in src.iter().enumerate().skip(done) {
+        for (s, part) in split3(v).into_iter().enumerate() {
+            half[s * 2 * kq + p] = part;
+        }
+    }
+}
+
+/// `blocks` × 16 floats → their three bf16 parts, part `s` at `dst + s·stride`.
+///
+/// # Safety
+/// `src` has `16·blocks` readable floats; `dst + s·stride` has `16·blocks`
+/// writable u16 for s < 3; AVX512-BF16 is available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn split_row_avx512(src: *const f32, dst: *mut u16, stride: usize, blocks: usize) {
+    // bf16 → f32: the 16 bits become the high half.
+    let widen = |h: __m256bh| -> __m512 {
+        _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(h)),
+            16,
+        ))
+    };
+    for b in 0..blocks {
+        let v = _mm512_loadu_ps(src.add(16 * b));
+        let hi = _mm512_cvtneps_pbh(v);
+        let r1 = _mm512_sub_ps(v, widen(hi));
+        let mid = _mm512_cvtneps_pbh(r1);
+        let r2 = _mm512_sub_ps(r1, widen(mid));
+        let lo = _mm512_cvtneps_pbh(r2);
+        for (s, part) in [hi, mid, lo].into_iter().enumerate() {
+            _mm256_storeu_si256(
+                dst.add(s * stride + 16 * b).cast(),
+                std::mem::transmute::<__m256bh, __m256i>(part),
+            );
+        }
+    }
+}
+
 /// [`linear`] on AMX: `x` rounded to bf16 once (rows padded to 32, k to
 /// the packed depth), then tasks of 32 rows × a range of panels.
 fn linear_amx(
@@ -674,16 +888,29 @@ fn linear_amx(
     let (n, k, kq) = (w.n, w.k, w.kq);
     let bm = amx::BLOCK_ROWS;
     let blocks = m.div_ceil(bm);
-    let mut xb = vec![0u32; blocks * bm * kq];
+    let row_pairs = w.parts * kq;
+    let mut xb = AlignedU32::zeroed(blocks * bm * row_pairs);
+    let split = w.is_split();
     let convert = |(row, dst): (usize, &mut [u32])| {
         if row < m {
-            round_row(&x[row * k..][..k], dst);
+            let src = &x[row * k..][..k];
+            if split {
+                split_row(src, dst, kq);
+            } else {
+                round_row(src, dst);
+            }
         }
     };
     if parallel {
-        xb.par_chunks_mut(kq).enumerate().for_each(convert);
+        xb.as_mut_slice()
+            .par_chunks_mut(row_pairs)
+            .enumerate()
+            .for_each(convert);
     } else {
-        xb.chunks_mut(kq).enumerate().for_each(convert);
+        xb.as_mut_slice()
+            .chunks_mut(row_pairs)
+            .enumerate()
+            .for_each(convert);
     }
     let panels = n.div_ceil(NR);
     let threads = if parallel {
@@ -709,7 +936,7 @@ fn linear_amx(
         // permission was granted (amx_available).
         unsafe {
             amx::block(
-                xb.as_ptr().add(i0 * kq),
+                xb.as_ptr().add(i0 * row_pairs),
                 bm.min(m - i0),
                 i0,
                 w,
@@ -840,6 +1067,80 @@ mod tests {
         for (q, d) in dst.iter().enumerate() {
             let hi = src.get(2 * q + 1).copied().unwrap_or(0.0);
             assert_eq!(*d, pair(src[2 * q], hi), "pair {q}");
+        }
+    }
+
+    /// `hi + mid + lo` is `v` exactly over the whole normal range, with the
+    /// parts shrinking as documented.
+    #[test]
+    fn split3_is_exact() {
+        let mut vals = values(4000, 21);
+        for (i, v) in vals.iter_mut().enumerate() {
+            *v *= 2f32.powi((i % 200) as i32 - 100);
+        }
+        // The largest values whose hi part stays finite, and small normals.
+        let top = f32::from_bits(0x7F7F_7FFF);
+        vals.extend([0.0, -0.0, 1.0, top, -top, f32::MIN_POSITIVE * 2f32.powi(40)]);
+        for v in vals {
+            let [hi, mid, lo] = split3(v).map(from_bf16);
+            assert_eq!(hi as f64 + mid as f64 + lo as f64, v as f64, "{v:e}");
+            assert!(mid.abs() <= v.abs() * 2f32.powi(-8), "{v:e}: mid {mid:e}");
+            assert!(lo.abs() <= v.abs() * 2f32.powi(-16), "{v:e}: lo {lo:e}");
+        }
+    }
+
+    /// The vector split of activations equals the scalar [`split3`], each
+    /// part in its place, the tail included, the padding left alone.
+    #[test]
+    fn split_row_matches_scalar() {
+        let mut src = values(75, 8);
+        src[3] = 1.0 + 1.0 / 256.0;
+        src[4] = f32::from_bits(0x3F81_8001);
+        let kq = 48;
+        let mut dst = vec![0xDEAD_BEEFu32; 3 * kq];
+        split_row(&src, &mut dst, kq);
+        let half: &[u16] = bytemuck::cast_slice(&dst);
+        for (p, &v) in src.iter().enumerate() {
+            for (s, part) in split3(v).into_iter().enumerate() {
+                assert_eq!(half[s * 2 * kq + p], part, "value {p} part {s}");
+            }
+        }
+        let untouched: &[u16] = bytemuck::cast_slice(&[0xDEAD_BEEFu32; 48]);
+        for s in 0..3 {
+            assert_eq!(half[s * 2 * kq + 75..][..21], untouched[75..], "padding of part {s}");
+        }
+    }
+
+    /// The split product on AMX is within f32 rounding of the exact f64 one
+    /// (the f32 kernels' tolerance, not bf16's), on shapes with every tail.
+    #[test]
+    fn split_linear_matches_f64() {
+        if !split_available() {
+            eprintln!("skipped: no AMX-BF16 on this CPU");
+            return;
+        }
+        for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (33, 40, 17), (97, 50, 1100), (64, 70, 385)] {
+            let x = values(m * k, 1);
+            let w = values(n * k, 2);
+            let b = values(n, 3);
+            let packed = PackedWeight::pack_split(&w, n, k);
+            assert!(packed.is_split());
+            let mut y = vec![f32::NAN; m * n];
+            linear_split(&x, m, &packed, Some(&b), &mut y, false, true);
+            for i in 0..m {
+                for j in 0..n {
+                    let mut want = b[j] as f64;
+                    let mut mag = want.abs();
+                    for p in 0..k {
+                        let t = x[i * k + p] as f64 * w[j * k + p] as f64;
+                        want += t;
+                        mag += t.abs();
+                    }
+                    let got = y[i * n + j] as f64;
+                    let tol = 2.0 * f32::EPSILON as f64 * mag * (k as f64).sqrt() + 1e-30;
+                    assert!((got - want).abs() <= tol, "({m},{n},{k}) at ({i},{j}): {got} vs {want}");
+                }
+            }
         }
     }
 

@@ -42,6 +42,9 @@ pub struct CpuBackend {
     pool: Vec<Vec<f32>>,
     /// Arithmetic of the linear layers.
     precision: Precision,
+    /// f32 linear layers as exact bf16 splits on AMX instead of the FMA gemm
+    /// ([`CpuBackend::amx_split_f32`]).
+    amx_split: bool,
 }
 
 /// Most buffers kept in [`CpuBackend::pool`] (a layer has ~8 activations alive).
@@ -50,6 +53,33 @@ const POOL_BUFFERS: usize = 8;
 impl CpuBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// This backend with its f32 linear layers run as exact three-part bf16
+    /// splits on the AMX tiles ([`bf16::linear_split`]: six bf16 products per
+    /// f32 one, error measured no larger than the FMA gemm's) where the CPU
+    /// has AMX-BF16; elsewhere unchanged. Not the default: on the Sapphire
+    /// Rapids VM it was measured on, AMX ran random data at ~5× the FMA
+    /// gemm's rate, short of the 6× the split needs (0.67× the gemm). For
+    /// CPUs where AMX runs at full rate; `COLWGPU_F32_GEMM=amx-split` turns
+    /// it on for a process.
+    pub fn amx_split_f32(mut self) -> Self {
+        self.amx_split = true;
+        self
+    }
+
+    /// Which kernel this backend's f32 linear layers run: "amx-bf16x3-split"
+    /// or "fma-gemm".
+    pub fn f32_linear_kernel(&self) -> &'static str {
+        if self.uses_split() {
+            "amx-bf16x3-split"
+        } else {
+            "fma-gemm"
+        }
+    }
+
+    fn uses_split(&self) -> bool {
+        (self.amx_split || bf16::split_requested()) && bf16::split_available()
     }
 
     /// A backend whose linear layers run at `precision`; bf16 needs a CPU
@@ -396,6 +426,32 @@ fn linear_bf16(
         &x.data,
         m,
         packed,
+        bias.map(|b| &b.data[..]),
+        &mut y,
+        act == Activation::Gelu,
+        true,
+    );
+    HostMatrix::new(m, n, y)
+}
+
+/// [`linear_forward`] to the same f32 accuracy on AMX: `x` and `w` split
+/// exactly into three bf16 parts each, the six products that reach f32's
+/// precision summed in f32 ([`bf16::linear_split`]; the split weight packed
+/// once, on first use, and kept with it).
+fn linear_split(
+    x: &HostMatrix,
+    w: &HostMatrix,
+    bias: Option<&HostMatrix>,
+    act: Activation,
+    mut y: Vec<f32>,
+) -> Result<HostMatrix> {
+    check_linear(x, w, bias)?;
+    let (m, n) = (x.rows, w.rows);
+    y.resize(m * n, 0.0);
+    bf16::linear_split(
+        &x.data,
+        m,
+        PackCache::get_split(w),
         bias.map(|b| &b.data[..]),
         &mut y,
         act == Activation::Gelu,
@@ -768,6 +824,9 @@ impl Backend for CpuBackend {
         let buffer = self.take_buffer(x.rows * w.rows);
         let out = match self.precision {
             // F16 is refused by `with_precision`.
+            Precision::F32 | Precision::F16 if self.uses_split() => {
+                linear_split(x, w, bias, act, buffer)
+            }
             Precision::F32 | Precision::F16 => linear_forward(x, w, bias, act, buffer),
             Precision::Bf16 => linear_bf16(x, w, bias, act, buffer),
         };

@@ -29,22 +29,39 @@ pub struct HostMatrix {
     pub(crate) packed: PackCache,
 }
 
-/// Lazily packed bf16 form of a weight (see [`HostMatrix::packed`]).
+/// Lazily packed bf16 forms of a weight (see [`HostMatrix::packed`]): the
+/// bf16 rounding (`--precision bf16`) and the exact three-term split (f32 on
+/// AMX), each made on first use.
 #[derive(Default, Clone)]
-pub(crate) struct PackCache(std::sync::OnceLock<std::sync::Arc<bf16::PackedWeight>>);
+pub(crate) struct PackCache {
+    rounded: std::sync::OnceLock<std::sync::Arc<bf16::PackedWeight>>,
+    split: std::sync::OnceLock<std::sync::Arc<bf16::PackedWeight>>,
+}
 
 impl PackCache {
-    /// The packed form of `m`, made on first call.
+    /// The bf16-rounded packing of `m`, made on first call.
     pub(crate) fn get(m: &HostMatrix) -> &bf16::PackedWeight {
         m.packed
-            .0
+            .rounded
             .get_or_init(|| std::sync::Arc::new(bf16::PackedWeight::pack(&m.data, m.rows, m.cols)))
+    }
+
+    /// The split packing of `m` (`hi + mid + lo`, exact), made on first call.
+    pub(crate) fn get_split(m: &HostMatrix) -> &bf16::PackedWeight {
+        m.packed.split.get_or_init(|| {
+            std::sync::Arc::new(bf16::PackedWeight::pack_split(&m.data, m.rows, m.cols))
+        })
     }
 }
 
 impl std::fmt::Debug for PackCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() { "packed" } else { "-" })
+        f.write_str(match (self.rounded.get().is_some(), self.split.get().is_some()) {
+            (false, false) => "-",
+            (true, false) => "packed",
+            (false, true) => "split",
+            (true, true) => "packed+split",
+        })
     }
 }
 
