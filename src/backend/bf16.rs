@@ -95,6 +95,15 @@ impl AlignedU32 {
             len,
         }
     }
+    /// Holds `len` u32 from now on, reusing the storage: the old contents
+    /// stay (callers overwrite what they read), new storage is zero.
+    fn reuse(&mut self, len: usize) {
+        let lines = len.div_ceil(16);
+        if self.lines.len() < lines {
+            self.lines.resize(lines, Line::default());
+        }
+        self.len = len;
+    }
     fn as_mut_slice(&mut self) -> &mut [u32] {
         &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
     }
@@ -690,6 +699,7 @@ mod amx {
     /// `xb` addresses 32 rows of `w.parts·w.kq` pairs, 64-byte aligned; AMX
     /// is permitted.
     #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
     pub unsafe fn block(
         xb: *const u32,
         rows: usize,
@@ -889,10 +899,20 @@ fn linear_amx(
     let bm = amx::BLOCK_ROWS;
     let blocks = m.div_ceil(bm);
     let row_pairs = w.parts * kq;
-    let mut xb = AlignedU32::zeroed(blocks * bm * row_pairs);
+    // The rounded rows go to this thread's scratch buffer (no fresh zeroed
+    // megabytes per call); a nested call on the same thread (a rayon worker
+    // that steals another linear while waiting) gets its own.
+    let mut scratch = XB.with(|cell| cell.take());
+    let xb = scratch.get_or_insert_with(AlignedU32::default);
+    xb.reuse(blocks * bm * row_pairs);
     let split = w.is_split();
     let convert = |(row, dst): (usize, &mut [u32])| {
         if row < m {
+            // The pairs past k (and the odd k's last high half) must be zero:
+            // the packed weight's are, but 0 · garbage can be NaN.
+            for part in dst.chunks_exact_mut(kq) {
+                part[k / 2..].fill(0);
+            }
             let src = &x[row * k..][..k];
             if split {
                 split_row(src, dst, kq);
@@ -955,6 +975,12 @@ fn linear_amx(
     } else {
         (0..tasks).for_each(task);
     }
+    XB.with(|cell| cell.set(scratch));
+}
+
+thread_local! {
+    /// [`linear_amx`]'s rounded activations, kept between calls on a thread.
+    static XB: std::cell::Cell<Option<AlignedU32>> = const { std::cell::Cell::new(None) };
 }
 
 #[cfg(test)]
@@ -1139,6 +1165,41 @@ mod tests {
                     let got = y[i * n + j] as f64;
                     let tol = 2.0 * f32::EPSILON as f64 * mag * (k as f64).sqrt() + 1e-30;
                     assert!((got - want).abs() <= tol, "({m},{n},{k}) at ({i},{j}): {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    /// The AMX path reuses its activation buffer between calls: padding left
+    /// from an earlier call (here NaN, from NaN inputs) must not reach a later
+    /// call's sums through its own padding (odd k, k not a multiple of 32).
+    #[test]
+    fn reused_activation_buffer_is_clean() {
+        if !amx_available() {
+            eprintln!("skipped: no AMX-BF16 on this CPU");
+            return;
+        }
+        for split in [false, true] {
+            let pack = |w: &[f32], n, k| {
+                if split {
+                    PackedWeight::pack_split(w, n, k)
+                } else {
+                    PackedWeight::pack(w, n, k)
+                }
+            };
+            let (m, n, k) = (40, 33, 64);
+            let poison = vec![f32::NAN; m * k];
+            let mut y = vec![0.0; m * n];
+            linear_amx(&poison, m, &pack(&values(n * k, 1), n, k), None, &mut y, false, false);
+            let (m, n, k) = (40, 33, 37);
+            let x = values(m * k, 2);
+            let w = values(n * k, 3);
+            let mut y = vec![0.0; m * n];
+            linear_amx(&x, m, &pack(&w, n, k), None, &mut y, false, false);
+            for (i, row) in y.chunks(n).enumerate() {
+                for (j, v) in row.iter().enumerate() {
+                    let want: f32 = (0..k).map(|p| x[i * k + p] * w[j * k + p]).sum();
+                    assert!((v - want).abs() < 0.05, "split={split} ({i},{j}): {v} vs {want}");
                 }
             }
         }
