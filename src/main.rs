@@ -125,6 +125,10 @@ struct ServeArgs {
     /// then released so other processes can write the index
     #[arg(long, default_value_t = 2.0)]
     writer_idle_s: f64,
+    /// Seconds between checks for another process's commits to a served
+    /// index (seen while the server holds no writer for it)
+    #[arg(long, default_value_t = 1.0)]
+    refresh_s: f64,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -148,6 +152,9 @@ fn serve(a: ServeArgs) -> Result<()> {
     }
     if !(a.writer_idle_s.is_finite() && (0.0..=86400.0).contains(&a.writer_idle_s)) {
         bail!("--writer-idle-s must be between 0 and 86400");
+    }
+    if !(a.refresh_s.is_finite() && (0.01..=86400.0).contains(&a.refresh_s)) {
+        bail!("--refresh-s must be between 0.01 and 86400");
     }
     let model = if a.no_model {
         None
@@ -178,6 +185,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         queue: a.queue,
         body_limit: a.body_limit_mb << 20,
         writer_idle: std::time::Duration::from_secs_f64(a.writer_idle_s),
+        refresh: std::time::Duration::from_secs_f64(a.refresh_s),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

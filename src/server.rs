@@ -15,8 +15,13 @@
 //!   `writer_idle` without one, so another process (`colwgpu add`,
 //!   `compact`) can write the index while the server only reads. Reopening
 //!   the writer costs one read of the index (measured in the README), which
-//!   is why it is not opened and closed around every write. The server's
-//!   snapshot is refreshed after its own writes only.
+//!   is why it is not opened and closed around every write. The snapshot is
+//!   refreshed after the server's own writes, and, while the server holds no
+//!   writer, within `refresh` (default 1 s) of another process's commit: a
+//!   housekeeping thread compares the index directory's and its manifest's
+//!   identity on disk (a commit replaces one of them by rename) with the
+//!   snapshot's, and reopens on a change. A reopen that fails keeps the old
+//!   snapshot and is retried.
 //! * Errors are `{"error": "..."}` with 400 (bad input), 404 (no such index
 //!   or document), 409 (index locked by another writer), 413 (body too
 //!   large), 503 (queue full), 500 (anything else).
@@ -63,6 +68,9 @@ pub struct ServeOptions {
     pub body_limit: usize,
     /// How long an index's writer (and its lock) is kept after a write.
     pub writer_idle: Duration,
+    /// How often an index is checked for another process's commits (while
+    /// the server holds no writer for it).
+    pub refresh: Duration,
 }
 
 impl Default for ServeOptions {
@@ -75,6 +83,7 @@ impl Default for ServeOptions {
             queue: 1024,
             body_limit: 16 << 20,
             writer_idle: Duration::from_secs(2),
+            refresh: Duration::from_secs(1),
         }
     }
 }
@@ -128,19 +137,91 @@ struct Held {
     last: Instant,
 }
 
-/// One served index: the snapshot searches use, and its writer while held.
+/// One served index: the snapshot searches use, what its files on disk
+/// looked like when it was opened, and its writer while held.
 struct Slot {
     path: PathBuf,
     current: RwLock<Arc<Index>>,
+    stamp: Mutex<Option<DiskStamp>>,
     writer: Mutex<Option<Held>>,
 }
 
 impl Slot {
+    /// Opens the index at `path` as a slot.
+    fn open(path: &std::path::Path) -> crate::Result<Self> {
+        let stamp = DiskStamp::of(path);
+        Ok(Self {
+            path: path.to_path_buf(),
+            current: RwLock::new(Arc::new(Index::open(path)?)),
+            stamp: Mutex::new(stamp),
+            writer: Mutex::new(None),
+        })
+    }
+
     fn snapshot(&self) -> Arc<Index> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Opens the index afresh and makes it the snapshot. The stamp is taken
+    /// before the open, so a commit landing in between only causes one more
+    /// reopen later, never a missed one.
+    fn reopen(&self) -> crate::Result<Arc<Index>> {
+        let stamp = DiskStamp::of(&self.path);
+        let fresh = Arc::new(Index::open(&self.path)?);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
+        Ok(fresh)
+    }
+
+    /// True when the files on disk are no longer those of the snapshot.
+    fn changed_on_disk(&self) -> bool {
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) != DiskStamp::of(&self.path)
+    }
+}
+
+/// The identity of an index's directory and of its live manifest
+/// (`live.json`, absent before the first change): a commit renames a new
+/// manifest into place, a compaction a new directory, so either changes
+/// this. `None` when the directory cannot be read (then a change to it is
+/// seen as one once it can).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DiskStamp {
+    dir: FileStamp,
+    manifest: Option<FileStamp>,
+}
+
+/// A file's inode (on Unix), modification time and length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+}
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(Self {
+            inode,
+            modified: m.modified().ok(),
+            len: m.len(),
+        })
+    }
+}
+
+impl DiskStamp {
+    fn of(index: &std::path::Path) -> Option<Self> {
+        Some(Self {
+            dir: FileStamp::of(index)?,
+            manifest: FileStamp::of(&index.join("live.json")),
+        })
     }
 }
 
@@ -277,15 +358,7 @@ pub async fn serve(
 ) -> crate::Result<()> {
     let mut slots = BTreeMap::new();
     for (name, path) in &options.indexes {
-        let index = Index::open(path)?;
-        slots.insert(
-            name.clone(),
-            Arc::new(Slot {
-                path: path.clone(),
-                current: RwLock::new(Arc::new(index)),
-                writer: Mutex::new(None),
-            }),
-        );
+        slots.insert(name.clone(), Arc::new(Slot::open(path)?));
     }
     let model = model.map(Arc::new);
     let batches = Arc::new(Mutex::new((0u64, 0u64)));
@@ -307,8 +380,8 @@ pub async fn serve(
         batches,
     });
     let weak = Arc::downgrade(&state);
-    let idle = options.writer_idle;
-    std::thread::spawn(move || release_idle_writers(weak, idle));
+    let (idle, refresh) = (options.writer_idle, options.refresh);
+    std::thread::spawn(move || housekeeping(weak, idle, refresh));
     let app = router(state, options.body_limit);
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
@@ -325,18 +398,39 @@ pub async fn serve(
         .map_err(|e| Error::io(format!("{addr}"), e))
 }
 
-/// Drops writers idle for `idle` (releasing their index locks); ends with
-/// the server.
-fn release_idle_writers(state: std::sync::Weak<AppState>, idle: Duration) {
-    let tick = (idle / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+/// Drops writers idle for `idle` (releasing their index locks), and every
+/// `refresh` reopens the indexes another process has committed to while the
+/// server held no writer for them; ends with the server.
+fn housekeeping(state: std::sync::Weak<AppState>, idle: Duration, refresh: Duration) {
+    let tick = (idle / 4)
+        .min(refresh)
+        .clamp(Duration::from_millis(5), Duration::from_millis(250));
+    let mut checked = Instant::now();
     loop {
         std::thread::sleep(tick);
         let Some(s) = state.upgrade() else { return };
+        let check = checked.elapsed() >= refresh;
+        if check {
+            checked = Instant::now();
+        }
         for sl in s.slots.values() {
             // A writer busy with a write is not idle.
-            if let Ok(mut g) = sl.writer.try_lock() {
-                if g.as_ref().is_some_and(|h| h.last.elapsed() >= idle) {
-                    *g = None;
+            let Ok(mut g) = sl.writer.try_lock() else {
+                continue;
+            };
+            if g.as_ref().is_some_and(|h| h.last.elapsed() >= idle) {
+                *g = None;
+            }
+            // With no writer held here, only another process can have
+            // committed; holding the writer's mutex keeps the server's own
+            // writes out while the index is reopened.
+            if check && g.is_none() && sl.changed_on_disk() {
+                if let Err(e) = sl.reopen() {
+                    log::warn!(
+                        "index {} changed on disk but could not be reopened (kept the \
+                         old snapshot, will retry): {e}",
+                        sl.path.display()
+                    );
                 }
             }
         }
@@ -644,8 +738,7 @@ fn with_writer<T>(sl: &Slot, f: impl FnOnce(&mut IndexWriter) -> crate::Result<T
     let out = f(&mut held.writer);
     held.last = Instant::now();
     let out = out?;
-    let fresh = Arc::new(Index::open(&sl.path)?);
-    *sl.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    sl.reopen()?;
     Ok(out)
 }
 
@@ -784,9 +877,7 @@ async fn compact(
         };
         // Compaction consumes the writer: the lock is released when it ends.
         let kept = writer.compact()?;
-        let fresh = Arc::new(Index::open(&sl.path)?);
-        let generation = fresh.generation();
-        *sl.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let generation = sl.reopen()?.generation();
         drop(guard);
         Ok((kept, generation))
     })

@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use colwgpu::server::{serve, ServeOptions};
 use colwgpu::{Device, Document, Index, IndexOptions, Model, SearchOptions};
@@ -444,6 +444,7 @@ fn explain_compact_and_the_writer_lock() {
         &path,
         ServeOptions {
             writer_idle: Duration::from_millis(50),
+            refresh: Duration::from_millis(100),
             ..Default::default()
         },
     );
@@ -541,6 +542,15 @@ fn explain_compact_and_the_writer_lock() {
         serde_json::from_str::<Value>(&body).unwrap()["writers_held"],
         0
     );
+    let glacier = || {
+        post(
+            &server.url("/indexes/docs/search"),
+            &json!({"query": "glacier valleys", "k": 1}),
+        )
+    };
+    let (s, v) = glacier();
+    assert_eq!(s, 200, "{v}");
+    assert_ne!(ids(&v["results"][0]), vec!["ext".to_string()]);
     other
         .add_texts(
             &m,
@@ -549,6 +559,21 @@ fn explain_compact_and_the_writer_lock() {
             false,
         )
         .unwrap();
+    // The other process's commit reaches the server's searches within its
+    // refresh interval, without a write of the server's own.
+    let committed = Instant::now();
+    let seen = loop {
+        let (s, v) = glacier();
+        assert_eq!(s, 200, "{v}");
+        if ids(&v["results"][0]) == ["ext"] {
+            break true;
+        }
+        if committed.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(seen, "the server never saw another process's commit");
     // While another process holds it, a server write waits, then answers 409.
     let (s, v) = post(
         &server.url("/indexes/docs/documents/delete"),
