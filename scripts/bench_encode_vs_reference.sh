@@ -4,7 +4,7 @@
 #
 #   scripts/bench_encode_vs_reference.sh [--docs N] [--queries M] [--gpu-docs N]
 #       [--gpu-queries M] [--batch B] [--model DIR] [--data DIR] [--no-gpu] [--no-build]
-#       [--precisions "f32 bf16"]
+#       [--precisions "f32 bf16"] [--rounds R]
 #
 # Texts: the first N lines of DATA/corpus.jsonl and the first M lines of
 # DATA/queries.jsonl (what `colwgpu encode --limit` takes). The gpu backend gets its own,
@@ -20,7 +20,12 @@
 # by the CPU model, its SIMD features and the load average (before and after), since
 # other processes on the machine change every figure.
 #
-# Environment: PRECISIONS, REF_PYTHON (default /work/refenv/bin/python), REF_THREADS (default 2),
+# --rounds R (default 1) repeats the whole set R times, interleaved (reference, then each
+# colwgpu run, then the next round), and reports medians: tokens/s is the median over the
+# rounds, and the ratio the median of the per-round ratios, with their range. On a shared
+# VM one round can move a ratio by ±0.1.
+#
+# Environment: PRECISIONS, ROUNDS, REF_PYTHON (default /work/refenv/bin/python), REF_THREADS (default 2),
 # COLWGPU_BIN (default target/release/colwgpu), DOCS, QUERIES, GPU_DOCS, GPU_QUERIES,
 # BATCH, MODEL, DATA (flags win over the environment).
 set -euo pipefail
@@ -38,13 +43,14 @@ MODEL=${MODEL:-models/colbert-minilm}
 DATA=${DATA:-../shared/data/scifact}
 RUN_GPU=1
 BUILD=1
+ROUNDS=${ROUNDS:-1}
 if grep -qw 'avx512_bf16\|amx_bf16' /proc/cpuinfo 2>/dev/null; then
     PRECISIONS=${PRECISIONS:-f32 bf16}
 else
     PRECISIONS=${PRECISIONS:-f32}
 fi
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --docs) DOCS=$2; shift 2 ;;
@@ -57,13 +63,15 @@ while [ $# -gt 0 ]; do
         --no-gpu) RUN_GPU=0; shift ;;
         --no-build) BUILD=0; shift ;;
         --precisions) PRECISIONS=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-for n in "$DOCS" "$QUERIES" "$GPU_DOCS" "$GPU_QUERIES" "$BATCH"; do
+for n in "$DOCS" "$QUERIES" "$GPU_DOCS" "$GPU_QUERIES" "$BATCH" "$ROUNDS"; do
     [[ "$n" =~ ^[0-9]+$ ]] || { echo "not a count: $n" >&2; exit 2; }
 done
+[ "$ROUNDS" -ge 1 ] || { echo "--rounds must be at least 1" >&2; exit 2; }
 
 CORPUS=$DATA/corpus.jsonl
 QFILE=$DATA/queries.jsonl
@@ -100,17 +108,10 @@ ref_bench() { # ndocs nqueries
         FAILED=1
         return 0
     fi
-    grep '^{' "$WORK/ref.out" >> "$ROWS" || true
+    grep '^{' "$WORK/ref.out" | "$REF_PYTHON" -c 'import json,sys
+for l in sys.stdin:
+    r = json.loads(l); r["round"] = int(sys.argv[1]); print(json.dumps(r))' "$ROUND" >> "$ROWS" || true
 }
-
-ref_bench "$DOCS" "$QUERIES"
-if [ "$RUN_GPU" = 1 ]; then
-    # Reference rows for the gpu subsets, unless the counts are the same already.
-    gd=$GPU_DOCS; gq=$GPU_QUERIES
-    [ "$gd" = "$DOCS" ] && gd=0
-    [ "$gq" = "$QUERIES" ] && gq=0
-    if [ "$gd" != 0 ] || [ "$gq" != 0 ]; then ref_bench "$gd" "$gq"; fi
-fi
 
 # --- colwgpu -----------------------------------------------------------------
 rust_bench() { # device kind(docs|queries) count [precision]
@@ -123,8 +124,8 @@ rust_bench() { # device kind(docs|queries) count [precision]
         --device "$device" --precision "$precision" --limit "$n" --batch-size "$BATCH" --json \
         > "$WORK/rust.out" 2> "$WORK/rust.err"; then
         echo "colwgpu --device $device $kind failed:" >&2; tail -20 "$WORK/rust.err" >&2
-        printf '{"impl":"colwgpu","backend":"%s","kind":"%s","texts":%s,"error":true}\n' \
-            "$label" "$kind" "$n" >> "$ROWS"
+        printf '{"impl":"colwgpu","backend":"%s","kind":"%s","texts":%s,"error":true,"round":%s}\n' \
+            "$label" "$kind" "$n" "$ROUND" >> "$ROWS"
         FAILED=1
         return 0
     fi
@@ -135,18 +136,30 @@ rust_bench() { # device kind(docs|queries) count [precision]
         FAILED=1
         return 0
     fi
-    "$REF_PYTHON" -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(impl="colwgpu", backend=sys.argv[2], kind=sys.argv[3]); print(json.dumps(r))' \
-        "$line" "$label" "$kind" >> "$ROWS"
+    "$REF_PYTHON" -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(impl="colwgpu", backend=sys.argv[2], kind=sys.argv[3], round=int(sys.argv[4])); print(json.dumps(r))' \
+        "$line" "$label" "$kind" "$ROUND" >> "$ROWS"
 }
 
-for p in $PRECISIONS; do
-    rust_bench cpu docs "$DOCS" "$p"
-    rust_bench cpu queries "$QUERIES" "$p"
+# --- the rounds: reference, then every colwgpu run --------------------------
+for ROUND in $(seq 1 "$ROUNDS"); do
+    [ "$ROUNDS" = 1 ] || echo "round $ROUND of $ROUNDS" >&2
+    ref_bench "$DOCS" "$QUERIES"
+    if [ "$RUN_GPU" = 1 ]; then
+        # Reference rows for the gpu subsets, unless the counts are the same already.
+        gd=$GPU_DOCS; gq=$GPU_QUERIES
+        [ "$gd" = "$DOCS" ] && gd=0
+        [ "$gq" = "$QUERIES" ] && gq=0
+        if [ "$gd" != 0 ] || [ "$gq" != 0 ]; then ref_bench "$gd" "$gq"; fi
+    fi
+    for p in $PRECISIONS; do
+        rust_bench cpu docs "$DOCS" "$p"
+        rust_bench cpu queries "$QUERIES" "$p"
+    done
+    if [ "$RUN_GPU" = 1 ]; then
+        rust_bench gpu docs "$GPU_DOCS"
+        rust_bench gpu queries "$GPU_QUERIES"
+    fi
 done
-if [ "$RUN_GPU" = 1 ]; then
-    rust_bench gpu docs "$GPU_DOCS"
-    rust_bench gpu queries "$GPU_QUERIES"
-fi
 
 # --- table -------------------------------------------------------------------
 echo "CPU: ${cpu_model:-unknown}, $(nproc 2>/dev/null || echo '?') logical CPUs; SIMD: ${simd:-none found}"
@@ -154,36 +167,60 @@ echo "load average (1/5/15 min): before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /p
 echo
 "$REF_PYTHON" - "$ROWS" "$REF_THREADS" <<'PY'
 import json, sys
+from statistics import median
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 threads = sys.argv[2]
-ref = {(r["kind"], r["texts"]): r for r in rows if r.get("impl") == "pytorch"}
-print("| impl | backend | kind | texts | tokens | seconds | tokens/s | ratio vs pytorch |")
-print("|---|---|---|---:|---:|---:|---:|---:|")
+rounds = max((r.get("round", 1) for r in rows), default=1)
+ref = {(r["kind"], r["texts"], r.get("round", 1)): r for r in rows if r.get("impl") == "pytorch"}
+# One line per (impl, backend, kind, texts): medians over the rounds.
+groups = {}
+for r in rows:
+    groups.setdefault((r.get("impl"), r.get("backend", ""), r["kind"], r["texts"]), []).append(r)
+if rounds == 1:
+    print("| impl | backend | kind | texts | tokens | seconds | tokens/s | ratio vs pytorch |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+else:
+    print(f"| impl | backend | kind | texts | tokens | seconds (median) | tokens/s (median of {rounds}) "
+          f"| ratio vs pytorch (median, range) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
 notes = []
-def order(r):
-    return (r["kind"], r["texts"] if r.get("impl") == "pytorch" else 0, r.get("impl") != "pytorch",
-            r.get("backend", ""), r["texts"])
-for r in sorted(rows, key=order):
-    if r.get("impl") == "pytorch":
+def order(g):
+    impl, backend, kind, texts = g[0]
+    return (kind, texts if impl == "pytorch" else 0, impl != "pytorch", backend, texts)
+for key, rs in sorted(groups.items(), key=order):
+    impl, _, kind, texts = key
+    r = rs[0]
+    if impl == "pytorch":
         backend = f"torch cpu, {r.get('threads', threads)} threads, {r.get('attn', '?')}"
     else:
         dev = r.get("device") or ""
         backend = dev if dev.startswith(r["backend"]) else (f"{r['backend']} ({dev})" if dev else r["backend"])
-    if r.get("error"):
-        print(f"| {r['impl']} | {backend} | {r['kind']} | {r['texts']} | – | failed | – | – |")
+    ok = [x for x in rs if not x.get("error")]
+    if not ok:
+        print(f"| {impl} | {backend} | {kind} | {texts} | – | failed | – | – |")
         continue
-    base = ref.get((r["kind"], r["texts"]))
-    if r.get("impl") == "pytorch":
-        ratio = "1.00"
-    elif base:
-        ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}"
-        if base["tokens"] != r["tokens"]:
-            notes.append(f"token counts differ for {r['impl']} {r['backend']} {r['kind']}: "
-                         f"{r['tokens']} vs pytorch {base['tokens']}")
-    else:
+    if len(ok) < len(rs):
+        notes.append(f"{impl} {backend} {kind}: {len(rs) - len(ok)} of {len(rs)} rounds failed")
+    ratios = []
+    for x in ok:
+        base = ref.get((kind, texts, x.get("round", 1)))
+        if impl == "pytorch":
+            ratios.append(1.0)
+        elif base:
+            ratios.append(x["tokens_per_s"] / base["tokens_per_s"])
+            if base["tokens"] != x["tokens"]:
+                notes.append(f"token counts differ for {impl} {x['backend']} {kind}: "
+                             f"{x['tokens']} vs pytorch {base['tokens']}")
+    if not ratios:
         ratio = "–"
-    print(f"| {r['impl']} | {backend} | {r['kind']} | {r['texts']} | {r['tokens']} | "
-          f"{r['seconds']:.3f} | {r['tokens_per_s']:.0f} | {ratio} |")
+    elif rounds == 1 or impl == "pytorch":
+        ratio = f"{median(ratios):.2f}"
+    else:
+        ratio = f"{median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+    secs = median(x["seconds"] for x in ok)
+    tps = median(x["tokens_per_s"] for x in ok)
+    print(f"| {impl} | {backend} | {kind} | {texts} | {ok[0]['tokens']} | "
+          f"{secs:.3f} | {tps:.0f} | {ratio} |")
 print()
 print("tokens = real sequence lengths incl. [CLS], marker and [SEP] (queries: 32 each, the [MASK] "
       "expansion is computed); ratio = tokens/s over the pytorch row with the same kind and texts.")
