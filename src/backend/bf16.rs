@@ -15,6 +15,13 @@
 //! the bias (or zero), later ones from the f32 partial sums in `y`; GELU, when
 //! asked, runs over the task's block while it is still in cache.
 //!
+//! On AMX (Sapphire Rapids and later) the same product runs on the tiles
+//! instead: the packed panels are already the tiles' B layout, `x` is
+//! rounded once per call into 64-byte-aligned rows, and a task computes 32
+//! rows × 32 columns at a time in four C tiles. The tiles also give an exact
+//! f32 product ([`linear_split`], opt-in): `x` and `w` split into three bf16
+//! parts each ([`split3`]), six part products summed in f32.
+//!
 //! Only on x86-64 CPUs with AVX512-BF16 ([`available`]); elsewhere the
 //! backend refuses the mode with a clear error (see `CpuBackend::with_precision`).
 
@@ -226,9 +233,11 @@ impl OutPtr {
 }
 
 /// `y[m, n] = bf16(x[m, k]) · bf16(w)ᵀ (+ bias)` summed in f32, then GELU when
-/// `gelu`; `y` is overwritten. Work is shared over the rayon pool when
-/// `parallel`. Panics on mismatched lengths or when [`available`] is false
-/// (the backend checks both before calling).
+/// `gelu`; `y` is overwritten. For a split weight ([`PackedWeight::pack_split`],
+/// AMX only) the product is the exact one to f32 accuracy ([`linear_split`]).
+/// Work is shared over the rayon pool when `parallel`. Panics on mismatched
+/// lengths or when [`available`] is false (the backend checks both before
+/// calling).
 pub fn linear(
     x: &[f32],
     m: usize,
