@@ -785,6 +785,11 @@ impl Backend for CpuBackend {
 
     fn describe(&self) -> String {
         match self.precision {
+            Precision::F32 | Precision::F16 if self.uses_split() => format!(
+                "cpu (native, {} threads, f32 linears on {})",
+                rayon::current_num_threads(),
+                self.f32_linear_kernel()
+            ),
             Precision::F32 | Precision::F16 => {
                 format!("cpu (native, {} threads)", rayon::current_num_threads())
             }
