@@ -19,7 +19,7 @@
 //! instead: the packed panels are already the tiles' B layout, `x` is
 //! rounded once per call into 64-byte-aligned rows, and a task computes 32
 //! rows × 32 columns at a time in four C tiles. The tiles also give an exact
-//! f32 product ([`linear_split`], opt-in): `x` and `w` split into three bf16
+//! f32 product ([`PackedWeight::pack_split`], opt-in): `x` and `w` split into three bf16
 //! parts each ([`split3`]), six part products summed in f32.
 //!
 //! Only on x86-64 CPUs with AVX512-BF16 ([`available`]); elsewhere the
@@ -157,7 +157,12 @@ impl PackedWeight {
     }
 
     /// Packs the exact split `w = hi + mid + lo` ([`split3`]) for the f32
-    /// product on AMX ([`linear`] sums the six terms that matter).
+    /// product on AMX: [`linear`] then splits `x` the same way (exact) and
+    /// sums the six part products whose size reaches 2⁻¹⁸·|x·w| (hi·hi,
+    /// hi·mid, mid·hi, hi·lo, mid·mid, lo·hi) in f32; bf16 × bf16 is exact in
+    /// f32, and the three dropped ones (mid·lo, lo·mid, lo·lo) are below 2⁻²⁶
+    /// of each product, under f32's own rounding. So the error is an f32 dot
+    /// product's. Needs [`split_available`].
     pub fn pack_split(w: &[f32], n: usize, k: usize) -> Self {
         Self::pack_parts(w, n, k, 3)
     }
@@ -234,7 +239,7 @@ impl OutPtr {
 
 /// `y[m, n] = bf16(x[m, k]) · bf16(w)ᵀ (+ bias)` summed in f32, then GELU when
 /// `gelu`; `y` is overwritten. For a split weight ([`PackedWeight::pack_split`],
-/// AMX only) the product is the exact one to f32 accuracy ([`linear_split`]).
+/// AMX only) the product is the exact one to f32 accuracy.
 /// Work is shared over the rayon pool when `parallel`. Panics on mismatched
 /// lengths or when [`available`] is false (the backend checks both before
 /// calling).
@@ -267,35 +272,14 @@ pub fn linear(
     }
 }
 
-/// `y[m, n] = x[m, k] · wᵀ (+ bias)` to f32 accuracy on AMX, for a weight
-/// packed with [`PackedWeight::pack_split`]: `x` is split like `w` into
-/// `hi + mid + lo` (exact), and the six products whose size reaches
-/// 2⁻¹⁸·|x·w| (hi·hi, hi·mid, mid·hi, hi·lo, mid·mid, lo·hi) are summed in
-/// f32; bf16 × bf16 is exact in f32, and the three dropped ones (mid·lo,
-/// lo·mid, lo·lo) are below 2⁻²⁶ of each product, under f32's own rounding.
-/// So the error is an f32 dot product's over 6k terms. GELU when `gelu`.
-/// Panics unless [`split_available`] and `w.is_split()`.
-pub fn linear_split(
-    x: &[f32],
-    m: usize,
-    w: &PackedWeight,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-    gelu: bool,
-    parallel: bool,
-) {
-    assert!(w.is_split(), "bf16::linear_split needs a split weight");
-    linear(x, m, w, bias, y, gelu, parallel)
-}
-
 /// True when f32 linear layers can run as split bf16 on AMX
-/// ([`linear_split`]): this CPU has AMX-BF16 and AVX512-BF16 and the OS
+/// ([`PackedWeight::pack_split`]): this CPU has AMX-BF16 and AVX512-BF16 and the OS
 /// grants the tiles (`COLWGPU_NO_AMX=1` says no).
 pub fn split_available() -> bool {
     available() && amx_available()
 }
 
-/// True when `COLWGPU_F32_GEMM=amx-split` asks for [`linear_split`] in f32
+/// True when `COLWGPU_F32_GEMM=amx-split` asks for split weights in f32
 /// (read once).
 pub fn split_requested() -> bool {
     static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -1161,7 +1145,7 @@ mod tests {
             let packed = PackedWeight::pack_split(&w, n, k);
             assert!(packed.is_split());
             let mut y = vec![f32::NAN; m * n];
-            linear_split(&x, m, &packed, Some(&b), &mut y, false, true);
+            linear(&x, m, &packed, Some(&b), &mut y, false, true);
             for i in 0..m {
                 for j in 0..n {
                     let mut want = b[j] as f64;

@@ -56,7 +56,7 @@ impl CpuBackend {
     }
 
     /// This backend with its f32 linear layers run as exact three-part bf16
-    /// splits on the AMX tiles ([`bf16::linear_split`]: six bf16 products per
+    /// splits on the AMX tiles ([`bf16::PackedWeight::pack_split`]: six bf16 products per
     /// f32 one, error measured no larger than the FMA gemm's) where the CPU
     /// has AMX-BF16; elsewhere unchanged. Not the default: on the Sapphire
     /// Rapids VM it was measured on, AMX ran random data at ~5× the FMA
@@ -409,49 +409,25 @@ fn linear_forward(
     HostMatrix::new(m, n, y)
 }
 
-/// [`linear_forward`] with bf16 operands and f32 sums (the weight packed once,
-/// on first use, and kept with it).
-fn linear_bf16(
+/// [`linear_forward`] on a packed bf16 form of `w` ([`bf16::linear`]): the
+/// bf16 rounding ([`PackCache::get`], `--precision bf16`) or the exact split
+/// ([`PackCache::get_split`], f32 accuracy on AMX); made once, on first use,
+/// and kept with the weight.
+fn linear_packed(
     x: &HostMatrix,
     w: &HostMatrix,
     bias: Option<&HostMatrix>,
     act: Activation,
     mut y: Vec<f32>,
+    packing: fn(&HostMatrix) -> &bf16::PackedWeight,
 ) -> Result<HostMatrix> {
     check_linear(x, w, bias)?;
     let (m, n) = (x.rows, w.rows);
     y.resize(m * n, 0.0);
-    let packed = PackCache::get(w);
     bf16::linear(
         &x.data,
         m,
-        packed,
-        bias.map(|b| &b.data[..]),
-        &mut y,
-        act == Activation::Gelu,
-        true,
-    );
-    HostMatrix::new(m, n, y)
-}
-
-/// [`linear_forward`] to the same f32 accuracy on AMX: `x` and `w` split
-/// exactly into three bf16 parts each, the six products that reach f32's
-/// precision summed in f32 ([`bf16::linear_split`]; the split weight packed
-/// once, on first use, and kept with it).
-fn linear_split(
-    x: &HostMatrix,
-    w: &HostMatrix,
-    bias: Option<&HostMatrix>,
-    act: Activation,
-    mut y: Vec<f32>,
-) -> Result<HostMatrix> {
-    check_linear(x, w, bias)?;
-    let (m, n) = (x.rows, w.rows);
-    y.resize(m * n, 0.0);
-    bf16::linear_split(
-        &x.data,
-        m,
-        PackCache::get_split(w),
+        packing(w),
         bias.map(|b| &b.data[..]),
         &mut y,
         act == Activation::Gelu,
@@ -830,10 +806,10 @@ impl Backend for CpuBackend {
         let out = match self.precision {
             // F16 is refused by `with_precision`.
             Precision::F32 | Precision::F16 if self.uses_split() => {
-                linear_split(x, w, bias, act, buffer)
+                linear_packed(x, w, bias, act, buffer, PackCache::get_split)
             }
             Precision::F32 | Precision::F16 => linear_forward(x, w, bias, act, buffer),
-            Precision::Bf16 => linear_bf16(x, w, bias, act, buffer),
+            Precision::Bf16 => linear_packed(x, w, bias, act, buffer, PackCache::get),
         };
         let op = match act {
             Activation::Identity => "linear",
