@@ -60,7 +60,9 @@ impl CpuBackend {
     /// f32 one, error measured no larger than the FMA gemm's) where the CPU
     /// has AMX-BF16; elsewhere unchanged. Not the default: on the Sapphire
     /// Rapids VM it was measured on, AMX ran random data at ~5× the FMA
-    /// gemm's rate, short of the 6× the split needs (0.67× the gemm). For
+    /// gemm's rate, short of the 6× the split needs (its linears took
+    /// 1.3–1.4× the gemm's time inside the encoder, 1.5–4× in the kernel
+    /// bench). For
     /// CPUs where AMX runs at full rate; `COLWGPU_F32_GEMM=amx-split` turns
     /// it on for a process.
     pub fn amx_split_f32(mut self) -> Self {
