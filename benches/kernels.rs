@@ -61,6 +61,17 @@ fn bench_matmul(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("cpu", &name), |bench| {
             bench.iter(|| cpu.linear(&x, &w, Some(&b), Activation::Identity).unwrap())
         });
+        // The same product on the `gemm` crate (what the backend runs on CPUs
+        // without AVX-512F), bias pre-filled as the backend does it.
+        group.bench_function(BenchmarkId::new("cpu-gemm-crate", &name), |bench| {
+            let mut y = vec![0f32; m * n];
+            bench.iter(|| {
+                for row in y.chunks_exact_mut(n) {
+                    row.copy_from_slice(&b.data);
+                }
+                colwgpu::backend::cpu::matmul_transposed(&x.data, &w.data, &mut y, m, n, k);
+            })
+        });
         let mut split = CpuBackend::new().amx_split_f32();
         if cpu.f32_linear_kernel() != split.f32_linear_kernel() {
             group.bench_function(BenchmarkId::new("cpu-amx-split", &name), |bench| {

@@ -1,5 +1,7 @@
-//! The native CPU backend: matmuls through the `gemm` crate (AVX2/FMA when the
-//! CPU has them), everything else row-parallel with rayon. It is both the fast
+//! The native CPU backend: linear layers on the AVX-512 kernel with weights
+//! packed once ([`sgemm`]) where the CPU has AVX-512F, otherwise (and for the
+//! attention products) through the `gemm` crate (AVX2/FMA when the CPU has
+//! them); everything else row-parallel with rayon. It is both the fast
 //! path on machines without a hardware GPU and the reference the WGSL kernels
 //! are tested against.
 
@@ -13,7 +15,7 @@ use super::{
     check_rotary, check_same, check_swiglu, Activation, Backend, EmbeddingTables, HostMatrix,
     KeySpans, Shaped, TokenBatch, Unary,
 };
-use super::{bf16, PackCache, Precision};
+use super::{bf16, sgemm, PackCache, Precision};
 use crate::error::{Error, Result};
 
 /// A host matrix is both the CPU backend's tensor and its weight.
@@ -70,11 +72,14 @@ impl CpuBackend {
         self
     }
 
-    /// Which kernel this backend's f32 linear layers run: "amx-bf16x3-split"
-    /// or "fma-gemm".
+    /// Which kernel this backend's f32 linear layers run: "amx-bf16x3-split",
+    /// "avx512-packed" (weights packed once, [`sgemm`]) or "fma-gemm" (the
+    /// `gemm` crate; also for weights past [`sgemm::PACK_BUDGET_BYTES`]).
     pub fn f32_linear_kernel(&self) -> &'static str {
         if self.uses_split() {
             "amx-bf16x3-split"
+        } else if sgemm::available() {
+            "avx512-packed"
         } else {
             "fma-gemm"
         }
@@ -438,6 +443,31 @@ fn linear_packed(
     HostMatrix::new(m, n, y)
 }
 
+/// [`linear_forward`] with the AVX-512 kernel on `w`'s f32 panels
+/// ([`sgemm::linear`], the default f32 path where the CPU has AVX-512F).
+fn linear_sgemm(
+    x: &HostMatrix,
+    w: &HostMatrix,
+    packed: &sgemm::PackedF32,
+    bias: Option<&HostMatrix>,
+    act: Activation,
+    mut y: Vec<f32>,
+) -> Result<HostMatrix> {
+    check_linear(x, w, bias)?;
+    let (m, n) = (x.rows, w.rows);
+    y.resize(m * n, 0.0);
+    sgemm::linear(
+        &x.data,
+        m,
+        packed,
+        bias.map(|b| &b.data[..]),
+        &mut y,
+        act == Activation::Gelu,
+        true,
+    );
+    HostMatrix::new(m, n, y)
+}
+
 /// Multi-head self-attention over the fused QKV tensor, key padding masked.
 fn multi_head_attention(
     qkv: &HostMatrix,
@@ -763,14 +793,11 @@ impl Backend for CpuBackend {
 
     fn describe(&self) -> String {
         match self.precision {
-            Precision::F32 | Precision::F16 if self.uses_split() => format!(
+            Precision::F32 | Precision::F16 => format!(
                 "cpu (native, {} threads, f32 linears on {})",
                 rayon::current_num_threads(),
                 self.f32_linear_kernel()
             ),
-            Precision::F32 | Precision::F16 => {
-                format!("cpu (native, {} threads)", rayon::current_num_threads())
-            }
             Precision::Bf16 => format!(
                 "cpu (native, {} threads, bf16 linears on {})",
                 rayon::current_num_threads(),
@@ -810,7 +837,10 @@ impl Backend for CpuBackend {
             Precision::F32 | Precision::F16 if self.uses_split() => {
                 linear_packed(x, w, bias, act, buffer, PackCache::get_split)
             }
-            Precision::F32 | Precision::F16 => linear_forward(x, w, bias, act, buffer),
+            Precision::F32 | Precision::F16 => match PackCache::get_f32(w) {
+                Some(packed) => linear_sgemm(x, w, packed, bias, act, buffer),
+                None => linear_forward(x, w, bias, act, buffer),
+            },
             Precision::Bf16 => linear_packed(x, w, bias, act, buffer, PackCache::get),
         };
         let op = match act {
@@ -1018,5 +1048,49 @@ mod tests {
         for (a, b) in fresh.iter().zip(&reused) {
             assert_eq!(a.data, b.data);
         }
+    }
+
+    /// Where the CPU has AVX-512F, the default f32 linear runs the packed
+    /// kernel: the weight is packed on first use and kept (the second call
+    /// reuses it), and the result stays within f32 rounding of the `gemm`
+    /// crate's on the same inputs (bias and GELU included). Elsewhere nothing
+    /// is packed.
+    #[test]
+    fn f32_linear_packs_weights_once_and_agrees_with_gemm() {
+        let mut backend = CpuBackend::new();
+        let (m, n, k) = (37, 70, 300);
+        let x = matrix(m, k, 5);
+        let w = matrix(n, k, 6);
+        let b = matrix(1, n, 7);
+        assert_eq!(format!("{:?}", w.packed), "-");
+        let y = backend
+            .linear(&x, &w, Some(&b), Activation::Gelu)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if !sgemm::available() {
+            assert_eq!(backend.f32_linear_kernel(), "fma-gemm");
+            assert_eq!(format!("{:?}", w.packed), "-");
+            return;
+        }
+        assert_eq!(backend.f32_linear_kernel(), "avx512-packed");
+        assert_eq!(format!("{:?}", w.packed), "f32");
+        let first = PackCache::get_f32(&w).map(|p| p as *const sgemm::PackedF32);
+        let again = backend
+            .linear(&x, &w, Some(&b), Activation::Gelu)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(y.data, again.data);
+        assert_eq!(
+            PackCache::get_f32(&w).map(|p| p as *const sgemm::PackedF32),
+            first
+        );
+        let gemm = linear_forward(&x, &w, Some(&b), Activation::Gelu, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let worst = y
+            .data
+            .iter()
+            .zip(&gemm.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // |y| reaches ~100 here (k = 300 terms of size ≤ 1): a few f32 ulps.
+        assert!(worst < 1e-4, "packed kernel vs gemm crate: max |Δ| {worst}");
     }
 }

@@ -8,6 +8,7 @@ pub mod device;
 pub mod gpu;
 pub mod ops;
 pub mod bf16;
+pub mod sgemm;
 pub mod vecmath;
 
 pub use crate::kernels::matmul::Activation;
@@ -29,16 +30,33 @@ pub struct HostMatrix {
     pub(crate) packed: PackCache,
 }
 
-/// Lazily packed bf16 forms of a weight (see [`HostMatrix::packed`]): the
-/// bf16 rounding (`--precision bf16`) and the exact three-term split (f32 on
-/// AMX), each made on first use.
+/// Lazily packed forms of a weight (see [`HostMatrix::packed`]): the f32
+/// panels of the AVX-512 kernel (the default f32 path), the bf16 rounding
+/// (`--precision bf16`) and the exact three-term split (f32 on AMX, opt-in),
+/// each made on first use.
 #[derive(Default, Clone)]
 pub(crate) struct PackCache {
+    f32: std::sync::OnceLock<Option<std::sync::Arc<sgemm::PackedF32>>>,
     rounded: std::sync::OnceLock<std::sync::Arc<bf16::PackedWeight>>,
     split: std::sync::OnceLock<std::sync::Arc<bf16::PackedWeight>>,
 }
 
 impl PackCache {
+    /// The f32 panel packing of `m` for [`sgemm::linear`], made on first
+    /// call; `None` when this CPU lacks AVX-512F or the packing budget
+    /// ([`sgemm::PACK_BUDGET_BYTES`]) is spent (then the `gemm` crate runs).
+    pub(crate) fn get_f32(m: &HostMatrix) -> Option<&sgemm::PackedF32> {
+        m.packed
+            .f32
+            .get_or_init(|| {
+                sgemm::available()
+                    .then(|| sgemm::PackedF32::pack_within_budget(&m.data, m.rows, m.cols))
+                    .flatten()
+                    .map(std::sync::Arc::new)
+            })
+            .as_deref()
+    }
+
     /// The bf16-rounded packing of `m`, made on first call.
     pub(crate) fn get(m: &HostMatrix) -> &bf16::PackedWeight {
         m.packed
@@ -56,12 +74,19 @@ impl PackCache {
 
 impl std::fmt::Debug for PackCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match (self.rounded.get().is_some(), self.split.get().is_some()) {
-            (false, false) => "-",
-            (true, false) => "packed",
-            (false, true) => "split",
-            (true, true) => "packed+split",
-        })
+        let forms: Vec<&str> = [
+            (self.f32.get().is_some_and(|p| p.is_some()), "f32"),
+            (self.rounded.get().is_some(), "bf16"),
+            (self.split.get().is_some(), "split"),
+        ]
+        .iter()
+        .filter_map(|&(made, name)| made.then_some(name))
+        .collect();
+        if forms.is_empty() {
+            f.write_str("-")
+        } else {
+            f.write_str(&forms.join("+"))
+        }
     }
 }
 
