@@ -300,45 +300,20 @@ fn linear_vdp(
 ) {
     let (n, k) = (w.n, w.k);
     debug_assert_eq!(w.parts, 1, "the AVX512-BF16 kernel takes single-term weights");
-    let panels = n.div_ceil(NR);
-    let row_blocks = m.div_ceil(MC);
-    let threads = if parallel {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
-    // Enough tasks to keep every thread busy: split the panels too when there
-    // are few row blocks (short batches of queries).
-    let groups = if row_blocks >= 4 * threads || threads == 1 {
-        1
-    } else {
-        (4 * threads).div_ceil(row_blocks).min(panels)
-    };
-    let per_group = panels.div_ceil(groups);
-    let groups = panels.div_ceil(per_group);
     let out = OutPtr(y.as_mut_ptr());
-    let task = |apack: &mut Vec<u32>, t: usize| {
-        let (rb, g) = (t / groups, t % groups);
-        let i0 = rb * MC;
-        let rows = MC.min(m - i0);
-        let p0 = g * per_group;
-        let p1 = (p0 + per_group).min(panels);
-        // SAFETY: the task writes rows i0..i0+rows, columns p0·NR..min(p1·NR, n)
-        // of y, a block no other task touches; all reads are in bounds of x,
-        // w.data and bias (lengths checked above); AVX512-BF16 is available.
-        unsafe { block(x, k, i0, rows, w, bias, out, n, p0, p1, apack, gelu) };
-    };
-    let tasks = row_blocks * groups;
-    if threads > 1 && tasks > 1 {
-        (0..tasks)
-            .into_par_iter()
-            .for_each_init(Vec::new, |apack, t| task(apack, t));
-    } else {
-        let mut apack = Vec::new();
-        for t in 0..tasks {
-            task(&mut apack, t);
-        }
-    }
+    super::blocks::for_each_block(
+        m.div_ceil(MC),
+        n.div_ceil(NR),
+        parallel,
+        |apack: &mut Vec<u32>, rb, p0, p1| {
+            let i0 = rb * MC;
+            // SAFETY: the task writes rows i0..i0+rows, columns
+            // p0·NR..min(p1·NR, n) of y, a block no other task touches; all
+            // reads are in bounds of x, w.data and bias (lengths checked
+            // above); AVX512-BF16 is available.
+            unsafe { block(x, k, i0, MC.min(m - i0), w, bias, out, n, p0, p1, apack, gelu) };
+        },
+    );
 }
 
 /// One task: rows `i0..i0+rows` × panels `p0..p1`.
@@ -925,25 +900,9 @@ fn linear_amx(
             .enumerate()
             .for_each(convert);
     }
-    let panels = n.div_ceil(NR);
-    let threads = if parallel {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
-    let groups = if blocks >= 4 * threads || threads == 1 {
-        1
-    } else {
-        (4 * threads).div_ceil(blocks).min(panels)
-    };
-    let per_group = panels.div_ceil(groups);
-    let groups = panels.div_ceil(per_group);
     let out = OutPtr(y.as_mut_ptr());
-    let task = |t: usize| {
-        let (blk, g) = (t / groups, t % groups);
+    super::blocks::for_each_block(blocks, n.div_ceil(NR), parallel, |_: &mut (), blk, p0, p1| {
         let i0 = blk * bm;
-        let p0 = g * per_group;
-        let p1 = (p0 + per_group).min(panels);
         // SAFETY: rows i0..i0+32 of xb exist (padded); the task writes rows
         // i0..min(i0+32, m), columns p0·NR..min(p1·NR, n) of y alone; AMX
         // permission was granted (amx_available).
@@ -961,13 +920,7 @@ fn linear_amx(
                 gelu,
             )
         };
-    };
-    let tasks = blocks * groups;
-    if threads > 1 && tasks > 1 {
-        (0..tasks).into_par_iter().for_each(task);
-    } else {
-        (0..tasks).for_each(task);
-    }
+    });
     XB.with(|cell| cell.set(scratch));
 }
 

@@ -8,6 +8,7 @@ pub mod device;
 pub mod gpu;
 pub mod ops;
 pub mod bf16;
+mod blocks;
 pub mod sgemm;
 pub mod vecmath;
 
