@@ -1636,8 +1636,13 @@ pub fn describe_devices(device: Device, gpu: &GpuOptions) -> Result<Vec<String>>
             ));
         }
         Ok(Compute::Cpu) => lines.push(format!(
-            "selected: cpu (native; {} threads){}",
+            "selected: cpu (native; {} threads; f32 linears on {}; --precision bf16 {}){}",
             rayon::current_num_threads(),
+            crate::backend::cpu::CpuBackend::new().f32_linear_kernel(),
+            match crate::backend::bf16::kernel_name() {
+                "none" => "refused (no AVX512-BF16 or AMX-BF16)".to_string(),
+                kernel => format!("on {kernel}"),
+            },
             if adapters.iter().any(|a| !crate::gpu::is_software(a)) {
                 ""
             } else {

@@ -61,6 +61,24 @@ const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
     (7, 1536, 384),
 ];
 
+/// `colwgpu info` names the kernel the CPU backend's f32 linears run on, so a
+/// speed figure can be tied to it.
+#[test]
+fn device_report_names_the_cpu_f32_kernel() {
+    let lines =
+        colwgpu::api::describe_devices(colwgpu::Device::Cpu, &colwgpu::gpu::GpuOptions::default())
+            .unwrap();
+    let selected = lines
+        .iter()
+        .find(|l| l.starts_with("selected: cpu"))
+        .unwrap_or_else(|| panic!("no selected line in {lines:?}"));
+    let kernel = CpuBackend::new().f32_linear_kernel();
+    assert!(
+        selected.contains(&format!("f32 linears on {kernel}")),
+        "{selected}"
+    );
+}
+
 #[test]
 fn linear_cpu_matches_f64_reference() {
     let mut rng = Rng::new(1);
