@@ -331,13 +331,17 @@ fn random_kills() {
     // Rounds until `kills` writers were killed mid-plan: a round whose writer
     // finished its plan before the kill does not count.
     let mut round = 0usize;
+    // Mutations per writer's plan. A writer that finished its plan before its
+    // kill means plans run faster here than the kill delays assume: double
+    // the plan (up to 640), so a fast machine still sees mid-plan kills.
+    let mut plan_len = 40usize;
     while round - clean < kills {
         assert!(
             round < 4 * kills,
             "only {} of {round} writers were killed before finishing their plan",
             round - clean
         );
-        let ops = plan(&state, &mut rng, &mut next_id, 40, &mut op_no);
+        let ops = plan(&state, &mut rng, &mut next_id, plan_len, &mut op_no);
         let plan_path = dir.path().join("plan.json");
         std::fs::write(&plan_path, serde_json::to_vec(&ops).unwrap()).unwrap();
         let mut child = Command::new(&exe)
@@ -369,6 +373,7 @@ fn random_kills() {
         let done = acked.map_or(0, |i| i + 1);
         if status.success() {
             clean += 1;
+            plan_len = (plan_len * 2).min(640);
         }
         // Candidate states: after `done` ops (the acknowledged ones), or one more.
         let mut s_done = state.clone();
