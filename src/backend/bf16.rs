@@ -30,10 +30,13 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
+use super::sgemm::Init;
+
 /// Output columns per panel (two zmm registers of f32 accumulators).
 pub const NR: usize = 32;
-/// Rows per micro-kernel tile.
-pub const MR: usize = 12;
+/// Rows per micro-kernel tile (the tile helpers shared with [`super::sgemm`]
+/// hold its 12).
+pub const MR: usize = super::sgemm::MR;
 /// Depth (k-steps, even) of one k slice.
 const KC: usize = 512;
 /// Rows per task (a multiple of [`MR`]).
@@ -408,15 +411,6 @@ unsafe fn block(
     }
 }
 
-/// Where a tile's accumulators start.
-#[derive(Clone, Copy)]
-enum Init {
-    Zero,
-    /// `NR` bias values (only the first `cols` are read).
-    Bias(*const f32),
-    /// The partial sums already in `c`.
-    Load,
-}
 
 /// One 12 × 32 tile over `kq` k-pairs: `c[r][j] = init + Σ_q a[q][r] · b[q][j]`
 /// (each term a bf16 pair dot product) for `r < rows`, `j < cols`.
@@ -437,38 +431,7 @@ unsafe fn micro_12x32(
     cols: usize,
     init: Init,
 ) {
-    let m0: __mmask16 = if cols >= 16 {
-        0xFFFF
-    } else {
-        ((1u32 << cols) - 1) as __mmask16
-    };
-    let m1: __mmask16 = if cols >= 32 {
-        0xFFFF
-    } else if cols <= 16 {
-        0
-    } else {
-        ((1u32 << (cols - 16)) - 1) as __mmask16
-    };
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    match init {
-        Init::Zero => {}
-        Init::Bias(bias) => {
-            let b0 = _mm512_maskz_loadu_ps(m0, bias);
-            let b1 = _mm512_maskz_loadu_ps(m1, bias.add(16));
-            for row in acc.iter_mut() {
-                *row = [b0, b1];
-            }
-        }
-        Init::Load => {
-            for (r, row) in acc.iter_mut().enumerate().take(rows) {
-                let cr = c.add(r * ldc);
-                *row = [
-                    _mm512_maskz_loadu_ps(m0, cr),
-                    _mm512_maskz_loadu_ps(m1, cr.add(16)),
-                ];
-            }
-        }
-    }
+    let (mut acc, masks) = super::sgemm::tile_start(init, c, ldc, rows, cols);
     let mut a = a;
     let mut b = b;
     for _ in 0..kq {
@@ -482,11 +445,7 @@ unsafe fn micro_12x32(
         a = a.add(MR);
         b = b.add(NR);
     }
-    for (r, row) in acc.iter().enumerate().take(rows) {
-        let cr = c.add(r * ldc);
-        _mm512_mask_storeu_ps(cr, m0, row[0]);
-        _mm512_mask_storeu_ps(cr.add(16), m1, row[1]);
-    }
+    super::sgemm::tile_store(&acc, masks, c, ldc, rows);
 }
 
 #[cfg(not(target_arch = "x86_64"))]

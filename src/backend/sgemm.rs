@@ -295,9 +295,9 @@ unsafe fn block(
     }
 }
 
-/// Where a tile's accumulators start.
+/// Where a tile's accumulators start (shared with [`super::bf16`]'s kernel).
 #[derive(Clone, Copy)]
-enum Init {
+pub(crate) enum Init {
     Zero,
     /// `NR` bias values (only the first `cols` are read).
     Bias(*const f32),
@@ -326,18 +326,42 @@ unsafe fn micro_12x32(
     cols: usize,
     init: Init,
 ) {
-    let m0: __mmask16 = if cols >= 16 {
-        0xFFFF
-    } else {
-        ((1u32 << cols) - 1) as __mmask16
-    };
-    let m1: __mmask16 = if cols >= 32 {
-        0xFFFF
-    } else if cols <= 16 {
-        0
-    } else {
-        ((1u32 << (cols - 16)) - 1) as __mmask16
-    };
+    let (mut acc, masks) = tile_start(init, c, ldc, rows, cols);
+    let mut a = a;
+    let mut b = b;
+    for _ in 0..kc {
+        let b0 = _mm512_load_ps(b);
+        let b1 = _mm512_load_ps(b.add(16));
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*a.add(r * lda));
+            row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+            row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+        }
+        a = a.add(1);
+        b = b.add(NR);
+    }
+    tile_store(&acc, masks, c, ldc, rows);
+}
+
+/// A 12 × 32 tile's accumulators (two zmm per row) started as `init` says,
+/// and the masks of its first `cols` columns (for the 16 lower, the 16 upper).
+///
+/// # Safety
+/// For [`Init::Bias`], the pointer addresses `cols` readable floats; for
+/// [`Init::Load`], `c` addresses `rows` rows (stride `ldc`) of `cols`
+/// readable floats; AVX-512F is available.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn tile_start(
+    init: Init,
+    c: *const f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) -> ([[__m512; 2]; MR], [__mmask16; 2]) {
+    let mask = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
+    let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     match init {
         Init::Zero => {}
@@ -358,23 +382,29 @@ unsafe fn micro_12x32(
             }
         }
     }
-    let mut a = a;
-    let mut b = b;
-    for _ in 0..kc {
-        let b0 = _mm512_load_ps(b);
-        let b1 = _mm512_load_ps(b.add(16));
-        for (r, row) in acc.iter_mut().enumerate() {
-            let av = _mm512_set1_ps(*a.add(r * lda));
-            row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(av, b1, row[1]);
-        }
-        a = a.add(1);
-        b = b.add(NR);
-    }
+    (acc, [m0, m1])
+}
+
+/// Stores the first `rows` rows of a tile's accumulators, masked to its
+/// columns ([`tile_start`]'s masks).
+///
+/// # Safety
+/// `c` addresses `rows` rows (stride `ldc`) of the masked columns, writable;
+/// AVX-512F is available.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn tile_store(
+    acc: &[[__m512; 2]; MR],
+    masks: [__mmask16; 2],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+) {
     for (r, row) in acc.iter().enumerate().take(rows) {
         let cr = c.add(r * ldc);
-        _mm512_mask_storeu_ps(cr, m0, row[0]);
-        _mm512_mask_storeu_ps(cr.add(16), m1, row[1]);
+        _mm512_mask_storeu_ps(cr, masks[0], row[0]);
+        _mm512_mask_storeu_ps(cr.add(16), masks[1], row[1]);
     }
 }
 
