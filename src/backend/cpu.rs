@@ -468,6 +468,31 @@ fn linear_sgemm(
     HostMatrix::new(m, n, y)
 }
 
+/// [`linear_sgemm`] for at most [`sgemm::IN_PLACE_ROWS`] rows, with `w`
+/// read in place ([`sgemm::linear_in_place`]): nothing packed or kept.
+fn linear_sgemm_in_place(
+    x: &HostMatrix,
+    w: &HostMatrix,
+    bias: Option<&HostMatrix>,
+    act: Activation,
+    mut y: Vec<f32>,
+) -> Result<HostMatrix> {
+    check_linear(x, w, bias)?;
+    let (m, n) = (x.rows, w.rows);
+    y.resize(m * n, 0.0);
+    sgemm::linear_in_place(
+        &x.data,
+        m,
+        &w.data,
+        n,
+        bias.map(|b| &b.data[..]),
+        &mut y,
+        act == Activation::Gelu,
+        true,
+    );
+    HostMatrix::new(m, n, y)
+}
+
 /// Multi-head self-attention over the fused QKV tensor, key padding masked.
 fn multi_head_attention(
     qkv: &HostMatrix,
@@ -837,6 +862,13 @@ impl Backend for CpuBackend {
             Precision::F32 | Precision::F16 if self.uses_split() => {
                 linear_packed(x, w, bias, act, buffer, PackCache::get_split)
             }
+            // A few rows (one query) read the weight in place: no packing
+            // for a one-off call, the same bits as the packed kernel.
+            Precision::F32 | Precision::F16
+                if x.rows <= sgemm::IN_PLACE_ROWS && sgemm::available() =>
+            {
+                linear_sgemm_in_place(x, w, bias, act, buffer)
+            }
             Precision::F32 | Precision::F16 => match PackCache::get_f32(w) {
                 Some(packed) => linear_sgemm(x, w, packed, bias, act, buffer),
                 None => linear_forward(x, w, bias, act, buffer),
@@ -1051,14 +1083,15 @@ mod tests {
     }
 
     /// Where the CPU has AVX-512F, the default f32 linear runs the packed
-    /// kernel: the weight is packed on first use and kept (the second call
-    /// reuses it), and the result stays within f32 rounding of the `gemm`
-    /// crate's on the same inputs (bias and GELU included). Elsewhere nothing
-    /// is packed.
+    /// kernel: past `IN_PLACE_ROWS` rows the weight is packed on first use and
+    /// kept (the second call reuses it), and the result stays within f32
+    /// rounding of the `gemm` crate's on the same inputs (bias and GELU
+    /// included); a few rows on a fresh weight pack nothing and give the same
+    /// bits. Elsewhere nothing is packed.
     #[test]
     fn f32_linear_packs_weights_once_and_agrees_with_gemm() {
         let mut backend = CpuBackend::new();
-        let (m, n, k) = (37, 70, 300);
+        let (m, n, k) = (sgemm::IN_PLACE_ROWS + 37, 70, 300);
         let x = matrix(m, k, 5);
         let w = matrix(n, k, 6);
         let b = matrix(1, n, 7);
@@ -1092,5 +1125,14 @@ mod tests {
             .fold(0f32, f32::max);
         // |y| reaches ~100 here (k = 300 terms of size ≤ 1): a few f32 ulps.
         assert!(worst < 1e-4, "packed kernel vs gemm crate: max |Δ| {worst}");
+        // A few rows read a fresh weight in place: nothing is packed, and the
+        // rows equal the packed kernel's bit for bit.
+        let fresh = matrix(n, k, 6);
+        let few = HostMatrix::new(5, k, x.data[..5 * k].to_vec()).unwrap_or_else(|e| panic!("{e}"));
+        let y_few = backend
+            .linear(&few, &fresh, Some(&b), Activation::Gelu)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(format!("{:?}", fresh.packed), "-");
+        assert_eq!(y_few.data, y.data[..5 * n]);
     }
 }

@@ -208,6 +208,118 @@ pub fn linear(
     );
 }
 
+/// Rows up to which [`linear_in_place`] runs instead of packing the weight:
+/// one query's 32 tokens, or a handful of texts.
+pub const IN_PLACE_ROWS: usize = 64;
+
+/// [`linear`] for a few rows without a packed weight: `x` is packed instead
+/// (32 rows per panel, transposed), and the weight's rows are read in place
+/// and broadcast, so a one-off call (one query in a fresh process) pays no
+/// weight packing. The micro-kernel is the same with the operands' roles
+/// swapped, and every output is the same sequence of FMAs (`bias`, then
+/// `x[i, p]·w[j, p]` in order of `p`; a product is commutative), so the
+/// result equals [`linear`]'s bit for bit. `w` is `[n, k]` row-major.
+/// Panics on mismatched lengths or without AVX-512F.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_in_place(
+    x: &[f32],
+    m: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    gelu: bool,
+    parallel: bool,
+) {
+    assert!(has_avx512f(), "sgemm::linear_in_place needs AVX-512F");
+    assert!(n > 0 || w.is_empty(), "sgemm: w has no rows");
+    let k = if n == 0 { 0 } else { w.len() / n };
+    assert_eq!(w.len(), n * k, "sgemm: w is not n × k");
+    assert_eq!(x.len(), m * k, "sgemm: x is not m × k");
+    assert_eq!(y.len(), m * n, "sgemm: y is not m × n");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "sgemm: bias is not n long");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    // xt[panel][p][i] = x[panel·NR + i, p], zero past m.
+    let panels = m.div_ceil(NR);
+    let mut xt = vec![Line::default(); panels * k * NR / 16];
+    {
+        let xt = bytemuck::cast_slice_mut::<Line, f32>(&mut xt);
+        for (i, row) in x.chunks_exact(k.max(1)).enumerate().take(m) {
+            let dst = &mut xt[(i / NR) * k * NR..];
+            for (p, &v) in row.iter().enumerate() {
+                dst[p * NR + i % NR] = v;
+            }
+        }
+    }
+    let xt_ptr = xt.as_ptr() as usize;
+    let out = OutPtr(y.as_mut_ptr());
+    // Tasks: a panel of rows × a run of 12-feature tiles.
+    super::blocks::for_each_block(
+        panels,
+        n.div_ceil(MR),
+        parallel,
+        |wpad: &mut Vec<f32>, panel, t0, t1| {
+            let i0 = panel * NR;
+            let rows = NR.min(m - i0);
+            let b = (xt_ptr as *const f32).wrapping_add(panel * k * NR);
+            for t in t0..t1 {
+                let j0 = t * MR;
+                let feats = MR.min(n - j0);
+                // The last tile's missing features read zero-padded rows.
+                let (a, lda) = if feats == MR {
+                    (w[j0 * k..].as_ptr(), k)
+                } else {
+                    wpad.clear();
+                    wpad.resize(MR * k.max(1), 0.0);
+                    wpad[..feats * k].copy_from_slice(&w[j0 * k..]);
+                    (wpad.as_ptr(), k)
+                };
+                // tile[r][i]: feature j0 + r of row i0 + i, started at its bias.
+                let mut tile = [[0f32; NR]; MR];
+                if let Some(bv) = bias {
+                    for (r, row) in tile.iter_mut().enumerate().take(feats) {
+                        row.fill(bv[j0 + r]);
+                    }
+                }
+                // SAFETY: `a` addresses 12 rows of k floats (w's own rows or
+                // the padded copy), `b` the panel's k·NR floats, 64-byte
+                // aligned (xt is made of Lines, k·NR is a multiple of 16);
+                // `tile` is 12 rows of NR writable floats; AVX-512F is
+                // available (asserted above).
+                unsafe {
+                    micro_12x32(
+                        k,
+                        a,
+                        lda,
+                        b,
+                        tile.as_mut_ptr().cast(),
+                        NR,
+                        MR,
+                        NR,
+                        Init::Load,
+                    )
+                };
+                for i in 0..rows {
+                    for (r, row) in tile.iter().enumerate().take(feats) {
+                        // SAFETY: row i0 + i < m, column j0 + r < n; this
+                        // task alone writes features t0·12..t1·12 of its rows.
+                        unsafe { *out.ptr().add((i0 + i) * n + j0 + r) = row[i] };
+                    }
+                }
+            }
+        },
+    );
+    if gelu {
+        for row in y.chunks_exact_mut(n) {
+            super::vecmath::gelu_in_place(row);
+        }
+    }
+}
+
 /// One task: rows `i0..i0+rows` × panels `p0..p1`.
 ///
 /// # Safety
@@ -520,6 +632,31 @@ mod tests {
             let mut one = vec![0.0; n];
             linear(&x[i * k..][..k], 1, &packed, Some(&bias), &mut one, true, false);
             assert_eq!(one, all[i * n..][..n], "row {i}");
+        }
+    }
+
+    /// The in-place path (few rows, the weight read as it is) gives the
+    /// packed path's bits: ragged rows, features and depths, bias and GELU.
+    #[test]
+    fn in_place_rows_equal_packed_rows() {
+        if !has_avx512f() {
+            eprintln!("no AVX-512F: sgemm not tested");
+            return;
+        }
+        let mut seed = 5u64;
+        for &(m, n, k) in &[(1, 1, 1), (5, 70, 300), (32, 384, 384), (33, 13, 513), (64, 40, 0)] {
+            let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
+            let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let packed = PackedF32::pack(&w, n, k);
+            for &(with_bias, gelu, parallel) in &[(false, false, false), (true, true, true)] {
+                let b = with_bias.then_some(&bias[..]);
+                let mut want = vec![f32::NAN; m * n];
+                linear(&x, m, &packed, b, &mut want, gelu, parallel);
+                let mut got = vec![f32::NAN; m * n];
+                linear_in_place(&x, m, &w, n, b, &mut got, gelu, parallel);
+                assert_eq!(got, want, "m{m} n{n} k{k} bias {with_bias} gelu {gelu}");
+            }
         }
     }
 }
