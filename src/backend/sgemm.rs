@@ -233,7 +233,7 @@ pub fn linear_in_place(
 ) {
     assert!(has_avx512f(), "sgemm::linear_in_place needs AVX-512F");
     assert!(n > 0 || w.is_empty(), "sgemm: w has no rows");
-    let k = if n == 0 { 0 } else { w.len() / n };
+    let k = w.len().checked_div(n).unwrap_or(0);
     assert_eq!(w.len(), n * k, "sgemm: w is not n × k");
     assert_eq!(x.len(), m * k, "sgemm: x is not m × k");
     assert_eq!(y.len(), m * n, "sgemm: y is not m × n");
