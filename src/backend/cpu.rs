@@ -416,79 +416,26 @@ fn linear_forward(
     HostMatrix::new(m, n, y)
 }
 
-/// [`linear_forward`] on a packed bf16 form of `w` ([`bf16::linear`]): the
-/// bf16 rounding ([`PackCache::get`], `--precision bf16`) or the exact split
-/// ([`PackCache::get_split`], f32 accuracy on AMX); made once, on first use,
-/// and kept with the weight.
-fn linear_packed(
+/// The output's shape for `kernel(x, m, bias, y, gelu)`, which writes all of
+/// `y` (`m × n`): the CPU's own linear kernels ([`sgemm`], [`bf16`]) behind
+/// the one shape check and output buffer.
+fn linear_with(
     x: &HostMatrix,
     w: &HostMatrix,
     bias: Option<&HostMatrix>,
     act: Activation,
     mut y: Vec<f32>,
-    packing: fn(&HostMatrix) -> &bf16::PackedWeight,
+    kernel: impl FnOnce(&[f32], usize, Option<&[f32]>, &mut [f32], bool),
 ) -> Result<HostMatrix> {
     check_linear(x, w, bias)?;
     let (m, n) = (x.rows, w.rows);
     y.resize(m * n, 0.0);
-    bf16::linear(
+    kernel(
         &x.data,
         m,
-        packing(w),
         bias.map(|b| &b.data[..]),
         &mut y,
         act == Activation::Gelu,
-        true,
-    );
-    HostMatrix::new(m, n, y)
-}
-
-/// [`linear_forward`] with the AVX-512 kernel on `w`'s f32 panels
-/// ([`sgemm::linear`], the default f32 path where the CPU has AVX-512F).
-fn linear_sgemm(
-    x: &HostMatrix,
-    w: &HostMatrix,
-    packed: &sgemm::PackedF32,
-    bias: Option<&HostMatrix>,
-    act: Activation,
-    mut y: Vec<f32>,
-) -> Result<HostMatrix> {
-    check_linear(x, w, bias)?;
-    let (m, n) = (x.rows, w.rows);
-    y.resize(m * n, 0.0);
-    sgemm::linear(
-        &x.data,
-        m,
-        packed,
-        bias.map(|b| &b.data[..]),
-        &mut y,
-        act == Activation::Gelu,
-        true,
-    );
-    HostMatrix::new(m, n, y)
-}
-
-/// [`linear_sgemm`] for at most [`sgemm::IN_PLACE_ROWS`] rows, with `w`
-/// read in place ([`sgemm::linear_in_place`]): nothing packed or kept.
-fn linear_sgemm_in_place(
-    x: &HostMatrix,
-    w: &HostMatrix,
-    bias: Option<&HostMatrix>,
-    act: Activation,
-    mut y: Vec<f32>,
-) -> Result<HostMatrix> {
-    check_linear(x, w, bias)?;
-    let (m, n) = (x.rows, w.rows);
-    y.resize(m * n, 0.0);
-    sgemm::linear_in_place(
-        &x.data,
-        m,
-        &w.data,
-        n,
-        bias.map(|b| &b.data[..]),
-        &mut y,
-        act == Activation::Gelu,
-        true,
     );
     HostMatrix::new(m, n, y)
 }
@@ -857,23 +804,35 @@ impl Backend for CpuBackend {
     ) -> Result<HostMatrix> {
         let start = Instant::now();
         let buffer = self.take_buffer(x.rows * w.rows);
+        // bf16 packings ([`PackCache::get`] for `--precision bf16`, the
+        // exact split [`PackCache::get_split`] for f32 on AMX) and the f32
+        // panels are made once, on first use, and kept with the weight.
+        let bf16_on = |packing: fn(&HostMatrix) -> &bf16::PackedWeight| {
+            move |x: &[f32], m, b: Option<&[f32]>, y: &mut [f32], gelu| {
+                bf16::linear(x, m, packing(w), b, y, gelu, true)
+            }
+        };
         let out = match self.precision {
             // F16 is refused by `with_precision`.
             Precision::F32 | Precision::F16 if self.uses_split() => {
-                linear_packed(x, w, bias, act, buffer, PackCache::get_split)
+                linear_with(x, w, bias, act, buffer, bf16_on(PackCache::get_split))
             }
             // A few rows (one query) read the weight in place: no packing
             // for a one-off call, the same bits as the packed kernel.
             Precision::F32 | Precision::F16
                 if x.rows <= sgemm::IN_PLACE_ROWS && sgemm::available() =>
             {
-                linear_sgemm_in_place(x, w, bias, act, buffer)
+                linear_with(x, w, bias, act, buffer, |x, m, b, y, gelu| {
+                    sgemm::linear_in_place(x, m, &w.data, w.rows, b, y, gelu, true)
+                })
             }
             Precision::F32 | Precision::F16 => match PackCache::get_f32(w) {
-                Some(packed) => linear_sgemm(x, w, packed, bias, act, buffer),
+                Some(packed) => linear_with(x, w, bias, act, buffer, |x, m, b, y, gelu| {
+                    sgemm::linear(x, m, packed, b, y, gelu, true)
+                }),
                 None => linear_forward(x, w, bias, act, buffer),
             },
-            Precision::Bf16 => linear_packed(x, w, bias, act, buffer, PackCache::get),
+            Precision::Bf16 => linear_with(x, w, bias, act, buffer, bf16_on(PackCache::get)),
         };
         let op = match act {
             Activation::Identity => "linear",

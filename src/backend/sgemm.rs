@@ -181,12 +181,7 @@ pub fn linear(
     parallel: bool,
 ) {
     let (n, k) = (w.n, w.k);
-    assert!(has_avx512f(), "sgemm::linear needs AVX-512F");
-    assert_eq!(x.len(), m * k, "sgemm: x is not m × k");
-    assert_eq!(y.len(), m * n, "sgemm: y is not m × n");
-    if let Some(b) = bias {
-        assert_eq!(b.len(), n, "sgemm: bias is not n long");
-    }
+    check_lengths(x, m, n, k, bias, y);
     if m == 0 || n == 0 {
         return;
     }
@@ -231,15 +226,10 @@ pub fn linear_in_place(
     gelu: bool,
     parallel: bool,
 ) {
-    assert!(has_avx512f(), "sgemm::linear_in_place needs AVX-512F");
     assert!(n > 0 || w.is_empty(), "sgemm: w has no rows");
     let k = w.len().checked_div(n).unwrap_or(0);
     assert_eq!(w.len(), n * k, "sgemm: w is not n × k");
-    assert_eq!(x.len(), m * k, "sgemm: x is not m × k");
-    assert_eq!(y.len(), m * n, "sgemm: y is not m × n");
-    if let Some(b) = bias {
-        assert_eq!(b.len(), n, "sgemm: bias is not n long");
-    }
+    check_lengths(x, m, n, k, bias, y);
     if m == 0 || n == 0 {
         return;
     }
@@ -317,6 +307,17 @@ pub fn linear_in_place(
         for row in y.chunks_exact_mut(n) {
             super::vecmath::gelu_in_place(row);
         }
+    }
+}
+
+/// The checks both entry points make before their unsafe blocks rely on
+/// them: AVX-512F, and `x` `m × k`, `y` `m × n`, `bias` `n` long.
+fn check_lengths(x: &[f32], m: usize, n: usize, k: usize, bias: Option<&[f32]>, y: &[f32]) {
+    assert!(has_avx512f(), "sgemm needs AVX-512F");
+    assert_eq!(x.len(), m * k, "sgemm: x is not m × k");
+    assert_eq!(y.len(), m * n, "sgemm: y is not m × n");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "sgemm: bias is not n long");
     }
 }
 
