@@ -30,6 +30,8 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
+use super::blocks::OutPtr;
+
 use super::sgemm::Init;
 
 /// Output columns per panel (two zmm registers of f32 accumulators).
@@ -227,19 +229,6 @@ impl PackedWeight {
     }
 }
 
-/// A raw pointer shared by tasks that write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `y[m, n] = bf16(x[m, k]) · bf16(w)ᵀ (+ bias)` summed in f32, then GELU when
 /// `gelu`; `y` is overwritten. For a split weight ([`PackedWeight::pack_split`],
 /// AMX only) the product is the exact one to f32 accuracy.
@@ -346,7 +335,7 @@ unsafe fn block(
         for i in i0..i0 + rows {
             let c0 = p0 * NR;
             let c1 = (p1 * NR).min(n);
-            let dst = std::slice::from_raw_parts_mut(y.0.add(i * n + c0), c1 - c0);
+            let dst = std::slice::from_raw_parts_mut(y.ptr().add(i * n + c0), c1 - c0);
             match bias {
                 Some(b) => dst.copy_from_slice(&b[c0..c1]),
                 None => dst.fill(0.0),
@@ -391,7 +380,7 @@ unsafe fn block(
                     kq,
                     apack.as_ptr().add(t * kq * MR),
                     b,
-                    y.0.add((i0 + t * MR) * n + c0),
+                    y.ptr().add((i0 + t * MR) * n + c0),
                     n,
                     r,
                     cols,
@@ -405,7 +394,7 @@ unsafe fn block(
         let c0 = p0 * NR;
         let c1 = (p1 * NR).min(n);
         for i in i0..i0 + rows {
-            let row = std::slice::from_raw_parts_mut(y.0.add(i * n + c0), c1 - c0);
+            let row = std::slice::from_raw_parts_mut(y.ptr().add(i * n + c0), c1 - c0);
             super::vecmath::gelu_in_place(row);
         }
     }

@@ -3,6 +3,24 @@
 
 use rayon::prelude::*;
 
+/// A raw pointer to an output shared by tasks that write disjoint parts of
+/// it (the blocks handed out by [`for_each_block`], or attention's
+/// (sequence, head) column blocks).
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: only used where every task writes a part of the buffer no other
+// task touches, while the buffer outlives the tasks.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    pub(crate) fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Calls `task(scratch, block, p0, p1)` once for every row block
 /// (`0..blocks`) and run of column panels `p0..p1` covering `0..panels`, on
 /// the rayon pool when `parallel` (one `scratch` per rayon split, reused

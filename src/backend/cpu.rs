@@ -15,6 +15,7 @@ use super::{
     check_rotary, check_same, check_swiglu, Activation, Backend, EmbeddingTables, HostMatrix,
     KeySpans, Shaped, TokenBatch, Unary,
 };
+use super::blocks::OutPtr;
 use super::{bf16, sgemm, PackCache, Precision};
 use crate::error::{Error, Result};
 
@@ -236,11 +237,6 @@ fn gemm_x_wt(
     }
 }
 
-/// A raw pointer that may cross threads: used only where tasks write disjoint ranges.
-struct SendPtr(*mut f32);
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
-
 /// Attention for one (sequence, head): `q` points at the sequence's first query
 /// row of this head inside the fused QKV tensor (row stride `stride`; K and V
 /// are `hidden` and `2·hidden` columns further on). Writes `seq × d` outputs at
@@ -456,7 +452,7 @@ fn multi_head_attention(
     // row softmax, O = P·V, both products with gemm reading the fused QKV
     // tensor in place through strides. Tasks write disjoint column blocks of
     // `out`, so the output pointer is shared across them.
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = OutPtr(out.as_mut_ptr());
     // A scores buffer per rayon split, reused across its tasks.
     (0..batch.batch * heads)
         .into_par_iter()
@@ -471,7 +467,7 @@ fn multi_head_attention(
                     // written by this task alone.
                     unsafe {
                         std::slice::from_raw_parts_mut(
-                            out_ptr.0.add((b * seq + i) * hidden + h * d),
+                            out_ptr.ptr().add((b * seq + i) * hidden + h * d),
                             d,
                         )
                         .fill(0.0);
@@ -494,7 +490,7 @@ fn multi_head_attention(
                     d,
                     hidden,
                     scores,
-                    out_ptr.0.add(b * seq * hidden + h * d),
+                    out_ptr.ptr().add(b * seq * hidden + h * d),
                 );
             }
         });
@@ -704,7 +700,7 @@ fn attention_spans(
     let scale = 1.0 / (d as f32).sqrt();
     out.clear();
     out.resize(rows * hidden, 0.0);
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = OutPtr(out.as_mut_ptr());
     let blocks = rows.div_ceil(SPAN_BLOCK);
     (0..blocks * qh)
         .into_par_iter()
@@ -751,7 +747,7 @@ fn attention_spans(
                     scores,
                     v,
                     stride,
-                    out_ptr.0.add(r0 * hidden + h * d),
+                    out_ptr.ptr().add(r0 * hidden + h * d),
                     hidden,
                 )
             };

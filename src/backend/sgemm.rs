@@ -27,6 +27,8 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
+use super::blocks::OutPtr;
+
 /// Output columns per panel (two zmm registers of accumulators).
 pub const NR: usize = 32;
 /// Rows per micro-kernel tile.
@@ -151,19 +153,6 @@ impl PackedF32 {
     }
     fn as_ptr(&self) -> *const f32 {
         self.data.as_ptr().cast()
-    }
-}
-
-/// A raw pointer shared by tasks that write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
-    fn ptr(self) -> *mut f32 {
-        self.0
     }
 }
 
