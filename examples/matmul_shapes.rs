@@ -1,10 +1,16 @@
-//! GFLOP/s of the CPU matmul paths at BERT-MiniLM shapes (`y = x·wᵀ + b`):
-//! the f32 `gemm` crate path against the bf16 kernel (weights packed once), timed
-//! alternately in one run so machine load affects both alike.
+//! GFLOP/s of the CPU linear kernels at BERT-MiniLM shapes (`y = x·wᵀ + b`),
+//! timed alternately in one run so machine load affects all alike: the
+//! `gemm` crate (packs both operands per call), the packed AVX-512 f32
+//! kernel ([`sgemm`]), the exact bf16-split AMX kernel and the bf16 kernel
+//! (the last two where the CPU has them). Weights are packed before timing,
+//! as the backend packs them once per model.
 //!
-//!     cargo run --release --example matmul_shapes [-- ROWS...]
+//!     [ROUNDS=5] [WALL=1] cargo run --release --example matmul_shapes [-- ROWS...]
+//!
+//! Times are CPU seconds of the process (wall seconds with `WALL=1`).
 use colwgpu::backend::bf16::{self, PackedWeight};
 use colwgpu::backend::cpu::matmul_transposed;
+use colwgpu::backend::sgemm::{self, PackedF32};
 
 /// CPU seconds this process has used (user + system, from /proc; wall time
 /// elsewhere): on a loaded machine it excludes time spent descheduled.
@@ -32,23 +38,36 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let rows = if rows.is_empty() {
-        vec![1024, 9600]
+        vec![1024, 5888]
     } else {
         rows
     };
     println!(
-        "threads {}, avx512-bf16 {}",
+        "threads {}, avx512f {}, avx512-bf16 {}, amx {}",
         rayon::current_num_threads(),
-        bf16::available()
+        sgemm::available(),
+        bf16::available(),
+        bf16::split_available()
     );
+    // Rounds of alternating timings; each path's best round is reported.
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    // `SHAPES=NxK,...` (output × input features) replaces MiniLM's four.
+    let shapes: Vec<(usize, usize)> = std::env::var("SHAPES")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .filter_map(|s| {
+                    let (n, k) = s.split_once('x')?;
+                    Some((n.parse().ok()?, k.parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![(1152, 384), (384, 384), (1536, 384), (384, 1536)]);
     for &m in &rows {
-        for &(n, k) in &[
-            (1152, 384),
-            (384, 384),
-            (1536, 384),
-            (384, 1536),
-            (128, 384),
-        ] {
+        for &(n, k) in &shapes {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01)
                 .collect();
@@ -58,30 +77,45 @@ fn main() {
             let b: Vec<f32> = vec![0.5; n];
             let mut y = vec![0.0f32; m * n];
             let flops = 2.0 * (m * n * k) as f64;
-            let reps = ((3e10 / flops) as usize).max(2);
-            let (mut t_gemm, mut t_ours, mut t_pack) = (f64::MAX, f64::MAX, f64::MAX);
-            for _ in 0..2 {
-                let s = clock();
-                for _ in 0..reps {
-                    matmul_transposed(&x, &w, &mut y, m, n, k);
-                }
-                t_gemm = t_gemm.min((clock() - s) / reps as f64);
-                if bf16::available() {
-                    let s = clock();
-                    let packed = PackedWeight::pack(&w, n, k);
-                    t_pack = t_pack.min(clock() - s);
+            let reps = ((1e10 / flops) as usize).max(2);
+            let packed = sgemm::available().then(|| PackedF32::pack(&w, n, k));
+            let split = bf16::split_available().then(|| PackedWeight::pack_split(&w, n, k));
+            let half = bf16::available().then(|| PackedWeight::pack(&w, n, k));
+            let mut best = [f64::MAX; 4];
+            for _ in 0..rounds {
+                let mut time = |slot: usize, f: &mut dyn FnMut(&mut [f32])| {
                     let s = clock();
                     for _ in 0..reps {
-                        bf16::linear(&x, m, &packed, Some(&b), &mut y, false, true);
+                        f(&mut y);
                     }
-                    t_ours = t_ours.min((clock() - s) / reps as f64);
+                    best[slot] = best[slot].min((clock() - s) / reps as f64);
+                };
+                time(0, &mut |y| matmul_transposed(&x, &w, y, m, n, k));
+                if let Some(p) = &packed {
+                    time(1, &mut |y| {
+                        sgemm::linear(&x, m, p, Some(&b), y, false, true)
+                    });
+                }
+                if let Some(p) = &split {
+                    time(2, &mut |y| bf16::linear(&x, m, p, Some(&b), y, false, true));
+                }
+                if let Some(p) = &half {
+                    time(3, &mut |y| bf16::linear(&x, m, p, Some(&b), y, false, true));
                 }
             }
+            let rate = |t: f64| {
+                if t == f64::MAX {
+                    "     -".to_string()
+                } else {
+                    format!("{:6.1}", flops / t / 1e9)
+                }
+            };
             println!(
-                "m {m:5} n {n:4} k {k:4}: gemm {:6.1} GFLOP/s, bf16 (avx512-bf16) {:6.1} GFLOP/s ({:.2}x)",
-                flops / t_gemm / 1e9,
-                flops / t_ours / 1e9,
-                t_gemm / t_ours,
+                "m {m:5} n {n:4} k {k:4}: GFLOP/s gemm-crate {} packed-f32 {} amx-split {} bf16 {}",
+                rate(best[0]),
+                rate(best[1]),
+                rate(best[2]),
+                rate(best[3]),
             );
         }
     }

@@ -74,13 +74,15 @@ impl CpuBackend {
     }
 
     /// Which kernel this backend's f32 linear layers run: "amx-bf16x3-split",
-    /// "avx512-packed" (weights packed once, [`sgemm`]) or "fma-gemm" (the
+    /// "avx512-packed ≤512 rows, fma-gemm above" (weights packed once,
+    /// [`sgemm`], up to [`sgemm::PACKED_MAX_ROWS`] rows) or "fma-gemm" (the
     /// `gemm` crate; also for weights past [`sgemm::PACK_BUDGET_BYTES`]).
     pub fn f32_linear_kernel(&self) -> &'static str {
+        const _: () = assert!(sgemm::PACKED_MAX_ROWS == 512, "update the kernel name");
         if self.uses_split() {
             "amx-bf16x3-split"
         } else if sgemm::available() {
-            "avx512-packed"
+            "avx512-packed ≤512 rows, fma-gemm above"
         } else {
             "fma-gemm"
         }
@@ -822,12 +824,17 @@ impl Backend for CpuBackend {
                     sgemm::linear_in_place(x, m, &w.data, w.rows, b, y, gelu, true)
                 })
             }
-            Precision::F32 | Precision::F16 => match PackCache::get_f32(w) {
-                Some(packed) => linear_with(x, w, bias, act, buffer, |x, m, b, y, gelu| {
-                    sgemm::linear(x, m, packed, b, y, gelu, true)
-                }),
-                None => linear_forward(x, w, bias, act, buffer),
-            },
+            // Up to a few hundred rows the weight packed once wins; large
+            // batches run faster on the `gemm` crate (`PACKED_MAX_ROWS`).
+            Precision::F32 | Precision::F16 if x.rows <= sgemm::PACKED_MAX_ROWS => {
+                match PackCache::get_f32(w) {
+                    Some(packed) => linear_with(x, w, bias, act, buffer, |x, m, b, y, gelu| {
+                        sgemm::linear(x, m, packed, b, y, gelu, true)
+                    }),
+                    None => linear_forward(x, w, bias, act, buffer),
+                }
+            }
+            Precision::F32 | Precision::F16 => linear_forward(x, w, bias, act, buffer),
             Precision::Bf16 => linear_with(x, w, bias, act, buffer, bf16_on(PackCache::get)),
         };
         let op = match act {
@@ -1042,7 +1049,8 @@ mod tests {
     /// kept (the second call reuses it), and the result stays within f32
     /// rounding of the `gemm` crate's on the same inputs (bias and GELU
     /// included); a few rows on a fresh weight pack nothing and give the same
-    /// bits. Elsewhere nothing is packed.
+    /// bits; past `PACKED_MAX_ROWS` rows the crate runs, packing nothing.
+    /// Elsewhere nothing is packed.
     #[test]
     fn f32_linear_packs_weights_once_and_agrees_with_gemm() {
         let mut backend = CpuBackend::new();
@@ -1059,7 +1067,7 @@ mod tests {
             assert_eq!(format!("{:?}", w.packed), "-");
             return;
         }
-        assert_eq!(backend.f32_linear_kernel(), "avx512-packed");
+        assert!(backend.f32_linear_kernel().starts_with("avx512-packed"));
         assert_eq!(format!("{:?}", w.packed), "f32");
         let first = PackCache::get_f32(&w).map(|p| p as *const sgemm::PackedF32);
         let again = backend
@@ -1089,5 +1097,16 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(format!("{:?}", fresh.packed), "-");
         assert_eq!(y_few.data, y.data[..5 * n]);
+        // Past PACKED_MAX_ROWS a fresh weight runs on the gemm crate: nothing
+        // is packed and the bits are the crate's.
+        let many = matrix(sgemm::PACKED_MAX_ROWS + 1, k, 8);
+        let fresh = matrix(n, k, 9);
+        let y_many = backend
+            .linear(&many, &fresh, Some(&b), Activation::Gelu)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(format!("{:?}", fresh.packed), "-");
+        let crate_many = linear_forward(&many, &fresh, Some(&b), Activation::Gelu, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(y_many.data, crate_many.data);
     }
 }

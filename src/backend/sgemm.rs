@@ -13,8 +13,10 @@
 //! `x`. GELU runs on the task's block while it is still in cache.
 //!
 //! Measured against the `gemm` crate (2 threads, Sapphire Rapids VM): 1.7–5×
-//! its rate for the 32 rows of one query, about equal from ~1000 rows up;
-//! one query encodes 2.4× faster end to end.
+//! its rate for the 32 rows of one query, ahead up to a few hundred rows,
+//! behind from ~1000 rows up, so the backend runs it up to
+//! [`PACKED_MAX_ROWS`] rows and the crate past them; one query encodes 2.4×
+//! faster end to end.
 //!
 //! Each output is `bias + Σ_p x[i, p]·w[j, p]` accumulated in f32 FMAs in
 //! order of `p`: the error of an f32 dot product, like any f32 gemm.
@@ -191,6 +193,15 @@ pub fn linear(
         },
     );
 }
+
+/// Rows up to which the CPU backend runs [`linear`]; past them it runs the
+/// `gemm` crate, which keeps its rate at large batches where this kernel
+/// falls behind. Interleaved in one process (`examples/matmul_shapes.rs`,
+/// 2 threads, Sapphire Rapids class VM, MiniLM's four shapes), this kernel
+/// ran 1.0–2.5× the crate's rate at 96–384 rows, about level at 768, and
+/// 0.7–0.95× at 1024 and 5888 rows (a batch of 32 queries or documents),
+/// where whole encodes ran ~10% faster on the crate.
+pub const PACKED_MAX_ROWS: usize = 512;
 
 /// Rows up to which [`linear_in_place`] runs instead of packing the weight:
 /// one query's 32 tokens, or a handful of texts.
