@@ -48,6 +48,9 @@ pub struct CpuBackend {
     /// f32 linear layers as exact bf16 splits on AMX instead of the FMA gemm
     /// ([`CpuBackend::amx_split_f32`]).
     amx_split: bool,
+    /// f32 linear layers on the packed kernel at every batch size
+    /// ([`CpuBackend::batch_invariant_f32`]).
+    batch_invariant: bool,
 }
 
 /// Most buffers kept in [`CpuBackend::pool`] (a layer has ~8 activations alive).
@@ -73,14 +76,35 @@ impl CpuBackend {
         self
     }
 
+    /// This backend with its f32 linear layers on the packed AVX-512 kernel
+    /// ([`sgemm`]) at every batch size, so a text's vectors are the same bits
+    /// whatever it is batched with; by default batches past
+    /// [`sgemm::PACKED_MAX_ROWS`] rows run on the `gemm` crate, faster there
+    /// (10–12% on batch-32 encodes on the Sapphire Rapids VM it was measured
+    /// on) but with other roundings. `COLWGPU_F32_GEMM=packed` turns it on
+    /// for a process. Without AVX-512F nothing changes: every f32 linear runs
+    /// on the `gemm` crate, whose rows do not depend on the batch.
+    pub fn batch_invariant_f32(mut self) -> Self {
+        self.batch_invariant = true;
+        self
+    }
+
+    /// True when f32 linears of `rows` rows run on the packed kernel.
+    fn packs_f32(&self, rows: usize) -> bool {
+        rows <= sgemm::PACKED_MAX_ROWS || self.batch_invariant || sgemm::packed_requested()
+    }
+
     /// Which kernel this backend's f32 linear layers run: "amx-bf16x3-split",
     /// "avx512-packed ≤512 rows, fma-gemm above" (weights packed once,
-    /// [`sgemm`], up to [`sgemm::PACKED_MAX_ROWS`] rows) or "fma-gemm" (the
+    /// [`sgemm`], up to [`sgemm::PACKED_MAX_ROWS`] rows), "avx512-packed"
+    /// (at every size, [`CpuBackend::batch_invariant_f32`]) or "fma-gemm" (the
     /// `gemm` crate; also for weights past [`sgemm::PACK_BUDGET_BYTES`]).
     pub fn f32_linear_kernel(&self) -> &'static str {
         const _: () = assert!(sgemm::PACKED_MAX_ROWS == 512, "update the kernel name");
         if self.uses_split() {
             "amx-bf16x3-split"
+        } else if sgemm::available() && self.packs_f32(usize::MAX) {
+            "avx512-packed"
         } else if sgemm::available() {
             "avx512-packed ≤512 rows, fma-gemm above"
         } else {
@@ -826,7 +850,7 @@ impl Backend for CpuBackend {
             }
             // Up to a few hundred rows the weight packed once wins; large
             // batches run faster on the `gemm` crate (`PACKED_MAX_ROWS`).
-            Precision::F32 | Precision::F16 if x.rows <= sgemm::PACKED_MAX_ROWS => {
+            Precision::F32 | Precision::F16 if self.packs_f32(x.rows) => {
                 match PackCache::get_f32(w) {
                     Some(packed) => linear_with(x, w, bias, act, buffer, |x, m, b, y, gelu| {
                         sgemm::linear(x, m, packed, b, y, gelu, true)
@@ -1042,6 +1066,34 @@ mod tests {
         for (a, b) in fresh.iter().zip(&reused) {
             assert_eq!(a.data, b.data);
         }
+    }
+
+    /// With `batch_invariant_f32`, a batch past `PACKED_MAX_ROWS` stays on
+    /// the packed kernel: its rows equal, bit for bit, the same rows computed
+    /// alone (a few rows, on the in-place path).
+    #[test]
+    fn batch_invariant_f32_keeps_rows_independent_of_the_batch() {
+        if !sgemm::available() {
+            return;
+        }
+        let mut backend = CpuBackend::new().batch_invariant_f32();
+        assert_eq!(backend.f32_linear_kernel(), "avx512-packed");
+        let (m, n, k) = (sgemm::PACKED_MAX_ROWS + 20, 70, 300);
+        let x = matrix(m, k, 10);
+        let w = matrix(n, k, 11);
+        let b = matrix(1, n, 12);
+        let y = backend
+            .linear(&x, &w, Some(&b), Activation::Gelu)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(format!("{:?}", w.packed), "f32");
+        let last = HostMatrix::new(5, k, x.data[(m - 5) * k..].to_vec())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let alone = matrix(n, k, 11);
+        let y_last = backend
+            .linear(&last, &alone, Some(&b), Activation::Gelu)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(format!("{:?}", alone.packed), "-");
+        assert_eq!(y_last.data, y.data[(m - 5) * n..]);
     }
 
     /// Where the CPU has AVX-512F, the default f32 linear runs the packed

@@ -52,6 +52,15 @@ pub fn available() -> bool {
     })
 }
 
+/// True when `COLWGPU_F32_GEMM=packed` asks for this kernel at every batch
+/// size (read once; see `CpuBackend::batch_invariant_f32`).
+pub fn packed_requested() -> bool {
+    static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| {
+        std::env::var("COLWGPU_F32_GEMM").is_ok_and(|v| v.eq_ignore_ascii_case("packed"))
+    })
+}
+
 fn has_avx512f() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
