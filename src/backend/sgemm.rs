@@ -207,9 +207,10 @@ pub fn linear(
 /// `gemm` crate, which keeps its rate at large batches where this kernel
 /// falls behind. Interleaved in one process (`examples/matmul_shapes.rs`,
 /// 2 threads, Sapphire Rapids class VM, MiniLM's four shapes), this kernel
-/// ran 1.0–2.5× the crate's rate at 96–384 rows, about level at 768, and
-/// 0.7–0.95× at 1024 and 5888 rows (a batch of 32 queries or documents),
-/// where whole encodes ran ~10% faster on the crate.
+/// ran 0.9–2.4× the crate's rate at 96–384 rows (ahead on 7 of 8 shapes),
+/// 0.8–1.0× at 768, and 0.7–1.0× at 1024 and 5888 rows (a batch of 32
+/// queries or documents; behind on 7 of 8), where whole encodes ran 10–12%
+/// faster on the crate.
 pub const PACKED_MAX_ROWS: usize = 512;
 
 /// Rows up to which [`linear_in_place`] runs instead of packing the weight:
