@@ -59,6 +59,8 @@ const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
     (129, 127, 31),
     (64, 384, 384),
     (7, 1536, 384),
+    // Past `sgemm::PACKED_MAX_ROWS`: the CPU backend's gemm-crate path.
+    (520, 65, 33),
 ];
 
 /// `colwgpu info` names the kernel the CPU backend's f32 linears run on, so a
@@ -90,6 +92,7 @@ fn linear_cpu_matches_f64_reference() {
         for (bias, act) in [
             (None, Activation::Identity),
             (Some(&b), Activation::Identity),
+            (None, Activation::Gelu),
             (Some(&b), Activation::Gelu),
         ] {
             let y = cpu.linear(&x, &w, bias, act).unwrap();

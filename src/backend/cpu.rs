@@ -373,8 +373,8 @@ unsafe fn weighted_values(
     );
 }
 
-/// Rows per task of the GELU pass after a gemm.
-const GELU_ROWS_PER_TASK: usize = 64;
+/// Rows per task of the passes over a gemm's output (bias, GELU).
+const OUTPUT_ROWS_PER_TASK: usize = 64;
 
 /// Embedding sum (word + position + token type) and LayerNorm, one row per token.
 fn embed_tokens(
@@ -415,11 +415,19 @@ fn linear_forward(
     if n == 0 {
         return HostMatrix::new(m, n, y);
     }
-    // The bias is pre-filled into y and accumulated into by gemm (no extra pass).
-    if let Some(b) = bias {
-        for row in y.chunks_exact_mut(n) {
-            row.copy_from_slice(&b.data);
-        }
+    // Every pass over y runs on the pool: on the calling thread alone a copy
+    // of a few MB leaves the other cores idle. Without GELU the bias is
+    // pre-filled into y and gemm accumulates onto it; with GELU it is added
+    // in the GELU pass, which reads y anyway. Either way y = bias + x·wᵀ in
+    // one f32 addition, the same bits.
+    let chunk = OUTPUT_ROWS_PER_TASK * n;
+    let prefill = act == Activation::Identity && bias.is_some();
+    if let (true, Some(b)) = (prefill, bias) {
+        y.par_chunks_mut(chunk).for_each(|rows| {
+            for row in rows.chunks_exact_mut(n) {
+                row.copy_from_slice(&b.data);
+            }
+        });
     }
     gemm_x_wt(
         &x.data,
@@ -428,12 +436,20 @@ fn linear_forward(
         m,
         n,
         k,
-        bias.is_some(),
+        prefill,
         gemm_parallelism(m, n, k),
     );
     if act == Activation::Gelu {
-        y.par_chunks_mut(GELU_ROWS_PER_TASK * n)
-            .for_each(gelu_in_place);
+        y.par_chunks_mut(chunk).for_each(|rows| {
+            if let Some(b) = bias {
+                for row in rows.chunks_exact_mut(n) {
+                    for (v, &bv) in row.iter_mut().zip(&b.data) {
+                        *v += bv;
+                    }
+                }
+            }
+            gelu_in_place(rows)
+        });
     }
     HostMatrix::new(m, n, y)
 }
