@@ -1,15 +1,17 @@
 //! GFLOP/s of the CPU linear kernels at BERT-MiniLM shapes (`y = x·wᵀ + b`),
 //! timed alternately in one run so machine load affects all alike: the
-//! `gemm` crate (packs both operands per call), the packed AVX-512 f32
-//! kernel ([`sgemm`]), the exact bf16-split AMX kernel and the bf16 kernel
-//! (the last two where the CPU has them). Weights are packed before timing,
-//! as the backend packs them once per model.
+//! `gemm` crate on `w` (packs both operands per call, `w` on the calling
+//! thread) and on `wᵀ` (reads the weight in place; what the backend runs past
+//! [`sgemm::PACKED_MAX_ROWS`] rows), the packed AVX-512 f32 kernel
+//! ([`sgemm`]), the exact bf16-split AMX kernel and the bf16 kernel (the
+//! last two where the CPU has them). Weights are packed (and transposed)
+//! before timing, as the backend does once per model.
 //!
 //!     [ROUNDS=5] [WALL=1] cargo run --release --example matmul_shapes [-- ROWS...]
 //!
 //! Times are CPU seconds of the process (wall seconds with `WALL=1`).
 use colwgpu::backend::bf16::{self, PackedWeight};
-use colwgpu::backend::cpu::matmul_transposed;
+use colwgpu::backend::cpu::{matmul_kn, matmul_transposed};
 use colwgpu::backend::sgemm::{self, PackedF32};
 
 /// CPU seconds this process has used (user + system, from /proc; wall time
@@ -81,7 +83,13 @@ fn main() {
             let packed = sgemm::available().then(|| PackedF32::pack(&w, n, k));
             let split = bf16::split_available().then(|| PackedWeight::pack_split(&w, n, k));
             let half = bf16::available().then(|| PackedWeight::pack(&w, n, k));
-            let mut best = [f64::MAX; 4];
+            let mut wt = vec![0.0f32; n * k];
+            for (j, row) in w.chunks_exact(k).enumerate() {
+                for (p, &v) in row.iter().enumerate() {
+                    wt[p * n + j] = v;
+                }
+            }
+            let mut best = [f64::MAX; 5];
             for _ in 0..rounds {
                 let mut time = |slot: usize, f: &mut dyn FnMut(&mut [f32])| {
                     let s = clock();
@@ -91,6 +99,7 @@ fn main() {
                     best[slot] = best[slot].min((clock() - s) / reps as f64);
                 };
                 time(0, &mut |y| matmul_transposed(&x, &w, y, m, n, k));
+                time(4, &mut |y| matmul_kn(&x, &wt, y, m, n, k));
                 if let Some(p) = &packed {
                     time(1, &mut |y| {
                         sgemm::linear(&x, m, p, Some(&b), y, false, true)
@@ -111,8 +120,9 @@ fn main() {
                 }
             };
             println!(
-                "m {m:5} n {n:4} k {k:4}: GFLOP/s gemm-crate {} packed-f32 {} amx-split {} bf16 {}",
+                "m {m:5} n {n:4} k {k:4}: GFLOP/s gemm-crate {} crate-on-wt {} packed-f32 {} amx-split {} bf16 {}",
                 rate(best[0]),
+                rate(best[4]),
                 rate(best[1]),
                 rate(best[2]),
                 rate(best[3]),

@@ -188,13 +188,20 @@ impl CpuBackend {
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ` into `y` (overwritten), with `gemm`, on the
 /// rayon pool when the product is large enough to share.
 pub fn matmul_transposed(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
-    gemm_x_wt(x, w, y, m, n, k, false, gemm_parallelism(m, n, k));
+    gemm_x_wt(x, Weight::Rows(w), y, m, n, k, false, gemm_parallelism(m, n, k));
+}
+
+/// `y[m, n] = x[m, k] · wt[k, n]` into `y` (overwritten): [`matmul_transposed`]
+/// with the weight stored transposed, which the `gemm` crate reads in place
+/// (given `w[n, k]` it packs `w` on the calling thread, every call).
+pub fn matmul_kn(x: &[f32], wt: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
+    gemm_x_wt(x, Weight::Cols(wt), y, m, n, k, false, gemm_parallelism(m, n, k));
 }
 
 /// [`matmul_transposed`] on the calling thread: for callers that already run
 /// as one of many rayon tasks.
 pub fn matmul_transposed_serial(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
-    gemm_x_wt(x, w, y, m, n, k, false, gemm::Parallelism::None);
+    gemm_x_wt(x, Weight::Rows(w), y, m, n, k, false, gemm::Parallelism::None);
 }
 
 /// gemm on the whole rayon pool when the product is worth sharing.
@@ -207,12 +214,21 @@ fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     }
 }
 
+/// A linear weight as the `gemm` crate is given it.
+#[derive(Clone, Copy)]
+enum Weight<'a> {
+    /// `w[n, k]`, as loaded (one row per output feature).
+    Rows(&'a [f32]),
+    /// `wᵀ[k, n]` ([`PackCache::get_transposed`]).
+    Cols(&'a [f32]),
+}
+
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ`, plus the old `y` when `accumulate` (how a
 /// bias pre-filled into `y` is added for free), with `gemm` on `par`.
 #[allow(clippy::too_many_arguments)]
 fn gemm_x_wt(
     x: &[f32],
-    w: &[f32],
+    w: Weight<'_>,
     y: &mut [f32],
     m: usize,
     n: usize,
@@ -220,6 +236,11 @@ fn gemm_x_wt(
     accumulate: bool,
     par: gemm::Parallelism,
 ) {
+    // w(j, p), read as rhs(p, j) = w[p·rs + j·cs].
+    let (w, rs, cs) = match w {
+        Weight::Rows(w) => (w, 1, k),
+        Weight::Cols(wt) => (wt, n, 1),
+    };
     // Real checks, not debug ones: the unsafe gemm call below relies on them.
     assert_eq!(x.len(), m * k, "gemm: x is not m × k");
     assert_eq!(w.len(), n * k, "gemm: w is not n × k");
@@ -235,9 +256,9 @@ fn gemm_x_wt(
     }
     // SAFETY: the three slices hold exactly m·k, n·k and m·n elements (checked
     // above), and the strides below address only inside them:
-    // x(i, p) = x[i·k + p], w read transposed as rhs(p, j) = w[j·k + p],
-    // y(i, j) = y[i·n + j]. gemm computes dst := alpha·dst + beta·lhs·rhs,
-    // reading dst only when `accumulate`.
+    // x(i, p) = x[i·k + p], rhs(p, j) = w[p·rs + j·cs] with (rs, cs) = (1, k)
+    // or (n, 1), y(i, j) = y[i·n + j]. gemm computes
+    // dst := alpha·dst + beta·lhs·rhs, reading dst only when `accumulate`.
     unsafe {
         gemm::gemm(
             m,
@@ -251,8 +272,8 @@ fn gemm_x_wt(
             1,
             k as isize,
             w.as_ptr(),
-            k as isize,
-            1,
+            cs as isize,
+            rs as isize,
             1.0f32,
             1.0f32,
             false,
@@ -429,9 +450,13 @@ fn linear_forward(
             }
         });
     }
+    let weight = match PackCache::get_transposed(w) {
+        Some(wt) => Weight::Cols(wt.data()),
+        None => Weight::Rows(&w.data),
+    };
     gemm_x_wt(
         &x.data,
-        &w.data,
+        weight,
         &mut y,
         m,
         n,
@@ -1165,16 +1190,58 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(format!("{:?}", fresh.packed), "-");
         assert_eq!(y_few.data, y.data[..5 * n]);
-        // Past PACKED_MAX_ROWS a fresh weight runs on the gemm crate: nothing
-        // is packed and the bits are the crate's.
-        let many = matrix(sgemm::PACKED_MAX_ROWS + 1, k, 8);
+        // Past PACKED_MAX_ROWS a fresh weight runs on the gemm crate: only
+        // its transpose is made, and the bits are the crate's on w itself.
+        let m = sgemm::PACKED_MAX_ROWS + 1;
+        let many = matrix(m, k, 8);
         let fresh = matrix(n, k, 9);
         let y_many = backend
             .linear(&many, &fresh, Some(&b), Activation::Gelu)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(format!("{:?}", fresh.packed), "-");
-        let crate_many = linear_forward(&many, &fresh, Some(&b), Activation::Gelu, Vec::new())
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(y_many.data, crate_many.data);
+        assert_eq!(format!("{:?}", fresh.packed), "f32ᵀ");
+        let mut on_w = vec![0.0; m * n];
+        matmul_transposed(&many.data, &fresh.data, &mut on_w, m, n, k);
+        for row in on_w.chunks_exact_mut(n) {
+            for (v, bv) in row.iter_mut().zip(&b.data) {
+                *v += bv;
+            }
+            gelu_in_place(row);
+        }
+        assert_eq!(y_many.data, on_w);
+    }
+
+    /// The `gemm` crate on a weight's transpose (read in place instead of
+    /// packed) computes `x·wᵀ` to f32 rounding, like the crate on the weight,
+    /// at tiny, odd and MiniLM shapes, on the pool and on one thread.
+    #[test]
+    fn gemm_on_transposed_weight_is_an_f32_product() {
+        for (m, n, k) in [(1, 7, 5), (37, 33, 17), (130, 96, 300), (600, 384, 384)] {
+            let x = matrix(m, k, 11);
+            let w = matrix(n, k, 12);
+            let wt = sgemm::TransposedF32::within_budget(&w.data, n, k)
+                .unwrap_or_else(|| panic!("packing budget spent by a test"));
+            for (i, v) in wt.data().iter().enumerate() {
+                assert_eq!(*v, w.data[(i % n) * k + i / n], "wᵀ[{}, {}]", i / n, i % n);
+            }
+            let mut pool = vec![f32::NAN; m * n];
+            let mut serial = vec![f32::NAN; m * n];
+            matmul_kn(&x.data, wt.data(), &mut pool, m, n, k);
+            let par = gemm::Parallelism::None;
+            gemm_x_wt(&x.data, Weight::Cols(wt.data()), &mut serial, m, n, k, false, par);
+            for (i, (a, b)) in pool.iter().zip(&serial).enumerate() {
+                let (r, c) = (i / n, i % n);
+                let (xr, wc) = (&x.data[r * k..][..k], &w.data[c * k..][..k]);
+                let exact: f64 = xr.iter().zip(wc).map(|(&p, &q)| p as f64 * q as f64).sum();
+                let scale: f64 = xr.iter().zip(wc).map(|(&p, &q)| (p * q).abs() as f64).sum();
+                // k products summed in f32: within k·2⁻²⁴ of Σ|x·w|.
+                let bound = k as f64 * 6e-8 * scale + 1e-30;
+                for got in [a, b] {
+                    assert!(
+                        (*got as f64 - exact).abs() <= bound,
+                        "{m}×{n}×{k} [{r}, {c}]: {got} vs {exact}"
+                    );
+                }
+            }
+        }
     }
 }

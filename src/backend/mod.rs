@@ -24,20 +24,22 @@ pub struct HostMatrix {
     pub rows: usize,
     pub cols: usize,
     pub data: Vec<f32>,
-    /// The CPU backend's bf16 packing of this matrix as a linear weight, made
-    /// on its first use in `--precision bf16` (weights are never modified
-    /// after loading; a matrix whose `data` is changed must not be reused as
-    /// a bf16 weight).
+    /// The CPU backend's packings of this matrix as a linear weight, each made
+    /// on its first use (weights are never modified after loading; a matrix
+    /// whose `data` is changed, or a clone of it, must not be reused as a
+    /// weight on the CPU backend).
     pub(crate) packed: PackCache,
 }
 
 /// Lazily packed forms of a weight (see [`HostMatrix::packed`]): the f32
-/// panels of the AVX-512 kernel (the default f32 path), the bf16 rounding
+/// panels of the AVX-512 kernel and the transpose the `gemm` crate reads in
+/// place (the default f32 paths, by batch size), the bf16 rounding
 /// (`--precision bf16`) and the exact three-term split (f32 on AMX, opt-in),
 /// each made on first use.
 #[derive(Default, Clone)]
 pub(crate) struct PackCache {
     f32: std::sync::OnceLock<Option<std::sync::Arc<sgemm::PackedF32>>>,
+    transposed: std::sync::OnceLock<Option<std::sync::Arc<sgemm::TransposedF32>>>,
     rounded: std::sync::OnceLock<std::sync::Arc<bf16::PackedWeight>>,
     split: std::sync::OnceLock<std::sync::Arc<bf16::PackedWeight>>,
 }
@@ -53,6 +55,19 @@ impl PackCache {
                 sgemm::available()
                     .then(|| sgemm::PackedF32::pack_within_budget(&m.data, m.rows, m.cols))
                     .flatten()
+                    .map(std::sync::Arc::new)
+            })
+            .as_deref()
+    }
+
+    /// `m` transposed for the `gemm` crate, made on first call; `None` when
+    /// the packing budget ([`sgemm::PACK_BUDGET_BYTES`]) is spent (then the
+    /// crate reads `m` itself, packing it at every call).
+    pub(crate) fn get_transposed(m: &HostMatrix) -> Option<&sgemm::TransposedF32> {
+        m.packed
+            .transposed
+            .get_or_init(|| {
+                sgemm::TransposedF32::within_budget(&m.data, m.rows, m.cols)
                     .map(std::sync::Arc::new)
             })
             .as_deref()
@@ -77,6 +92,7 @@ impl std::fmt::Debug for PackCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let forms: Vec<&str> = [
             (self.f32.get().is_some_and(|p| p.is_some()), "f32"),
+            (self.transposed.get().is_some_and(|p| p.is_some()), "f32ᵀ"),
             (self.rounded.get().is_some(), "bf16"),
             (self.split.get().is_some(), "split"),
         ]

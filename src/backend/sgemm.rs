@@ -15,8 +15,8 @@
 //! Measured against the `gemm` crate (2 threads, Sapphire Rapids VM): 1.7–5×
 //! its rate for the 32 rows of one query, ahead up to a few hundred rows,
 //! behind from ~1000 rows up, so the backend runs it up to
-//! [`PACKED_MAX_ROWS`] rows and the crate past them; one query encodes 2.4×
-//! faster end to end.
+//! [`PACKED_MAX_ROWS`] rows and the crate past them, given the weight
+//! transposed ([`TransposedF32`]); one query encodes 2.4× faster end to end.
 //!
 //! Each output is `bias + Σ_p x[i, p]·w[j, p]` accumulated in f32 FMAs in
 //! order of `p`: the error of an f32 dot product, like any f32 gemm.
@@ -91,6 +91,65 @@ pub const PACK_BUDGET_BYTES: usize = 2 << 30;
 /// Bytes of [`PackedF32`] alive now.
 static PACKED_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Counts `bytes` more of packed weights alive when that keeps them within
+/// [`PACK_BUDGET_BYTES`]; false (nothing counted) otherwise.
+fn reserve_within_budget(bytes: usize) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    PACKED_BYTES
+        .fetch_update(Relaxed, Relaxed, |held| {
+            (held + bytes <= PACK_BUDGET_BYTES).then_some(held + bytes)
+        })
+        .is_ok()
+}
+
+/// `w` (`[n, k]`) stored transposed, `wᵀ[k, n]`, for the `gemm` crate: it
+/// reads such a weight in place, where given `w` it packs it on the calling
+/// thread at every call while the other threads wait. At MiniLM's shapes
+/// (`examples/matmul_shapes.rs`, 2 threads, Sapphire Rapids class VM) that
+/// ran 0.99–1.34× the crate's rate on `w` at 512–5,888 rows and up to 2.5×
+/// at 96–128. Counted against [`PACK_BUDGET_BYTES`] while alive.
+#[derive(Debug)]
+pub struct TransposedF32 {
+    data: Vec<f32>,
+}
+
+impl Drop for TransposedF32 {
+    fn drop(&mut self) {
+        PACKED_BYTES.fetch_sub(self.data.len() * 4, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl TransposedF32 {
+    /// `w` (`n × k`, row-major) transposed, in parallel over blocks of `wᵀ`'s
+    /// rows, when the packed bytes alive stay within [`PACK_BUDGET_BYTES`];
+    /// `None` otherwise.
+    pub fn within_budget(w: &[f32], n: usize, k: usize) -> Option<Self> {
+        assert_eq!(w.len(), n * k, "transpose: w is not n × k");
+        if !reserve_within_budget(n * k * 4) {
+            return None;
+        }
+        let mut data = vec![0.0f32; n * k];
+        if n > 0 {
+            // 16 rows of wᵀ (16 input features) per task: each reads a
+            // 64-byte column strip of w.
+            data.par_chunks_mut(16 * n).enumerate().for_each(|(b, rows)| {
+                for (r, row) in rows.chunks_exact_mut(n).enumerate() {
+                    let p = b * 16 + r;
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = w[j * k + p];
+                    }
+                }
+            });
+        }
+        Some(Self { data })
+    }
+
+    /// `wᵀ`, `k × n` row-major.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+}
+
 /// `w` (`[n, k]`) packed into panels of [`NR`] columns of `wᵀ`:
 /// `data[(panel·k + p)·NR + j] = w[panel·NR + j, p]`, zero past `n`.
 /// Counted against [`PACK_BUDGET_BYTES`] while alive.
@@ -111,14 +170,7 @@ impl PackedF32 {
     /// Packs `w` (`n × k`, row-major), in parallel over panels, when the
     /// packed bytes alive stay within [`PACK_BUDGET_BYTES`]; `None` otherwise.
     pub fn pack_within_budget(w: &[f32], n: usize, k: usize) -> Option<Self> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let bytes = n.div_ceil(NR) * k * NR * 4;
-        PACKED_BYTES
-            .fetch_update(Relaxed, Relaxed, |held| {
-                (held + bytes <= PACK_BUDGET_BYTES).then_some(held + bytes)
-            })
-            .ok()?;
-        Some(Self::pack_counted(w, n, k))
+        reserve_within_budget(n.div_ceil(NR) * k * NR * 4).then(|| Self::pack_counted(w, n, k))
     }
 
     /// Packs `w` (`n × k`, row-major), in parallel over panels, whatever the

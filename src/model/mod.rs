@@ -24,10 +24,11 @@ use crate::backend::gpu::GpuBackend;
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 
-/// A ColBERT encoder on the backend chosen at run time.
+/// A ColBERT encoder on the backend chosen at run time (boxed: a few KB of
+/// weight handles each).
 pub enum Encoder {
-    Cpu(ColbertEncoder<CpuBackend>),
-    Gpu(ColbertEncoder<GpuBackend>),
+    Cpu(Box<ColbertEncoder<CpuBackend>>),
+    Gpu(Box<ColbertEncoder<GpuBackend>>),
 }
 
 macro_rules! each {
@@ -56,14 +57,14 @@ impl Encoder {
     ) -> Result<Self> {
         let checkpoint = Checkpoint::load(dir)?;
         Ok(match resolve_device(device, options)? {
-            Some(ctx) => Encoder::Gpu(ColbertEncoder::new(
+            Some(ctx) => Encoder::Gpu(Box::new(ColbertEncoder::new(
                 checkpoint,
                 GpuBackend::with_precision(ctx, precision)?,
-            )?),
-            None => Encoder::Cpu(ColbertEncoder::new(
+            )?)),
+            None => Encoder::Cpu(Box::new(ColbertEncoder::new(
                 checkpoint,
                 CpuBackend::with_precision(precision)?,
-            )?),
+            )?)),
         })
     }
 
@@ -73,8 +74,10 @@ impl Encoder {
         options: &GpuOptions,
     ) -> Result<Self> {
         Ok(match resolve_device(device, options)? {
-            Some(ctx) => Encoder::Gpu(ColbertEncoder::new(checkpoint, GpuBackend::new(ctx))?),
-            None => Encoder::Cpu(ColbertEncoder::new(checkpoint, CpuBackend::new())?),
+            Some(ctx) => {
+                Encoder::Gpu(Box::new(ColbertEncoder::new(checkpoint, GpuBackend::new(ctx))?))
+            }
+            None => Encoder::Cpu(Box::new(ColbertEncoder::new(checkpoint, CpuBackend::new())?)),
         })
     }
 
