@@ -1017,7 +1017,7 @@ impl Index {
     }
 
     /// Round 1 of PLAID over shards that share this index's codec
-    /// ([`crate::search::sharded`]): for each query (`len × dim`), this
+    /// (`search::sharded`): for each query (`len × dim`), this
     /// index's best `params.ndocs` documents after PLAID's pruned centroid
     /// interaction, best first, with those scores.
     pub fn shard_candidates(

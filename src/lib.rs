@@ -31,9 +31,9 @@
 //! [`Index::build_from_vectors`]; query vectors through [`Index::search_vectors`].
 //!
 //! The data flow is the layout:
-//! `text` (tokenize, markers, [MASK] augmentation, skiplist) →
+//! `text` (tokenize, markers, `[MASK]` augmentation, skiplist) →
 //! `model` (embed → transformer layers → projection → L2 normalise, generic over a
-//! [`backend::Backend`]) → token vectors.
+//! `backend::Backend`) → token vectors.
 //! `gpu` is plumbing only (device, pipelines, buffers); `kernels` are the typed
 //! dispatches of the WGSL files in `shaders/`; `backend` holds the two
 //! implementations (`cpu`, `gpu`) of the operations the models need.

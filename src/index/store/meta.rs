@@ -135,7 +135,7 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
     pub format_version: u32,
-    /// "colwgpu <version>".
+    /// `"colwgpu <version>"`.
     pub created_by: String,
     pub model: ModelInfo,
     pub dim: usize,
