@@ -82,13 +82,14 @@ unsafe impl bytemuck::Zeroable for Line {}
 unsafe impl bytemuck::Pod for Line {}
 
 /// Most bytes of packed weights alive at once in a process: a packed weight
-/// is a second copy of an f32 one, welcome for a ColBERT encoder (90 MB for
-/// MiniLM-L6, 440 MB for BERT-base) but not for a multi-billion-parameter
-/// page model on the CPU, whose weights past this budget keep the `gemm`
-/// crate (packing per call, no second copy).
+/// (panels, or the transpose for the `gemm` crate) is another copy of an f32
+/// one, welcome for a ColBERT encoder (90 MB each for MiniLM-L6, 440 MB for
+/// BERT-base) but not for a multi-billion-parameter page model on the CPU,
+/// whose weights past this budget keep the `gemm` crate on the weight as
+/// loaded (packing per call, no other copy).
 pub const PACK_BUDGET_BYTES: usize = 2 << 30;
 
-/// Bytes of [`PackedF32`] alive now.
+/// Bytes of [`PackedF32`] and [`TransposedF32`] alive now.
 static PACKED_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Counts `bytes` more of packed weights alive when that keeps them within
