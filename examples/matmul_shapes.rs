@@ -12,7 +12,7 @@
 //! Times are CPU seconds of the process (wall seconds with `WALL=1`).
 use colwgpu::backend::bf16::{self, PackedWeight};
 use colwgpu::backend::cpu::{matmul_kn, matmul_transposed};
-use colwgpu::backend::sgemm::{self, PackedF32};
+use colwgpu::backend::sgemm::{self, PackedF32, TransposedF32};
 
 /// CPU seconds this process has used (user + system, from /proc; wall time
 /// elsewhere): on a loaded machine it excludes time spent descheduled.
@@ -83,12 +83,7 @@ fn main() {
             let packed = sgemm::available().then(|| PackedF32::pack(&w, n, k));
             let split = bf16::split_available().then(|| PackedWeight::pack_split(&w, n, k));
             let half = bf16::available().then(|| PackedWeight::pack(&w, n, k));
-            let mut wt = vec![0.0f32; n * k];
-            for (j, row) in w.chunks_exact(k).enumerate() {
-                for (p, &v) in row.iter().enumerate() {
-                    wt[p * n + j] = v;
-                }
-            }
+            let wt = TransposedF32::within_budget(&w, n, k);
             let mut best = [f64::MAX; 5];
             for _ in 0..rounds {
                 let mut time = |slot: usize, f: &mut dyn FnMut(&mut [f32])| {
@@ -99,7 +94,9 @@ fn main() {
                     best[slot] = best[slot].min((clock() - s) / reps as f64);
                 };
                 time(0, &mut |y| matmul_transposed(&x, &w, y, m, n, k));
-                time(4, &mut |y| matmul_kn(&x, &wt, y, m, n, k));
+                if let Some(wt) = &wt {
+                    time(4, &mut |y| matmul_kn(&x, wt.data(), y, m, n, k));
+                }
                 if let Some(p) = &packed {
                     time(1, &mut |y| {
                         sgemm::linear(&x, m, p, Some(&b), y, false, true)

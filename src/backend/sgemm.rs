@@ -263,7 +263,11 @@ pub fn linear(
 /// ran 0.9–2.4× the crate's rate at 96–384 rows (ahead on 7 of 8 shapes),
 /// 0.8–1.0× at 768, and 0.7–1.0× at 1024 and 5888 rows (a batch of 32
 /// queries or documents; behind on 7 of 8), where whole encodes ran 10–12%
-/// faster on the crate.
+/// faster on the crate. Those figures are the crate on `w`; since it reads
+/// [`TransposedF32`] instead it ties or beats this kernel from ~192 rows
+/// (ahead on 3–4 of 4 shapes at 256–512 rows, behind on 2 of 4 at 96–128),
+/// so this line could come down, narrowing the rows whose bits do not
+/// depend on their batch.
 pub const PACKED_MAX_ROWS: usize = 512;
 
 /// Rows up to which [`linear_in_place`] runs instead of packing the weight:
