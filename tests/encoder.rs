@@ -578,3 +578,44 @@ fn f16_precision_on_the_gpu_stays_close_to_f32() {
     );
     assert_eq!(cpu.gpu_weight_bytes(), None);
 }
+
+#[test]
+fn lanes_do_not_change_vectors() {
+    // Side by side on two single-threaded lanes (a 2-thread pool) or one after
+    // another with every op on one thread: the same batches, the same bits.
+    let texts: Vec<String> = (0..26)
+        .map(|i| {
+            format!(
+                "{} cerebral white matter {i}.",
+                "diffusion tensor imaging ".repeat(i % 7)
+            )
+        })
+        .collect();
+    let docs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut enc = encoder(&model_dir(), DeviceChoice::Cpu);
+            enc.set_batch_size(4).unwrap();
+            let d = enc.encode_documents(&docs).unwrap();
+            let q = enc.encode_queries(&docs[..12]).unwrap();
+            let forks = match &enc {
+                Encoder::Cpu(e) => e.backend().lane_backends(),
+                Encoder::Gpu(_) => unreachable!("a cpu encoder"),
+            };
+            (d, q, forks)
+        })
+    };
+    let (serial_d, serial_q, no_forks) = run(1);
+    let (lanes_d, lanes_q, forks) = run(2);
+    assert_eq!(
+        (no_forks, forks),
+        (0, 2),
+        "lanes ran only on the 2-thread pool"
+    );
+    assert_eq!(serial_d, lanes_d, "documents");
+    assert_eq!(serial_q, lanes_q, "queries");
+}

@@ -16,7 +16,7 @@ use super::{
     KeySpans, Shaped, TokenBatch, Unary,
 };
 use super::blocks::OutPtr;
-use super::{bf16, sgemm, PackCache, Precision};
+use super::{bf16, lanes, sgemm, PackCache, Precision};
 use crate::error::{Error, Result};
 
 /// A host matrix is both the CPU backend's tensor and its weight.
@@ -51,6 +51,10 @@ pub struct CpuBackend {
     /// f32 linear layers on the packed kernel at every batch size
     /// ([`CpuBackend::batch_invariant_f32`]).
     batch_invariant: bool,
+    /// The single-threaded copies of this backend that run jobs side by side
+    /// ([`Backend::run_jobs`], [`super::lanes`]), made on first use and kept
+    /// with their recycled buffers.
+    forks: Vec<CpuBackend>,
 }
 
 /// Most buffers kept in [`CpuBackend::pool`] (a layer has ~8 activations alive).
@@ -150,9 +154,27 @@ impl CpuBackend {
         self.profile = Some(OpProfile::new());
     }
 
+    /// How many lane copies of this backend exist: made by the first run of
+    /// jobs side by side ([`Backend::run_jobs`]), 0 before.
+    pub fn lane_backends(&self) -> usize {
+        self.forks.len()
+    }
+
     /// Per-op (calls, seconds) since profiling was enabled.
     pub fn profile(&self) -> Option<&OpProfile> {
         self.profile.as_ref()
+    }
+
+    /// A copy with this backend's arithmetic and none of its state: a lane's
+    /// backend.
+    fn fork(&self) -> Self {
+        Self {
+            profile: self.profile.as_ref().map(|_| OpProfile::new()),
+            precision: self.precision,
+            amx_split: self.amx_split,
+            batch_invariant: self.batch_invariant,
+            ..Self::default()
+        }
     }
 
     /// A buffer of `len` elements with unspecified (stale) contents: the
@@ -948,6 +970,50 @@ impl Backend for CpuBackend {
 
     fn read(&mut self, x: &HostMatrix) -> Result<HostMatrix> {
         Ok(x.clone())
+    }
+
+    /// The rayon pool's thread count capped at [`lanes::MAX_LANES`], or
+    /// `COLWGPU_CPU_LANES` (1 turns lanes off).
+    fn lanes(&self) -> usize {
+        lanes::count(rayon::current_num_threads())
+    }
+
+    /// With two or more jobs and lanes: the jobs spread over single-threaded
+    /// forks of this backend ([`super::lanes`]), their op times added to this
+    /// one's profile; otherwise one after another here, each op on all threads.
+    fn run_jobs<T, F>(&mut self, jobs: usize, job: F) -> Result<Vec<T>>
+    where
+        T: Send,
+        F: Fn(&mut Self, usize) -> Result<T> + Sync,
+    {
+        let threads = rayon::current_num_threads();
+        let lanes = self.lanes().min(jobs);
+        let pools = if lanes >= 2 {
+            lanes::pools(lanes, threads)
+        } else {
+            None
+        };
+        let Some(pools) = pools else {
+            return (0..jobs).map(|j| job(self, j)).collect();
+        };
+        while self.forks.len() < lanes {
+            let fork = self.fork();
+            self.forks.push(fork);
+        }
+        for fork in &mut self.forks {
+            fork.profile = self.profile.as_ref().map(|_| OpProfile::new());
+        }
+        let done = lanes::run(&mut self.forks[..lanes], &pools, jobs, &job);
+        if let Some(profile) = self.profile.as_mut() {
+            for fork in &mut self.forks {
+                for (op, (calls, seconds)) in fork.profile.take().unwrap_or_default() {
+                    let e = profile.entry(op).or_insert((0, 0.0));
+                    e.0 += calls;
+                    e.1 += seconds;
+                }
+            }
+        }
+        lanes::in_order(done, jobs)
     }
 
     fn recycle(&mut self, x: HostMatrix) {

@@ -9,6 +9,7 @@ pub mod gpu;
 pub mod ops;
 pub mod bf16;
 mod blocks;
+pub mod lanes;
 pub mod sgemm;
 pub mod vecmath;
 
@@ -312,8 +313,8 @@ impl KeySpans {
 pub trait Backend {
     /// Activations: a `[rows, cols]` matrix resident on the backend.
     type Tensor: Shaped;
-    /// Parameters, uploaded once.
-    type Weight: Shaped;
+    /// Parameters, uploaded once (shared by the jobs of [`Backend::run_jobs`]).
+    type Weight: Shaped + Sync;
 
     /// One line naming the backend and its device.
     fn describe(&self) -> String;
@@ -388,6 +389,27 @@ pub trait Backend {
     /// reuse its memory for a later output (by default it is just dropped).
     fn recycle(&mut self, x: Self::Tensor) {
         drop(x);
+    }
+
+    /// How many forward passes [`Backend::run_jobs`] runs side by side: 1
+    /// by default (a GPU queue runs one at a time); the CPU backend's lanes
+    /// ([`lanes`]).
+    fn lanes(&self) -> usize {
+        1
+    }
+
+    /// Runs `job(backend, j)` for every `j` in `0..jobs` and returns the
+    /// results in `j` order, or the error of the lowest failing `j`. By
+    /// default one after another on `self`; the CPU backend spreads them
+    /// over its lanes, each a single-threaded copy of itself, so a job must
+    /// not depend on which backend value runs it.
+    fn run_jobs<T, F>(&mut self, jobs: usize, job: F) -> Result<Vec<T>>
+    where
+        Self: Sized,
+        T: Send,
+        F: Fn(&mut Self, usize) -> Result<T> + Sync,
+    {
+        (0..jobs).map(|j| job(self, j)).collect()
     }
 
     // Vision-language ops (Qwen2-VL and ColQwen2).

@@ -358,55 +358,57 @@ impl<B: Backend> ColbertEncoder<B> {
         let mut order: Vec<usize> = (0..seqs.len()).collect();
         // Longest first, so each batch pads to little more than its own texts.
         order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].ids.len()));
-        let mut out: Vec<Option<TokenVectors>> = vec![None; seqs.len()];
-        for chunk in order.chunks(self.batch_size.max(1)) {
-            let longest = chunk.iter().map(|&i| seqs[i].ids.len()).max().unwrap_or(1);
-            let seq_len = longest
-                .div_ceil(LENGTH_BUCKET)
-                .saturating_mul(LENGTH_BUCKET)
-                .min(self.config.max_position_embeddings)
-                .max(longest);
-            let mut ids = vec![self.tokenizer.tokens.pad; chunk.len() * seq_len];
-            let mut key_lens = Vec::with_capacity(chunk.len());
-            for (b, &i) in chunk.iter().enumerate() {
-                ids[b * seq_len..][..seqs[i].ids.len()].copy_from_slice(&seqs[i].ids);
-                key_lens.push(seqs[i].attended as u32);
-            }
-            let batch = TokenBatch {
-                type_ids: vec![0; ids.len()],
-                ids,
-                batch: chunk.len(),
-                seq_len,
-                key_lens,
-            };
-            let hidden =
-                bert::forward(&mut self.backend, &self.config, &self.weights, &batch, None)?;
-            let projected = match &self.projection {
+        let lanes = self.backend.lanes();
+        let (per_batch, side_by_side) = plan_batches(&seqs, self.batch_size, lanes);
+        let batches: Vec<&[usize]> = order.chunks(per_batch).collect();
+        let Self {
+            backend,
+            config,
+            tokenizer,
+            weights,
+            projection,
+            dim,
+            ..
+        } = self;
+        let (pad, dim) = (tokenizer.tokens.pad, *dim);
+        let (config, weights, projection) = (&*config, &*weights, projection.as_ref());
+        let job = |backend: &mut B, j: usize| {
+            let batch = token_batch(&seqs, batches[j], pad, config.max_position_embeddings);
+            let hidden = bert::forward(backend, config, weights, &batch, None)?;
+            let projected = match projection {
                 Some(p) => {
-                    let projected = self
-                        .backend
-                        .linear(&hidden, p, None, Activation::Identity)?;
-                    self.backend.recycle(hidden);
+                    let projected = backend.linear(&hidden, p, None, Activation::Identity)?;
+                    backend.recycle(hidden);
                     projected
                 }
                 None => hidden,
             };
-            let vectors = self.backend.l2_normalize(&projected)?;
-            self.backend.recycle(projected);
-            let host = self.backend.read(&vectors)?;
-            self.backend.recycle(vectors);
+            let vectors = backend.l2_normalize(&projected)?;
+            backend.recycle(projected);
+            let host = backend.read(&vectors)?;
+            backend.recycle(vectors);
+            Ok((batch.seq_len, host))
+        };
+        let encoded = if side_by_side {
+            backend.run_jobs(batches.len(), job)?
+        } else {
+            (0..batches.len())
+                .map(|j| job(backend, j))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let mut out: Vec<Option<TokenVectors>> = vec![None; seqs.len()];
+        for (chunk, (seq_len, host)) in batches.iter().zip(encoded) {
             for (b, &i) in chunk.iter().enumerate() {
                 let s = &seqs[i];
                 let mut tv = TokenVectors {
                     ids: Vec::with_capacity(s.ids.len()),
-                    vectors: Vec::with_capacity(s.ids.len() * self.dim),
+                    vectors: Vec::with_capacity(s.ids.len() * dim),
                 };
                 for (t, (&id, &keep)) in s.ids.iter().zip(&s.keep).enumerate() {
                     if keep {
                         tv.ids.push(id);
-                        tv.vectors.extend_from_slice(
-                            &host.data[(b * seq_len + t) * self.dim..][..self.dim],
-                        );
+                        tv.vectors
+                            .extend_from_slice(&host.data[(b * seq_len + t) * dim..][..dim]);
                     }
                 }
                 out[i] = Some(tv);
@@ -421,5 +423,96 @@ impl<B: Backend> ColbertEncoder<B> {
                 })
             })
             .collect())
+    }
+}
+
+/// Sequences per forward pass, and whether the passes run side by side on
+/// the backend's lanes ([`Backend::run_jobs`]). Lanes pay when each gets work
+/// of about equal length: sequences of one length (queries) are cut into at
+/// least `lanes` batches (smaller ones when `batch_size` would make fewer);
+/// documents, sorted longest first, use lanes only with at least two batches
+/// per lane, so the last and shortest ones even the lanes out.
+fn plan_batches(seqs: &[Sequence], batch_size: usize, lanes: usize) -> (usize, bool) {
+    let batch_size = batch_size.max(1);
+    let n = seqs.len();
+    if lanes < 2 || n < 2 {
+        return (batch_size, false);
+    }
+    let uniform = seqs.windows(2).all(|w| w[0].ids.len() == w[1].ids.len());
+    if uniform {
+        let per_batch = batch_size.min(n.div_ceil(lanes));
+        (per_batch, true)
+    } else {
+        (batch_size, n.div_ceil(batch_size) >= 2 * lanes)
+    }
+}
+
+/// The padded batch of `seqs[chunk]`: each sequence right-padded with `pad`
+/// to the longest, rounded up to a multiple of [`LENGTH_BUCKET`] within
+/// `max_positions`.
+fn token_batch(seqs: &[Sequence], chunk: &[usize], pad: u32, max_positions: usize) -> TokenBatch {
+    let longest = chunk.iter().map(|&i| seqs[i].ids.len()).max().unwrap_or(1);
+    let seq_len = longest
+        .div_ceil(LENGTH_BUCKET)
+        .saturating_mul(LENGTH_BUCKET)
+        .min(max_positions)
+        .max(longest);
+    let mut ids = vec![pad; chunk.len() * seq_len];
+    let mut key_lens = Vec::with_capacity(chunk.len());
+    for (b, &i) in chunk.iter().enumerate() {
+        ids[b * seq_len..][..seqs[i].ids.len()].copy_from_slice(&seqs[i].ids);
+        key_lens.push(seqs[i].attended as u32);
+    }
+    TokenBatch {
+        type_ids: vec![0; ids.len()],
+        ids,
+        batch: chunk.len(),
+        seq_len,
+        key_lens,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seqs(lens: &[usize]) -> Vec<Sequence> {
+        lens.iter()
+            .map(|&n| Sequence {
+                ids: vec![7; n],
+                attended: n,
+                keep: vec![true; n],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_are_planned_for_the_lanes() {
+        let queries = seqs(&[32; 40]);
+        // One lane: the batch size as given, one batch after another.
+        assert_eq!(plan_batches(&queries, 32, 1), (32, false));
+        // Queries: at least one batch per lane, even when that makes them smaller.
+        assert_eq!(plan_batches(&queries, 32, 2), (20, true));
+        assert_eq!(plan_batches(&queries, 8, 2), (8, true));
+        assert_eq!(plan_batches(&queries[..3], 32, 4), (1, true));
+        assert_eq!(plan_batches(&queries[..1], 32, 4), (32, false));
+        // Documents of mixed lengths: lanes only with two batches per lane.
+        let docs = seqs(&[180, 40, 90, 12, 60, 33, 7, 150]);
+        assert_eq!(plan_batches(&docs, 2, 2), (2, true));
+        assert_eq!(plan_batches(&docs, 3, 2), (3, false));
+        assert_eq!(plan_batches(&docs, 0, 2), (1, true));
+    }
+
+    #[test]
+    fn a_token_batch_pads_to_a_length_bucket() {
+        let s = seqs(&[5, 11, 3]);
+        let b = token_batch(&s, &[1, 0], 0, 512);
+        assert_eq!((b.batch, b.seq_len), (2, 16));
+        assert_eq!(b.key_lens, vec![11, 5]);
+        assert_eq!(&b.ids[..16], &[[7; 11].as_slice(), &[0; 5]].concat()[..]);
+        assert_eq!(&b.ids[16..21], &[7; 5]);
+        assert!(b.ids[21..].iter().all(|&x| x == 0) && b.type_ids.len() == 32);
+        // The bucket never passes the model's positions.
+        assert_eq!(token_batch(&s, &[1], 0, 12).seq_len, 12);
     }
 }
