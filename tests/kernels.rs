@@ -56,10 +56,13 @@ const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
     (1, 33, 31),
     (31, 33, 17),
     (33, 31, 129),
-    (129, 127, 31),
     (64, 384, 384),
     (7, 1536, 384),
+    // Past `sgemm::IN_PLACE_ROWS`, up to `sgemm::PACKED_MAX_ROWS`: the
+    // packed kernel.
+    (90, 47, 65),
     // Past `sgemm::PACKED_MAX_ROWS`: the CPU backend's gemm-crate path.
+    (129, 127, 31),
     (520, 65, 33),
 ];
 

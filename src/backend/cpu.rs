@@ -84,8 +84,7 @@ impl CpuBackend {
     /// ([`sgemm`]) at every batch size, so a text's vectors are the same bits
     /// whatever it is batched with; by default batches past
     /// [`sgemm::PACKED_MAX_ROWS`] rows run on the `gemm` crate, faster there
-    /// (10–12% on batch-32 encodes on the Sapphire Rapids VM it was measured
-    /// on) but with other roundings. `COLWGPU_F32_GEMM=packed` turns it on
+    /// (see that constant) but with other roundings. `COLWGPU_F32_GEMM=packed` turns it on
     /// for a process. Without AVX-512F nothing changes: every f32 linear runs
     /// on the `gemm` crate, whose rows do not depend on the batch.
     pub fn batch_invariant_f32(mut self) -> Self {
@@ -99,18 +98,18 @@ impl CpuBackend {
     }
 
     /// Which kernel this backend's f32 linear layers run: "amx-bf16x3-split",
-    /// "avx512-packed ≤512 rows, fma-gemm above" (weights packed once,
+    /// "avx512-packed ≤96 rows, fma-gemm above" (weights packed once,
     /// [`sgemm`], up to [`sgemm::PACKED_MAX_ROWS`] rows), "avx512-packed"
     /// (at every size, [`CpuBackend::batch_invariant_f32`]) or "fma-gemm" (the
     /// `gemm` crate; also for weights past [`sgemm::PACK_BUDGET_BYTES`]).
     pub fn f32_linear_kernel(&self) -> &'static str {
-        const _: () = assert!(sgemm::PACKED_MAX_ROWS == 512, "update the kernel name");
+        const _: () = assert!(sgemm::PACKED_MAX_ROWS == 96, "update the kernel name");
         if self.uses_split() {
             "amx-bf16x3-split"
         } else if sgemm::available() && self.packs_f32(usize::MAX) {
             "avx512-packed"
         } else if sgemm::available() {
-            "avx512-packed ≤512 rows, fma-gemm above"
+            "avx512-packed ≤96 rows, fma-gemm above"
         } else {
             "fma-gemm"
         }
@@ -911,7 +910,7 @@ impl Backend for CpuBackend {
                     sgemm::linear_in_place(x, m, &w.data, w.rows, b, y, gelu, true)
                 })
             }
-            // Up to a few hundred rows the weight packed once wins; large
+            // Up to about a hundred rows the weight packed once wins; larger
             // batches run faster on the `gemm` crate (`PACKED_MAX_ROWS`).
             Precision::F32 | Precision::F16 if self.packs_f32(x.rows) => {
                 match PackCache::get_f32(w) {
@@ -1213,7 +1212,9 @@ mod tests {
     #[test]
     fn f32_linear_packs_weights_once_and_agrees_with_gemm() {
         let mut backend = CpuBackend::new();
-        let (m, n, k) = (sgemm::IN_PLACE_ROWS + 37, 70, 300);
+        // Between the rows that read the weight in place and the crate's.
+        const { assert!(sgemm::IN_PLACE_ROWS + 8 < sgemm::PACKED_MAX_ROWS) };
+        let (m, n, k) = ((sgemm::IN_PLACE_ROWS + sgemm::PACKED_MAX_ROWS) / 2 + 1, 70, 300);
         let x = matrix(m, k, 5);
         let w = matrix(n, k, 6);
         let b = matrix(1, n, 7);

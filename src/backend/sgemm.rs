@@ -12,11 +12,11 @@
 //! tile of fewer than 12 rows is copied (zero-padded), so nothing reads past
 //! `x`. GELU runs on the task's block while it is still in cache.
 //!
-//! Measured against the `gemm` crate (2 threads, Sapphire Rapids VM): 1.7–5×
-//! its rate for the 32 rows of one query, ahead up to a few hundred rows,
-//! behind from ~1000 rows up, so the backend runs it up to
-//! [`PACKED_MAX_ROWS`] rows and the crate past them, given the weight
-//! transposed ([`TransposedF32`]); one query encodes 2.4× faster end to end.
+//! Measured against the `gemm` crate given `w` (2 threads, Sapphire Rapids
+//! VM): 1.7–5× its rate for the 32 rows of one query; one query encodes 2.4×
+//! faster end to end. Given the weight transposed ([`TransposedF32`]) the
+//! crate catches up from about a hundred rows, so the backend runs this
+//! kernel up to [`PACKED_MAX_ROWS`] rows and the crate past them.
 //!
 //! Each output is `bias + Σ_p x[i, p]·w[j, p]` accumulated in f32 FMAs in
 //! order of `p`: the error of an f32 dot product, like any f32 gemm.
@@ -257,18 +257,16 @@ pub fn linear(
 }
 
 /// Rows up to which the CPU backend runs [`linear`]; past them it runs the
-/// `gemm` crate, which keeps its rate at large batches where this kernel
-/// falls behind. Interleaved in one process (`examples/matmul_shapes.rs`,
-/// 2 threads, Sapphire Rapids class VM, MiniLM's four shapes), this kernel
-/// ran 0.9–2.4× the crate's rate at 96–384 rows (ahead on 7 of 8 shapes),
-/// 0.8–1.0× at 768, and 0.7–1.0× at 1024 and 5888 rows (a batch of 32
-/// queries or documents; behind on 7 of 8), where whole encodes ran 10–12%
-/// faster on the crate. Those figures are the crate on `w`; since it reads
-/// [`TransposedF32`] instead it ties or beats this kernel from ~192 rows
-/// (ahead on 3–4 of 4 shapes at 256–512 rows, behind on 2 of 4 at 96–128),
-/// so this line could come down, narrowing the rows whose bits do not
-/// depend on their batch.
-pub const PACKED_MAX_ROWS: usize = 512;
+/// `gemm` crate on [`TransposedF32`]. Interleaved in one process
+/// (`examples/matmul_shapes.rs`, MiniLM's four shapes, Emerald Rapids class
+/// VM, wall time, medians of 7): on one thread, as each lane runs
+/// ([`super::lanes`]), this kernel was ahead on 3 of 4 shapes at 96 rows and
+/// behind on 3–4 of 4 from 128 to 512 rows (e.g. 90 against 120 GFLOP/s at
+/// 512 × 1152 × 384); on two threads it tied at 64–128 rows and fell behind
+/// from 192. Whole encodes agreed: 16-query batches (512 rows) on two lanes
+/// ran 5,150–5,570 tokens/s here and 6,860–8,040 on the crate. (Before the
+/// crate read the weight transposed, this kernel led up to ~512 rows.)
+pub const PACKED_MAX_ROWS: usize = 96;
 
 /// Rows up to which [`linear_in_place`] runs instead of packing the weight:
 /// one query's 32 tokens, or a handful of texts.
