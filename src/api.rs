@@ -93,13 +93,7 @@ impl std::fmt::Debug for Model {
     }
 }
 
-/// Token and truncation counts of texts, as the tokenizer sees them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TokenCounts {
-    pub tokens: usize,
-    /// Texts cut to the model's query or document length.
-    pub truncated: usize,
-}
+pub use crate::text::TokenCounts;
 
 impl Model {
     /// Loads the checkpoint in `dir` (PyLate, stanford ColBERT or plain BERT
@@ -412,20 +406,39 @@ impl Model {
             });
         }
         let t = Self::text_encoder(&mut g, "counting document tokens")?.tokenizer();
-        let (tokens, truncated) = if queries {
-            let q = t.queries(texts)?;
-            (
-                q.iter().map(|x| x.ids.len()).sum(),
-                q.iter().filter(|x| x.truncated).count(),
-            )
+        Ok(if queries {
+            TokenCounts::of(t.queries(texts)?.iter().map(|q| (q.ids.len(), q.truncated)))
         } else {
-            let d = t.documents(texts)?;
-            (
-                d.iter().map(|x| x.ids.len()).sum(),
-                d.iter().filter(|x| x.truncated).count(),
+            TokenCounts::of(
+                t.documents(texts)?
+                    .iter()
+                    .map(|d| (d.ids.len(), d.truncated)),
             )
-        };
-        Ok(TokenCounts { tokens, truncated })
+        })
+    }
+
+    /// [`Model::encode_queries`] (`queries`) or [`Model::encode_documents`],
+    /// with the [`Model::count_tokens`] of the same texts from the same
+    /// tokenization (a text model tokenizes them once).
+    pub fn encode_counted(
+        &self,
+        texts: &[&str],
+        queries: bool,
+    ) -> Result<(Vec<TokenVectors>, TokenCounts)> {
+        if queries {
+            for (i, t) in texts.iter().enumerate() {
+                crate::io::check_query_text(t, &format!("query {i} of the batch"))?;
+            }
+        }
+        let mut g = self.encoder();
+        if let (Inner::Pages(e), true) = (&mut *g, queries) {
+            let counts = TokenCounts {
+                tokens: e.query_tokens(texts)?,
+                truncated: 0,
+            };
+            return Ok((e.encode_queries(texts)?, counts));
+        }
+        Self::text_encoder(&mut g, "encoding documents as text")?.encode_counted(texts, queries)
     }
 
     /// For each vector a document text becomes (text models), its span in the

@@ -566,3 +566,32 @@ fn shards_with_a_shared_codec_merge_into_the_single_index_top_k() {
         .to_string();
     assert!(err.contains("2 bits") && err.contains("4 bits"), "{err}");
 }
+
+#[test]
+fn encode_counted_counts_what_count_tokens_counts() {
+    let model = Model::open(common::model_dir(), Device::Cpu).unwrap();
+    let docs = sample_docs(12);
+    let long = "cerebral ".repeat(400);
+    let mut texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    texts.push(&long);
+    for queries in [false, true] {
+        let (vectors, counts) = model.encode_counted(&texts, queries).unwrap();
+        assert_eq!(counts, model.count_tokens(&texts, queries).unwrap());
+        let alone = if queries {
+            model.encode_queries(&texts).unwrap()
+        } else {
+            model.encode_documents(&texts).unwrap()
+        };
+        assert_eq!(vectors, alone);
+        // The long text is cut (180 document tokens, 32 query tokens).
+        assert!(counts.truncated >= 1, "{counts:?}");
+        if queries {
+            assert_eq!(counts.tokens, 32 * texts.len());
+        } else {
+            let ids: usize = vectors.iter().map(|v| v.len()).sum();
+            assert!(counts.tokens > ids, "skiplisted tokens are counted too");
+        }
+    }
+    let e = model.encode_counted(&["  "], true).unwrap_err();
+    assert!(e.to_string().contains("query 0"), "{e}");
+}

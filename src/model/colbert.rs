@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::bert::{self, BertWeights};
 use crate::model::config::{read_json, BertConfig, ColbertSettings, StanfordMetadata};
 use crate::model::weights::TensorFile;
-use crate::text::{ColbertTokenizer, TokenizerSettings};
+use crate::text::{ColbertTokenizer, TokenCounts, TokenizerSettings};
 
 /// Where the ColBERT projection was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,32 +305,47 @@ impl<B: Backend> ColbertEncoder<B> {
 
     /// Query vectors: one per position of the query length ([MASK] expansion included).
     pub fn encode_queries(&mut self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
-        let seqs = self
-            .tokenizer
-            .queries(texts)?
-            .into_iter()
-            .map(|q| Sequence {
-                keep: vec![true; q.ids.len()],
-                attended: q.attended,
-                ids: q.ids,
-            })
-            .collect();
-        self.run(seqs)
+        Ok(self.encode_counted(texts, true)?.0)
     }
 
     /// Document vectors: one per token, punctuation (the skiplist) removed.
     pub fn encode_documents(&mut self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
-        let seqs = self
-            .tokenizer
-            .documents(texts)?
-            .into_iter()
-            .map(|d| Sequence {
-                keep: d.ids.iter().map(|&id| self.tokenizer.keeps(id)).collect(),
-                attended: d.ids.len(),
-                ids: d.ids,
-            })
-            .collect();
-        self.run(seqs)
+        Ok(self.encode_counted(texts, false)?.0)
+    }
+
+    /// Queries (`queries`) or documents, with the token counts of the same
+    /// tokenization.
+    pub fn encode_counted(
+        &mut self,
+        texts: &[&str],
+        queries: bool,
+    ) -> Result<(Vec<TokenVectors>, TokenCounts)> {
+        let (seqs, counts) = if queries {
+            let tokenized = self.tokenizer.queries(texts)?;
+            let counts = TokenCounts::of(tokenized.iter().map(|q| (q.ids.len(), q.truncated)));
+            let seqs = tokenized
+                .into_iter()
+                .map(|q| Sequence {
+                    keep: vec![true; q.ids.len()],
+                    attended: q.attended,
+                    ids: q.ids,
+                })
+                .collect();
+            (seqs, counts)
+        } else {
+            let tokenized = self.tokenizer.documents(texts)?;
+            let counts = TokenCounts::of(tokenized.iter().map(|d| (d.ids.len(), d.truncated)));
+            let seqs = tokenized
+                .into_iter()
+                .map(|d| Sequence {
+                    keep: d.ids.iter().map(|&id| self.tokenizer.keeps(id)).collect(),
+                    attended: d.ids.len(),
+                    ids: d.ids,
+                })
+                .collect();
+            (seqs, counts)
+        };
+        Ok((self.run(seqs)?, counts))
     }
 
     /// Hidden states of one query after the embeddings (`layers = 0`) or after

@@ -91,6 +91,16 @@ impl Encoder {
         each!(self, e => e.encode_documents(texts))
     }
 
+    /// Queries (`queries`) or documents, with the token counts of the same
+    /// tokenization.
+    pub fn encode_counted(
+        &mut self,
+        texts: &[&str],
+        queries: bool,
+    ) -> Result<(Vec<TokenVectors>, crate::text::TokenCounts)> {
+        each!(self, e => e.encode_counted(texts, queries))
+    }
+
     pub fn dim(&self) -> usize {
         each!(self, e => e.dim())
     }

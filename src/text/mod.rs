@@ -28,6 +28,28 @@ pub struct ColbertTokens {
     pub skiplist: HashSet<u32>,
 }
 
+/// Token and truncation counts of texts, as the tokenizer sees them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenCounts {
+    /// Tokens of every text, `[CLS]`, marker and `[SEP]` included (a query
+    /// counts its `[MASK]` expansion; a document its skiplisted tokens).
+    pub tokens: usize,
+    /// Texts cut to the model's query or document length.
+    pub truncated: usize,
+}
+
+impl TokenCounts {
+    /// The counts of `(length, truncated)` pairs.
+    pub fn of(texts: impl IntoIterator<Item = (usize, bool)>) -> Self {
+        texts
+            .into_iter()
+            .fold(Self::default(), |c, (len, truncated)| Self {
+                tokens: c.tokens + len,
+                truncated: c.truncated + usize::from(truncated),
+            })
+    }
+}
+
 /// A tokenized query: `ids.len() == query_length` when expansion is on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenizedQuery {
