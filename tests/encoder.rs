@@ -619,3 +619,19 @@ fn lanes_do_not_change_vectors() {
     assert_eq!(serial_d, lanes_d, "documents");
     assert_eq!(serial_q, lanes_q, "queries");
 }
+
+#[test]
+fn warm_up_starts_every_lane() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let mut enc = encoder(&model_dir(), DeviceChoice::Cpu);
+        enc.warm_up().unwrap();
+        match &enc {
+            Encoder::Cpu(e) => assert_eq!(e.backend().lane_backends(), 2),
+            Encoder::Gpu(_) => unreachable!("a cpu encoder"),
+        }
+    });
+}

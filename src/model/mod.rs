@@ -168,11 +168,16 @@ impl Encoder {
         }
     }
 
-    /// Runs one tiny batch so shaders are compiled before anything is timed
-    /// (drivers compile at the first dispatch, not at pipeline creation).
+    /// Runs a few short batches of each kind so that nothing timed later
+    /// pays for first use: shaders compiled (drivers compile at the first
+    /// dispatch, not at pipeline creation), and on the CPU the weights in the
+    /// forms batches past `sgemm::PACKED_MAX_ROWS` rows read, the lane
+    /// threads and their backends made (a batch of 4 queries or 16 of these
+    /// documents per lane is 128 rows).
     pub fn warm_up(&mut self) -> Result<()> {
-        self.encode_queries(&["warm up"])?;
-        self.encode_documents(&["warm up"])?;
+        let lanes = each!(self, e => crate::backend::Backend::lanes(e.backend()));
+        self.encode_queries(&vec!["warm up"; 4 * lanes])?;
+        self.encode_documents(&vec!["warm up"; 16 * lanes])?;
         Ok(())
     }
 }
