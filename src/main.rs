@@ -710,7 +710,8 @@ fn encode(a: EncodeArgs) -> Result<()> {
     if !split.is_empty() {
         let total: f64 = split.iter().map(|(_, _, s)| s).sum();
         eprintln!(
-            "op time split (each op waited for separately; total {total:.3} s of {seconds:.3} s):"
+            "op time split (each op waited for separately; CPU lanes running side by side \
+             each add their own; total {total:.3} s of {seconds:.3} s):"
         );
         for (op, calls, s) in &split {
             eprintln!(

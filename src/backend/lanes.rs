@@ -63,8 +63,10 @@ pub fn pools(lanes: usize, threads: usize) -> Option<Arc<Vec<rayon::ThreadPool>>
 
 /// Runs `job(worker, j)` for `j` in `0..jobs`, lane `i` taking the next
 /// unstarted `j` on `pools[i]` with `workers[i]` until none are left or one
-/// failed. Returns each lane's `(j, result)` pairs; a panic in a job is
-/// re-raised here.
+/// failed. Lane 0 runs from the calling thread (blocked in its pool's
+/// `install`); the others each from a scoped thread, and a lane whose thread
+/// the OS refuses just takes no jobs. Returns each lane's `(j, result)`
+/// pairs; a panic in a job is re-raised here.
 pub fn run<W, T, F>(
     workers: &mut [W],
     pools: &[rayon::ThreadPool],
@@ -93,22 +95,30 @@ where
         }
         done
     };
+    let (Some((first, others)), Some((first_pool, other_pools))) =
+        (workers.split_first_mut(), pools.split_first())
+    else {
+        return Vec::new();
+    };
     std::thread::scope(|s| {
-        let handles: Vec<_> = workers
+        let handles: Vec<_> = others
             .iter_mut()
-            .zip(pools)
-            .map(|(worker, pool)| {
+            .zip(other_pools)
+            .filter_map(|(worker, pool)| {
                 let lane = &lane;
-                s.spawn(move || pool.install(|| lane(worker)))
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || pool.install(|| lane(worker)))
+                    .ok()
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(done) => done,
+        let mut done = first_pool.install(|| lane(first));
+        for h in handles {
+            match h.join() {
+                Ok(d) => done.extend(d),
                 Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
+            }
+        }
+        done
     })
 }
 
