@@ -13,22 +13,22 @@ fn mat(rng: &mut Rng, rows: usize, cols: usize, scale: f32) -> HostMatrix {
 }
 
 fn gelu_f64(x: f64) -> f64 {
-    // erf through its Taylor/continued behaviour is not in std; use the
-    // high-precision complementary form from Numerical Recipes (|ε| < 1.2e-7).
-    let z = x.abs() / std::f64::consts::SQRT_2;
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let erfc = t
-        * (-z * z - 1.26551223
-            + t * (1.00002368
-                + t * (0.37409196
-                    + t * (0.09678418
-                        + t * (-0.18628806
-                            + t * (0.27886807
-                                + t * (-1.13520398
-                                    + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
-            .exp();
-    let erf = if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 };
-    0.5 * x * (1.0 + erf)
+    0.5 * x * (1.0 + common::erf_f64(x / std::f64::consts::SQRT_2))
+}
+
+/// The f64 reference itself, against erf's tabulated values.
+#[test]
+fn erf_reference_matches_tables() {
+    for (x, erf) in [
+        (0.0, 0.0),
+        (0.5, 0.5204998778130465),
+        (1.0, 0.8427007929497149),
+        (-1.5, -0.9661051464753108),
+        (3.0, 0.9999779095030014),
+    ] {
+        let got = common::erf_f64(x);
+        assert!((got - erf).abs() < 1.2e-7, "erf({x}) = {got}, tables {erf}");
+    }
 }
 
 fn linear_f64(x: &HostMatrix, w: &HostMatrix, b: Option<&HostMatrix>, act: Activation) -> Vec<f32> {
@@ -284,21 +284,20 @@ fn linear_gpu_f16_weights_match_f64_of_rounded_weights() {
 /// feature (the feature check itself, with an adapter's feature set).
 #[test]
 fn f16_needs_shader_f16_and_says_so() {
-    let e = colwgpu::gpu::require_f16("Some Old GPU", wgpu::Features::empty(), "--precision f16")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("'Some Old GPU'") && e.contains("SHADER_F16") && e.contains("--precision f32"),
-        "{e}"
-    );
-    colwgpu::gpu::require_f16("x", wgpu::Features::SHADER_F16, "--precision f16").unwrap();
+    use colwgpu::gpu::{adapter_features, require_f16};
+    use wgpu::Features;
+    let refused = require_f16("Some Old GPU", Features::empty(), "--precision f16");
+    let e = refused.unwrap_err().to_string();
+    for want in ["'Some Old GPU'", "SHADER_F16", "--precision f32"] {
+        assert!(e.contains(want), "{want} missing from: {e}");
+    }
+    require_f16("x", Features::SHADER_F16, "--precision f16").unwrap();
     // The device asks for SHADER_F16 exactly when its adapter offers it.
     let ctx = gpu();
-    let adapter_has = colwgpu::gpu::adapter_features(&Default::default())
-        .unwrap()
-        .iter()
-        .any(|(name, f)| *name == ctx.info.name && f.contains(wgpu::Features::SHADER_F16));
-    assert_eq!(ctx.supports_f16(), adapter_has);
+    let adapters = adapter_features(&Default::default()).unwrap();
+    let offers =
+        |(name, f): &(String, Features)| *name == ctx.info.name && f.contains(Features::SHADER_F16);
+    assert_eq!(ctx.supports_f16(), adapters.iter().any(offers));
 }
 
 #[test]

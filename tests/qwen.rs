@@ -48,28 +48,6 @@ fn norm_f64(x: &HostMatrix, g: &[f32], b: Option<&[f32]>, eps: f32) -> Vec<f32> 
     out
 }
 
-fn erf_f64(x: f64) -> f64 {
-    // Abramowitz & Stegun 7.1.28-class series would do; use the continued
-    // complementary form with |ε| < 1.2e-7 (Numerical Recipes erfc).
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let erfc = t
-        * (-z * z - 1.26551223
-            + t * (1.00002368
-                + t * (0.37409196
-                    + t * (0.09678418
-                        + t * (-0.18628806
-                            + t * (0.27886807
-                                + t * (-1.13520398
-                                    + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
-            .exp();
-    if x >= 0.0 {
-        1.0 - erfc
-    } else {
-        erfc - 1.0
-    }
-}
-
 fn sigmoid_f64(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -220,7 +198,7 @@ fn elementwise_ops_cpu_and_gpu_match_f64() {
             let gelu_ref: Vec<f32> = x
                 .data
                 .iter()
-                .map(|&v| (0.5 * v as f64 * (1.0 + erf_f64(v as f64 / 2f64.sqrt()))) as f32)
+                .map(|&v| (0.5 * v as f64 * (1.0 + common::erf_f64(v as f64 / 2f64.sqrt()))) as f32)
                 .collect();
             let swiglu_ref: Vec<f32> = (0..rows)
                 .flat_map(|r| {

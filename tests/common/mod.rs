@@ -135,3 +135,30 @@ pub fn model_dir() -> PathBuf {
 pub fn data_dir() -> PathBuf {
     root().join("tests/data")
 }
+
+/// erf(x) in f64 with |ε| < 1.2e-7 (Numerical Recipes' erfc:
+/// `t·exp(−z² + P(t))`, `t = 1/(1 + z/2)`, `z = |x|`), the reference the GELU
+/// kernels are checked against.
+pub fn erf_f64(x: f64) -> f64 {
+    const P: [f64; 10] = [
+        -1.26551223,
+        1.00002368,
+        0.37409196,
+        0.09678418,
+        -0.18628806,
+        0.27886807,
+        -1.13520398,
+        1.48851587,
+        -0.82215223,
+        0.17087277,
+    ];
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = P.iter().rev().fold(0.0, |acc, &c| acc * t + c);
+    let erfc = t * (-z * z + poly).exp();
+    if x >= 0.0 {
+        1.0 - erfc
+    } else {
+        erfc - 1.0
+    }
+}
