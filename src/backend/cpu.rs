@@ -51,7 +51,7 @@ pub struct CpuBackend {
     /// f32 linear layers on the packed kernel at every batch size
     /// ([`CpuBackend::batch_invariant_f32`]).
     batch_invariant: bool,
-    /// The single-threaded copies of this backend that run jobs side by side
+    /// The copies of this backend that run jobs side by side, one per lane
     /// ([`Backend::run_jobs`], [`super::lanes`]), made on first use and kept
     /// with their recycled buffers.
     forks: Vec<CpuBackend>,
@@ -977,8 +977,8 @@ impl Backend for CpuBackend {
         lanes::count(rayon::current_num_threads())
     }
 
-    /// With two or more jobs and lanes: the jobs spread over single-threaded
-    /// forks of this backend ([`super::lanes`]), their op times added to this
+    /// With two or more jobs and lanes: the jobs spread over forks of this
+    /// backend, one per lane and single-threaded up to 8 threads ([`super::lanes`]), their op times added to this
     /// one's profile; otherwise one after another here, each op on all threads.
     fn run_jobs<T, F>(&mut self, jobs: usize, job: F) -> Result<Vec<T>>
     where

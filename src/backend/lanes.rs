@@ -1,12 +1,14 @@
 //! Lanes: whole forward passes side by side on the CPU, each on its own
-//! single-threaded rayon pool, instead of every op split across all threads.
+//! rayon pool (one thread each, up to [`MAX_LANES`] threads), instead of
+//! every op split across all threads.
 //!
 //! Within one forward pass each op is a parallel region, so every thread
 //! waits for the slowest at each of a layer's dozen ops, and the serial parts
 //! of an op (the `gemm` crate's setup, a pass over a short batch) leave the
 //! others idle. With as many jobs (batches) as threads, running one job per
 //! thread removes those waits; each job then computes exactly what it would
-//! alone, since no kernel's result depends on its thread count.
+//! alone, since no f32 kernel's result depends on its thread count (the
+//! encoder test `lanes_do_not_change_vectors` compares the bits).
 //!
 //! A lane holds one batch's activations, so lanes are capped at
 //! [`MAX_LANES`]; with more threads than that, each lane's pool gets several.

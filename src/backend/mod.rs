@@ -401,7 +401,7 @@ pub trait Backend {
     /// Runs `job(backend, j)` for every `j` in `0..jobs` and returns the
     /// results in `j` order, or the error of the lowest failing `j`. By
     /// default one after another on `self`; the CPU backend spreads them
-    /// over its lanes, each a single-threaded copy of itself, so a job must
+    /// over its lanes, each a copy of itself on its own thread(s), so a job must
     /// not depend on which backend value runs it.
     fn run_jobs<T, F>(&mut self, jobs: usize, job: F) -> Result<Vec<T>>
     where
