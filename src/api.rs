@@ -95,6 +95,14 @@ impl std::fmt::Debug for Model {
 
 pub use crate::text::TokenCounts;
 
+/// Refuses a batch with an empty or whitespace-only query, naming it.
+fn check_queries(texts: &[&str]) -> Result<()> {
+    for (i, t) in texts.iter().enumerate() {
+        crate::io::check_query_text(t, &format!("query {i} of the batch"))?;
+    }
+    Ok(())
+}
+
 impl Model {
     /// Loads the checkpoint in `dir` (PyLate, stanford ColBERT or plain BERT
     /// layout) on `device`.
@@ -194,9 +202,7 @@ impl Model {
     /// An empty or whitespace-only query is an error: it would rank documents
     /// arbitrarily.
     pub fn encode_queries(&self, texts: &[&str]) -> Result<Vec<TokenVectors>> {
-        for (i, t) in texts.iter().enumerate() {
-            crate::io::check_query_text(t, &format!("query {i} of the batch"))?;
-        }
+        check_queries(texts)?;
         match &mut *self.encoder() {
             Inner::Text(e) => e.encode_queries(texts),
             Inner::Pages(e) => e.encode_queries(texts),
@@ -407,13 +413,9 @@ impl Model {
         }
         let t = Self::text_encoder(&mut g, "counting document tokens")?.tokenizer();
         Ok(if queries {
-            TokenCounts::of(t.queries(texts)?.iter().map(|q| (q.ids.len(), q.truncated)))
+            TokenCounts::of_queries(&t.queries(texts)?)
         } else {
-            TokenCounts::of(
-                t.documents(texts)?
-                    .iter()
-                    .map(|d| (d.ids.len(), d.truncated)),
-            )
+            TokenCounts::of_documents(&t.documents(texts)?)
         })
     }
 
@@ -426,9 +428,7 @@ impl Model {
         queries: bool,
     ) -> Result<(Vec<TokenVectors>, TokenCounts)> {
         if queries {
-            for (i, t) in texts.iter().enumerate() {
-                crate::io::check_query_text(t, &format!("query {i} of the batch"))?;
-            }
+            check_queries(texts)?;
         }
         let mut g = self.encoder();
         if let (Inner::Pages(e), true) = (&mut *g, queries) {

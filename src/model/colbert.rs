@@ -322,7 +322,7 @@ impl<B: Backend> ColbertEncoder<B> {
     ) -> Result<(Vec<TokenVectors>, TokenCounts)> {
         let (seqs, counts) = if queries {
             let tokenized = self.tokenizer.queries(texts)?;
-            let counts = TokenCounts::of(tokenized.iter().map(|q| (q.ids.len(), q.truncated)));
+            let counts = TokenCounts::of_queries(&tokenized);
             let seqs = tokenized
                 .into_iter()
                 .map(|q| Sequence {
@@ -334,7 +334,7 @@ impl<B: Backend> ColbertEncoder<B> {
             (seqs, counts)
         } else {
             let tokenized = self.tokenizer.documents(texts)?;
-            let counts = TokenCounts::of(tokenized.iter().map(|d| (d.ids.len(), d.truncated)));
+            let counts = TokenCounts::of_documents(&tokenized);
             let seqs = tokenized
                 .into_iter()
                 .map(|d| Sequence {

@@ -39,14 +39,21 @@ pub struct TokenCounts {
 }
 
 impl TokenCounts {
-    /// The counts of `(length, truncated)` pairs.
-    pub fn of(texts: impl IntoIterator<Item = (usize, bool)>) -> Self {
-        texts
-            .into_iter()
-            .fold(Self::default(), |c, (len, truncated)| Self {
-                tokens: c.tokens + len,
-                truncated: c.truncated + usize::from(truncated),
-            })
+    /// The counts of tokenized queries.
+    pub fn of_queries(queries: &[TokenizedQuery]) -> Self {
+        Self::of(queries.iter().map(|q| (q.ids.len(), q.truncated)))
+    }
+
+    /// The counts of tokenized documents.
+    pub fn of_documents(documents: &[TokenizedDocument]) -> Self {
+        Self::of(documents.iter().map(|d| (d.ids.len(), d.truncated)))
+    }
+
+    fn of(texts: impl Iterator<Item = (usize, bool)>) -> Self {
+        texts.fold(Self::default(), |c, (len, truncated)| Self {
+            tokens: c.tokens + len,
+            truncated: c.truncated + usize::from(truncated),
+        })
     }
 }
 
