@@ -3,6 +3,8 @@
 //! is tested against) and [`gpu::GpuBackend`] (the WGSL kernels on any wgpu
 //! adapter). `src/model/` is written once against [`Backend`].
 
+#[cfg(target_arch = "x86_64")]
+mod attend;
 pub mod cpu;
 pub mod device;
 pub mod gpu;
