@@ -455,8 +455,12 @@ fn plan_batches(seqs: &[Sequence], batch_size: usize, lanes: usize) -> (usize, b
     }
     let uniform = seqs.windows(2).all(|w| w[0].ids.len() == w[1].ids.len());
     if uniform {
-        let per_batch = batch_size.min(n.div_ceil(lanes));
-        (per_batch, true)
+        // A multiple of `lanes` batches of near-equal size (at most
+        // `batch_size`): lanes take batches as they finish, so a short last
+        // batch would leave the others idle (300 queries in 32s on two lanes:
+        // 160 against 140 rows; in 30s, 150 each).
+        let batches = n.div_ceil(lanes * batch_size) * lanes;
+        (n.div_ceil(batches), true)
     } else {
         (batch_size, n.div_ceil(batch_size) >= 2 * lanes)
     }
@@ -506,9 +510,12 @@ mod tests {
         let queries = seqs(&[32; 40]);
         // One lane: the batch size as given, one batch after another.
         assert_eq!(plan_batches(&queries, 32, 1), (32, false));
-        // Queries: at least one batch per lane, even when that makes them smaller.
+        // Queries: at least one batch per lane, even when that makes them
+        // smaller, and a multiple of the lanes of near-equal batches.
         assert_eq!(plan_batches(&queries, 32, 2), (20, true));
-        assert_eq!(plan_batches(&queries, 8, 2), (8, true));
+        assert_eq!(plan_batches(&queries, 8, 2), (7, true)); // 6 × 7 − 2, not 5 × 8
+        assert_eq!(plan_batches(&queries, 10, 2), (10, true));
+        assert_eq!(plan_batches(&seqs(&[32; 300]), 32, 2), (30, true));
         assert_eq!(plan_batches(&queries[..3], 32, 4), (1, true));
         assert_eq!(plan_batches(&queries[..1], 32, 4), (32, false));
         // Documents of mixed lengths: lanes only with two batches per lane.
