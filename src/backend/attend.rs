@@ -269,14 +269,8 @@ unsafe fn exp_approx(x: __m512) -> __m512 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sgemm::tests::lcg;
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
 
     /// Against attention in f64 over ragged shapes (row tails, key counts
     /// off the 16-key vectors and past one 64-key block, every head size
