@@ -119,7 +119,7 @@ unsafe fn scores_rows(
     }
 }
 
-/// `R` query rows × `NV` vectors of 16 keys of [`scores_all`].
+/// `R` query rows × `NV` vectors of 16 keys of [`scores_rows`].
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn scores_tile<const R: usize, const NV: usize>(
@@ -181,7 +181,7 @@ unsafe fn values_rows(
     }
 }
 
-/// `R` rows × `NV` vectors of 16 output columns of [`values_all`].
+/// `R` rows × `NV` vectors of 16 output columns of [`values_rows`].
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn values_tile<const R: usize, const NV: usize>(
