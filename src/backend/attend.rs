@@ -30,6 +30,10 @@ use std::arch::x86_64::*;
 
 /// Query rows per register tile.
 const ROWS: usize = 4;
+/// Query rows per values tile for heads of up to [`WIDE_MAX_D`] columns:
+/// per key `d/16` loads of `v[j]` then feed `WIDE` rows of FMAs.
+const WIDE: usize = 2 * ROWS;
+const WIDE_MAX_D: usize = 32;
 /// Largest head dimension (8 zmm of outputs per row).
 const MAX_D: usize = 128;
 
@@ -63,9 +67,12 @@ pub unsafe fn head(
 ) {
     debug_assert!(supports(d));
     let nkp = n_keys.div_ceil(16) * 16;
-    // scratch = [Kᵀ: d × nkp | V: n_keys × d | scores: ROWS × nkp]
+    // Rows per block: two score tiles where the values' tile of 2·ROWS rows
+    // still fits the registers (2·ROWS × d/16 accumulators, d ≤ 32).
+    let block = if d <= WIDE_MAX_D { WIDE } else { ROWS };
+    // scratch = [Kᵀ: d × nkp | V: n_keys × d | scores: block × nkp]
     scratch.clear();
-    scratch.resize(d * nkp + n_keys * d + ROWS * nkp, 0.0);
+    scratch.resize(d * nkp + n_keys * d + block * nkp, 0.0);
     let (kt, rest) = scratch.split_at_mut(d * nkp);
     let (vp, scores) = rest.split_at_mut(n_keys * d);
     stage_keys(k, v, stride, n_keys, d, kt.as_mut_ptr(), nkp, vp.as_mut_ptr());
@@ -73,9 +80,19 @@ pub unsafe fn head(
     // Row blocks: scores, softmax and values while the block's scores are in L1.
     let mut i = 0;
     while i < seq {
-        let r = if seq - i >= ROWS { ROWS } else { 1 };
-        scores_rows(q.add(i * stride), stride, r, d, kt.as_ptr(), nkp, scale, scores.as_mut_ptr());
-        let mut inv = [0.0f32; ROWS];
+        let r = match seq - i {
+            left if left >= block => block,
+            left if left >= ROWS => ROWS,
+            _ => 1,
+        };
+        let mut t = 0;
+        while t < r {
+            let rt = (r - t).min(ROWS);
+            let (qt, st) = (q.add((i + t) * stride), scores.as_mut_ptr().add(t * nkp));
+            scores_rows(qt, stride, rt, d, kt.as_ptr(), nkp, scale, st);
+            t += rt;
+        }
+        let mut inv = [0.0f32; WIDE];
         for (row, inv) in scores.chunks_exact_mut(nkp).zip(&mut inv).take(r) {
             *inv = softmax_row(row.as_mut_ptr(), n_keys, nkp / 16);
         }
@@ -191,14 +208,14 @@ unsafe fn scores_tile<const R: usize, const NV: usize>(
 }
 
 /// `out[i·out_stride + c] = inv[i] · Σ_(j < n_keys) p[i·nkp + j] · v[j·d + c]`
-/// for `r` rows (`ROWS` or 1): `p` holds a row's exponentials and `inv[i]` the
+/// for `r` rows (`WIDE`, `ROWS` or 1): `p` holds a row's exponentials and `inv[i]` the
 /// inverse of their sum, so the softmax's normalisation is one multiply per
 /// output instead of a pass over the scores.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn values_rows(
     p: *const f32,
-    inv: &[f32; ROWS],
+    inv: &[f32; WIDE],
     nkp: usize,
     r: usize,
     n_keys: usize,
@@ -215,10 +232,14 @@ unsafe fn values_rows(
             }
         };
     }
-    if r == ROWS {
-        go!(ROWS, 1 2 3 4 5 6 7 8);
-    } else {
-        go!(1, 1 2 3 4 5 6 7 8);
+    match r {
+        WIDE => match d / 16 {
+            1 => values_tile::<WIDE, 1>(p, inv, nkp, n_keys, v, d, out, out_stride),
+            2 => values_tile::<WIDE, 2>(p, inv, nkp, n_keys, v, d, out, out_stride),
+            _ => unreachable!("head() takes WIDE rows only for d ≤ {WIDE_MAX_D}"),
+        },
+        ROWS => go!(ROWS, 1 2 3 4 5 6 7 8),
+        _ => go!(1, 1 2 3 4 5 6 7 8),
     }
 }
 
@@ -228,7 +249,7 @@ unsafe fn values_rows(
 #[target_feature(enable = "avx512f")]
 unsafe fn values_tile<const R: usize, const NV: usize>(
     p: *const f32,
-    inv: &[f32; ROWS],
+    inv: &[f32; WIDE],
     nkp: usize,
     n_keys: usize,
     v: *const f32,
