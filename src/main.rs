@@ -593,7 +593,7 @@ struct EncodeArgs {
     /// Encode only the first N texts (at least 1)
     #[arg(long, value_parser = at_least_1)]
     limit: Option<usize>,
-    /// Texts per forward pass (at least 1)
+    /// Texts per forward pass, at most (at least 1; the cpu backend cuts a pass at about 1,024 token rows)
     #[arg(long, default_value_t = 32, value_parser = at_least_1)]
     batch_size: usize,
     /// Print the summary as one JSON line on stdout
@@ -795,7 +795,7 @@ struct IndexArgs {
     /// Index only the first N documents (at least 1)
     #[arg(long, value_parser = at_least_1)]
     limit: Option<usize>,
-    /// Texts per forward pass (at least 1)
+    /// Texts per forward pass, at most (at least 1; the cpu backend cuts a pass at about 1,024 token rows)
     #[arg(long, default_value_t = 32, value_parser = at_least_1)]
     batch_size: usize,
     /// If another process is writing this index, wait for it instead of failing at once

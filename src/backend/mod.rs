@@ -393,6 +393,13 @@ pub trait Backend {
         drop(x);
     }
 
+    /// Rows per forward pass (sequences × padded length) past which this
+    /// backend runs slower, so encoders cut larger batches: `None` (no such
+    /// limit) by default; the CPU backend's activations leave the cache.
+    fn max_pass_rows(&self) -> Option<usize> {
+        None
+    }
+
     /// How many forward passes [`Backend::run_jobs`] runs side by side: 1
     /// by default (a GPU queue runs one at a time); the CPU backend's lanes
     /// ([`lanes`]).

@@ -374,8 +374,10 @@ impl<B: Backend> ColbertEncoder<B> {
         // Longest first, so each batch pads to little more than its own texts.
         order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].ids.len()));
         let lanes = self.backend.lanes();
-        let (per_batch, side_by_side) = plan_batches(&seqs, self.batch_size, lanes);
-        let batches: Vec<&[usize]> = order.chunks(per_batch).collect();
+        let max_rows = self.backend.max_pass_rows().unwrap_or(usize::MAX);
+        let positions = self.config.max_position_embeddings;
+        let (batches, side_by_side) =
+            plan_batches(&seqs, &order, self.batch_size, lanes, max_rows, positions);
         let Self {
             backend,
             config,
@@ -441,29 +443,61 @@ impl<B: Backend> ColbertEncoder<B> {
     }
 }
 
-/// Sequences per forward pass, and whether the passes run side by side on
-/// the backend's lanes ([`Backend::run_jobs`]). Lanes pay when each gets work
-/// of about equal length: sequences of one length (queries) are cut into at
-/// least `lanes` batches (smaller ones when `batch_size` would make fewer);
-/// documents, sorted longest first, use lanes only with at least two batches
-/// per lane, so the last and shortest ones even the lanes out.
-fn plan_batches(seqs: &[Sequence], batch_size: usize, lanes: usize) -> (usize, bool) {
+/// The forward passes over `order` (indices into `seqs`, longest first), and
+/// whether they run side by side on the backend's lanes
+/// ([`Backend::run_jobs`]). A pass takes at most `batch_size` sequences and,
+/// beyond its first, at most `max_rows` padded rows
+/// ([`Backend::max_pass_rows`]: past it the CPU's activations leave the
+/// cache). Lanes pay when each gets work of about equal length: sequences of
+/// one length (queries) are cut into a multiple of `lanes` near-equal batches;
+/// documents use lanes only with at least two batches per lane, so the last
+/// and shortest ones even the lanes out.
+fn plan_batches<'a>(
+    seqs: &[Sequence],
+    order: &'a [usize],
+    batch_size: usize,
+    lanes: usize,
+    max_rows: usize,
+    max_positions: usize,
+) -> (Vec<&'a [usize]>, bool) {
+    let rows_fit = |i: usize| (max_rows / padded_len(seqs[i].ids.len(), max_positions)).max(1);
     let batch_size = batch_size.max(1);
-    let n = seqs.len();
-    if lanes < 2 || n < 2 {
-        return (batch_size, false);
-    }
-    let uniform = seqs.windows(2).all(|w| w[0].ids.len() == w[1].ids.len());
+    let n = order.len();
+    let uniform = order
+        .windows(2)
+        .all(|w| seqs[w[0]].ids.len() == seqs[w[1]].ids.len());
     if uniform {
+        let batch_size = order.first().map_or(batch_size, |&i| batch_size.min(rows_fit(i)));
+        if lanes < 2 || n < 2 {
+            return (order.chunks(batch_size).collect(), false);
+        }
         // A multiple of `lanes` batches of near-equal size (at most
         // `batch_size`): lanes take batches as they finish, so a short last
         // batch would leave the others idle (300 queries in 32s on two lanes:
         // 160 against 140 rows; in 30s, 150 each).
         let batches = n.div_ceil(lanes * batch_size) * lanes;
-        (n.div_ceil(batches), true)
-    } else {
-        (batch_size, n.div_ceil(batch_size) >= 2 * lanes)
+        return (order.chunks(n.div_ceil(batches)).collect(), true);
     }
+    let mut batches = Vec::new();
+    let mut rest = order;
+    while let Some(&longest) = rest.first() {
+        let (batch, more) = rest.split_at(batch_size.min(rows_fit(longest)).min(rest.len()));
+        batches.push(batch);
+        rest = more;
+    }
+    let side_by_side = lanes >= 2 && batches.len() >= 2 * lanes;
+    (batches, side_by_side)
+}
+
+/// The padded length of a batch whose longest sequence has `longest` tokens:
+/// rounded up to a multiple of [`LENGTH_BUCKET`] within `max_positions`.
+fn padded_len(longest: usize, max_positions: usize) -> usize {
+    longest
+        .div_ceil(LENGTH_BUCKET)
+        .saturating_mul(LENGTH_BUCKET)
+        .min(max_positions)
+        .max(longest)
+        .max(1)
 }
 
 /// The padded batch of `seqs[chunk]`: each sequence right-padded with `pad`
@@ -471,11 +505,7 @@ fn plan_batches(seqs: &[Sequence], batch_size: usize, lanes: usize) -> (usize, b
 /// `max_positions`.
 fn token_batch(seqs: &[Sequence], chunk: &[usize], pad: u32, max_positions: usize) -> TokenBatch {
     let longest = chunk.iter().map(|&i| seqs[i].ids.len()).max().unwrap_or(1);
-    let seq_len = longest
-        .div_ceil(LENGTH_BUCKET)
-        .saturating_mul(LENGTH_BUCKET)
-        .min(max_positions)
-        .max(longest);
+    let seq_len = padded_len(longest, max_positions);
     let mut ids = vec![pad; chunk.len() * seq_len];
     let mut key_lens = Vec::with_capacity(chunk.len());
     for (b, &i) in chunk.iter().enumerate() {
@@ -505,24 +535,53 @@ mod tests {
             .collect()
     }
 
+    /// `plan_batches` over `seqs` sorted longest first: the batch sizes, and
+    /// whether the batches run on lanes.
+    fn plan(seqs: &[Sequence], batch_size: usize, lanes: usize, max_rows: usize) -> (Vec<usize>, bool) {
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].ids.len()));
+        let (batches, lanes) = plan_batches(seqs, &order, batch_size, lanes, max_rows, 512);
+        assert_eq!(batches.concat(), order, "every sequence once, in order");
+        (batches.iter().map(|b| b.len()).collect(), lanes)
+    }
+
     #[test]
     fn batches_are_planned_for_the_lanes() {
+        let all = usize::MAX;
         let queries = seqs(&[32; 40]);
         // One lane: the batch size as given, one batch after another.
-        assert_eq!(plan_batches(&queries, 32, 1), (32, false));
+        assert_eq!(plan(&queries, 32, 1, all), (vec![32, 8], false));
         // Queries: at least one batch per lane, even when that makes them
         // smaller, and a multiple of the lanes of near-equal batches.
-        assert_eq!(plan_batches(&queries, 32, 2), (20, true));
-        assert_eq!(plan_batches(&queries, 8, 2), (7, true)); // 6 × 7 − 2, not 5 × 8
-        assert_eq!(plan_batches(&queries, 10, 2), (10, true));
-        assert_eq!(plan_batches(&seqs(&[32; 300]), 32, 2), (30, true));
-        assert_eq!(plan_batches(&queries[..3], 32, 4), (1, true));
-        assert_eq!(plan_batches(&queries[..1], 32, 4), (32, false));
+        assert_eq!(plan(&queries, 32, 2, all), (vec![20, 20], true));
+        assert_eq!(plan(&queries, 8, 2, all), (vec![7, 7, 7, 7, 7, 5], true)); // not 5 × 8
+        assert_eq!(plan(&queries, 10, 2, all), (vec![10; 4], true));
+        assert_eq!(plan(&seqs(&[32; 300]), 32, 2, all), (vec![30; 10], true));
+        assert_eq!(plan(&queries[..3], 32, 4, all), (vec![1; 3], true));
+        assert_eq!(plan(&queries[..1], 32, 4, all), (vec![1], false));
         // Documents of mixed lengths: lanes only with two batches per lane.
         let docs = seqs(&[180, 40, 90, 12, 60, 33, 7, 150]);
-        assert_eq!(plan_batches(&docs, 2, 2), (2, true));
-        assert_eq!(plan_batches(&docs, 3, 2), (3, false));
-        assert_eq!(plan_batches(&docs, 0, 2), (1, true));
+        assert_eq!(plan(&docs, 2, 2, all), (vec![2; 4], true));
+        assert_eq!(plan(&docs, 3, 2, all), (vec![3, 3, 2], false));
+        assert_eq!(plan(&docs, 0, 2, all), (vec![1; 8], true));
+    }
+
+    #[test]
+    fn batches_stay_within_the_backends_rows() {
+        // Queries: 1,024 rows are 32 queries, then split evenly over the lanes.
+        let queries = seqs(&[32; 100]);
+        assert_eq!(plan(&queries, 64, 1, 1024), (vec![32, 32, 32, 4], false));
+        assert_eq!(plan(&queries, 64, 2, 1024), (vec![25; 4], true));
+        // Documents: a batch stops before its padded rows (the longest's
+        // length rounded up to 8, times the count) pass the limit; short
+        // documents fill a batch up to the batch size; one document longer
+        // than the limit still makes a batch.
+        let docs = seqs(&[180, 178, 175, 170, 100, 100, 100, 40, 40, 40, 40, 12, 1200]);
+        let (sizes, _) = plan(&docs, 32, 1, 400);
+        // 1200 → 1; 184·2 ≤ 400 → 180, 178; 176·2 → 175, 170; 104·3 → the
+        // 100s; 40·10 = 400 → the 40s and 12.
+        assert_eq!(sizes, vec![1, 2, 2, 3, 5]);
+        assert_eq!(plan(&docs, 3, 1, 400).0, vec![1, 2, 2, 3, 3, 2]);
     }
 
     #[test]

@@ -130,7 +130,9 @@ impl Encoder {
         each!(self, e => e.describe_backend())
     }
 
-    /// Texts per forward pass (at least 1).
+    /// Texts per forward pass, at most (at least 1). The CPU backend also
+    /// keeps a pass within [`crate::backend::Backend::max_pass_rows`] token
+    /// rows (about 1,024: five 180-token documents, 32 queries).
     pub fn set_batch_size(&mut self, n: usize) -> Result<()> {
         if n == 0 {
             return Err(Error::Input(
