@@ -117,8 +117,8 @@ unsafe fn stage_keys(
     nkp: usize,
     vp: *mut f32,
 ) {
-    // Key j of a 16-key block sits j·stride floats after the block's first;
-    // `head`'s caller keeps whole sequences far below 2³¹ floats.
+    // Key j of a 16-key block sits j·stride floats after the block's first:
+    // i32 offsets, at most 15 rows of the fused QKV tensor.
     let lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     let offsets = _mm512_mullo_epi32(lane, _mm512_set1_epi32(stride as i32));
     for block in 0..nkp / 16 {
@@ -208,9 +208,9 @@ unsafe fn scores_tile<const R: usize, const NV: usize>(
 }
 
 /// `out[i·out_stride + c] = inv[i] · Σ_(j < n_keys) p[i·nkp + j] · v[j·d + c]`
-/// for `r` rows (`WIDE`, `ROWS` or 1): `p` holds a row's exponentials and `inv[i]` the
-/// inverse of their sum, so the softmax's normalisation is one multiply per
-/// output instead of a pass over the scores.
+/// for `r` rows (`WIDE`, `ROWS` or 1): `p` holds a row's exponentials and
+/// `inv[i]` the inverse of their sum, so the softmax's normalisation is one
+/// multiply per output instead of a pass over the scores.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn values_rows(
