@@ -1006,12 +1006,12 @@ impl Backend for CpuBackend {
         Ok(x.clone())
     }
 
-    /// The rayon pool's thread count capped at [`lanes::MAX_LANES`], or
-    /// `COLWGPU_CPU_LANES` (1 turns lanes off).
     fn max_pass_rows(&self) -> Option<usize> {
         Some(CPU_PASS_ROWS)
     }
 
+    /// The rayon pool's thread count capped at [`lanes::MAX_LANES`], or
+    /// `COLWGPU_CPU_LANES` (1 turns lanes off).
     fn lanes(&self) -> usize {
         lanes::count(rayon::current_num_threads())
     }
