@@ -72,14 +72,12 @@ fn bench_matmul(c: &mut Criterion) {
                 colwgpu::backend::cpu::matmul_transposed(&x.data, &w.data, &mut y, m, n, k);
             })
         });
-        let mut split = CpuBackend::new().amx_split_f32();
-        if cpu.f32_linear_kernel() != split.f32_linear_kernel() {
-            group.bench_function(BenchmarkId::new("cpu-amx-split", &name), |bench| {
-                bench.iter(|| {
-                    split
-                        .linear(&x, &w, Some(&b), Activation::Identity)
-                        .unwrap()
-                })
+        // On AMX CPUs `cpu` runs the exact bf16 split; the FMA kernels then
+        // get their own row.
+        let mut fma = CpuBackend::new().fma_f32();
+        if cpu.f32_linear_kernel() != fma.f32_linear_kernel() {
+            group.bench_function(BenchmarkId::new("cpu-fma", &name), |bench| {
+                bench.iter(|| fma.linear(&x, &w, Some(&b), Activation::Identity).unwrap())
             });
         }
         if let Ok(mut cpu) = CpuBackend::with_precision(Precision::Bf16) {

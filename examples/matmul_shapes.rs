@@ -24,6 +24,19 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// `len` values uniform in `[-scale, scale)` from a seeded LCG.
+fn noise(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
 fn clock() -> f64 {
     if std::env::var_os("WALL").is_some() {
         return std::time::UNIX_EPOCH
@@ -70,12 +83,10 @@ fn main() {
         .unwrap_or_else(|| vec![(1152, 384), (384, 384), (1536, 384), (384, 1536)]);
     for &m in &rows {
         for &(n, k) in &shapes {
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.01)
-                .collect();
+            // Pseudo-random values: AMX runs patterned or sparse data
+            // faster than the dense values of real activations and weights.
+            let x = noise(m * k, 1, 1.0);
+            let w = noise(n * k, 2, 0.05);
             let b: Vec<f32> = vec![0.5; n];
             let mut y = vec![0.0f32; m * n];
             let flops = 2.0 * (m * n * k) as f64;

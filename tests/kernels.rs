@@ -111,8 +111,8 @@ fn linear_cpu_matches_f64_reference() {
     }
 }
 
-/// On a CPU with AMX, f32 linear layers can run as exact three-part bf16
-/// splits on the tiles (`amx_split_f32`): their error against f64 must be an
+/// On a CPU with AMX, f32 linear layers run as exact three-part bf16
+/// splits on the tiles (the default there; `amx_split_f32`): their error against f64 must be an
 /// f32 product's. Asserted
 /// against the FMA gemm's own error on the same inputs (max |Δ| no more than
 /// 2× the gemm's, plus 2.5e-7, a few f32 ulps at these sizes),
@@ -122,7 +122,7 @@ fn linear_cpu_matches_f64_reference() {
 #[test]
 fn linear_cpu_split_is_as_accurate_as_fma_gemm() {
     let mut split = CpuBackend::new().amx_split_f32();
-    let mut fma = CpuBackend::new();
+    let mut fma = CpuBackend::new().fma_f32();
     if split.f32_linear_kernel() == fma.f32_linear_kernel() {
         eprintln!("skipped: this CPU runs f32 linears on the FMA gemm only (no AMX-BF16)");
         return;

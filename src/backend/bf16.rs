@@ -172,6 +172,11 @@ impl PackedWeight {
         Self::pack_parts(w, n, k, 3)
     }
 
+    /// Bytes [`PackedWeight::pack_split`] holds for an `n × k` weight.
+    pub fn split_bytes(n: usize, k: usize) -> usize {
+        n.div_ceil(NR) * 3 * k.div_ceil(2).div_ceil(TILE_PAIRS) * TILE_PAIRS * NR * 4
+    }
+
     fn pack_parts(w: &[f32], n: usize, k: usize, parts: usize) -> Self {
         assert_eq!(w.len(), n * k, "bf16 pack: w is not n × k");
         let panels = n.div_ceil(NR);
@@ -271,12 +276,13 @@ pub fn split_available() -> bool {
     available() && amx_available()
 }
 
-/// True when `COLWGPU_F32_GEMM=amx-split` asks for split weights in f32
-/// (read once).
-pub fn split_requested() -> bool {
-    static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ASKED.get_or_init(|| {
-        std::env::var("COLWGPU_F32_GEMM").is_ok_and(|v| v.eq_ignore_ascii_case("amx-split"))
+/// True unless `COLWGPU_F32_GEMM` names an FMA kernel (`fma`, `gemm`,
+/// `packed`; any value but `amx-split`): f32 linears then run as splits on
+/// AMX where [`split_available`] (read once).
+pub fn split_by_default() -> bool {
+    static DEFAULT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DEFAULT.get_or_init(|| {
+        std::env::var("COLWGPU_F32_GEMM").map_or(true, |v| v.eq_ignore_ascii_case("amx-split"))
     })
 }
 
@@ -527,28 +533,43 @@ mod amx {
         rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
     };
 
-    /// Rows per AMX task block (two A tiles).
+    /// Rows per AMX tile block (two A tiles).
     pub const BLOCK_ROWS: usize = 32;
+    /// Rows per AMX task ([`block`]) for rows of `row_bytes`: as many tile
+    /// blocks (1 to 8) as keep the task's bf16 rows within about 1 MiB, so
+    /// they stay in L2 while the panels pass (eight blocks of a split
+    /// 384-wide input, 73 KiB each; three of a split 1536-wide one).
+    pub fn super_rows(row_bytes: usize) -> usize {
+        (((1 << 20) / (BLOCK_ROWS * row_bytes.max(1))).clamp(1, 8)) * BLOCK_ROWS
+    }
 
-    /// `c[32][32] = Σ_(s,t) a_s[32 rows][kq pairs] · b_t[kq pairs][32]` over
-    /// the part pairs `(s, t)` in `parts` (part `s` of an `a` row starts
-    /// `s·kq` pairs in, part `t` of the panel `t·kq·NR` pairs in), on tiles:
-    /// C in tmm0-3, A in tmm4-5, B in tmm6-7. `a` rows are `lda` bytes apart,
-    /// `b` rows (one k-pair of a 32-column panel) 128 bytes; `c` gets 32 rows
-    /// of 32 f32 (128 bytes apart).
+    /// `c[32][32] = Σ_(s,t) a_s[32 rows][kq pairs] · b_t[kq pairs][32]`, on
+    /// tiles: C in tmm0-3, A in tmm4-5, B in tmm6-7. Part `s` of an `a` row
+    /// starts `s·kq` pairs in, part `t` of the panel `t·kq·NR` pairs in. The
+    /// products: the one bf16 product, or for a split weight (`split`) every
+    /// part pair whose indices add up to at most 2 (hi·hi, hi·mid, mid·hi,
+    /// hi·lo, mid·mid, lo·hi), the five small ones first: the accumulator
+    /// then holds only ~2⁻⁷ of the result while their 5k terms go in, so
+    /// their rounding is negligible and the error is that of the k hi·hi
+    /// terms, a plain f32 dot product's (hi·hi first measured 2.9× the FMA
+    /// gemm's error at k = 1536).
+    ///
+    /// `a` is one 32-row block in the tile order of [`super::tile_offset`]
+    /// (each A tile 1 KiB in one piece), `b` rows (one k-pair of a 32-column
+    /// panel) are 128 bytes apart; `c` gets 32 rows of 32 f32 (128 bytes
+    /// apart).
     ///
     /// # Safety
-    /// The tile configuration is loaded on this thread; `a` addresses 32
-    /// rows of the parts named, `b` the panel's parts; `c` 32 × 32 floats;
-    /// `kq` is a multiple of 16; all three 64-byte aligned (for speed).
+    /// The tile configuration is loaded on this thread; `a` addresses the
+    /// block's 32 × `parts·kq` pairs, `b` the panel's parts; `c` 32 × 32
+    /// floats; `kq` is a multiple of 16; all three 64-byte aligned (for speed).
     #[target_feature(enable = "avx512f")]
     unsafe fn tile_32x32(
         kq: usize,
         a: *const u32,
-        lda: usize,
         b: *const u32,
         c: *mut f32,
-        parts: &[(usize, usize)],
+        split: bool,
     ) {
         std::arch::asm!(
             "tilezero tmm0",
@@ -557,35 +578,81 @@ mod amx {
             "tilezero tmm3",
             options(nostack)
         );
-        for &(s, t) in parts {
-            let a0 = a.add(s * kq).cast::<u8>();
-            let a1 = a0.add(16 * lda);
-            let b0 = b.add(t * kq * NR);
+        let a_at = |s: usize, q: usize| a.add(super::tile_offset(0, s * kq + q)).cast::<u8>();
+        let b_at = |t: usize, q: usize| b.add((t * kq + q) * NR).cast::<u8>();
+        if split {
+            // The five small products first, all in one sweep of k: per
+            // k-step the operands walk (2,0) → (1,0) → (1,1) → (0,1) → (0,2),
+            // each move reloading only A or only B, so 12 tile loads feed 20
+            // products (the loads, not the products, bound this loop when
+            // the tiles come from L2).
             let mut q = 0;
             while q < kq {
-                let ap0 = a0.add(q * 4);
-                let ap1 = a1.add(q * 4);
-                let bp0 = b0.add(q * NR).cast::<u8>();
-                let bp1 = bp0.add(64);
                 std::arch::asm!(
-                    "tileloadd tmm4, [{a0} + {lda}*1]",
+                    "tileloadd tmm4, [{a2} + {lda}*1]",
                     "tileloadd tmm6, [{b0} + {ldb}*1]",
                     "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tileloadd tmm7, [{b1} + {ldb}*1]",
+                    "tileloadd tmm7, [{b0} + {ldb}*1 + 64]",
                     "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tileloadd tmm5, [{a1} + {lda}*1]",
+                    "tileloadd tmm5, [{a2} + {lda}*1 + 1024]",
                     "tdpbf16ps tmm2, tmm5, tmm6",
                     "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) ap0,
-                    a1 = in(reg) ap1,
-                    b0 = in(reg) bp0,
-                    b1 = in(reg) bp1,
-                    lda = in(reg) lda,
+                    "tileloadd tmm4, [{a1} + {lda}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tileloadd tmm5, [{a1} + {lda}*1 + 1024]",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    "tileloadd tmm6, [{b1} + {ldb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tileloadd tmm7, [{b1} + {ldb}*1 + 64]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    "tileloadd tmm4, [{a0} + {lda}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tileloadd tmm5, [{a0} + {lda}*1 + 1024]",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    "tileloadd tmm6, [{b2} + {ldb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tileloadd tmm7, [{b2} + {ldb}*1 + 64]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a_at(0, q),
+                    a1 = in(reg) a_at(1, q),
+                    a2 = in(reg) a_at(2, q),
+                    b0 = in(reg) b_at(0, q),
+                    b1 = in(reg) b_at(1, q),
+                    b2 = in(reg) b_at(2, q),
+                    lda = in(reg) 64usize,
                     ldb = in(reg) 128usize,
                     options(nostack, readonly)
                 );
                 q += TILE_PAIRS;
             }
+        }
+        // hi·hi (or the single bf16 product) last.
+        let mut q = 0;
+        while q < kq {
+            std::arch::asm!(
+                "tileloadd tmm4, [{a0} + {lda}*1]",
+                "tileloadd tmm6, [{b0} + {ldb}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b0} + {ldb}*1 + 64]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a0} + {lda}*1 + 1024]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a_at(0, q),
+                b0 = in(reg) b_at(0, q),
+                lda = in(reg) 64usize,
+                ldb = in(reg) 128usize,
+                options(nostack, readonly)
+            );
+            q += TILE_PAIRS;
         }
         let c = c.cast::<u8>();
         std::arch::asm!(
@@ -606,14 +673,17 @@ mod amx {
     #[repr(C, align(64))]
     struct CBlock([f32; BLOCK_ROWS * NR]);
 
-    /// Rows `i0..i0+rows` (≤ 32) × panels `p0..p1` of `y` from the bf16 rows
-    /// `xb` (32 rows of `w.parts·w.kq` pairs from row i0, zero-padded): the
-    /// part pairs of [`super::parts_summed`].
+    /// Rows `i0..i0+rows` (≤ [`super_rows`]) × panels `p0..p1` of `y` from
+    /// the bf16 rows `xb` (`rows` rounded up to 32 rows of `w.parts·w.kq`
+    /// pairs from row i0, zero-padded), by [`tile_32x32`]. Panels run outermost, so one panel's weights
+    /// (the same B tiles) serve every 32-row block before the next panel is
+    /// read: the weights cross from L3 once per superblock, not once per 32
+    /// rows, and the superblock's rows stay in L2.
     ///
     /// # Safety
     /// As [`super::linear`]'s task: the block of `y` is this task's alone;
-    /// `xb` addresses 32 rows of `w.parts·w.kq` pairs, 64-byte aligned; AMX
-    /// is permitted.
+    /// `xb` addresses `rows.div_ceil(32)·32` rows of `w.parts·w.kq` pairs,
+    /// 64-byte aligned; AMX is permitted.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn block(
@@ -630,29 +700,31 @@ mod amx {
     ) {
         std::arch::asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
         let mut c = CBlock([0f32; BLOCK_ROWS * NR]);
-        let parts = super::parts_summed(w.parts);
-        let panel_pairs = w.parts * w.kq * NR;
+        let row_pairs = w.parts * w.kq;
+        let panel_pairs = row_pairs * NR;
         for panel in p0..p1 {
             let c0 = panel * NR;
             let cols = NR.min(n - c0);
-            tile_32x32(
-                w.kq,
-                xb,
-                w.parts * w.kq * 4,
-                w.data.as_ptr().add(panel * panel_pairs),
-                c.0.as_mut_ptr(),
-                parts,
-            );
-            for r in 0..rows {
-                let dst = std::slice::from_raw_parts_mut(y.add((i0 + r) * n + c0), cols);
-                let src = &c.0[r * NR..][..cols];
-                match bias {
-                    Some(b) => {
-                        for ((d, s), b) in dst.iter_mut().zip(src).zip(&b[c0..]) {
-                            *d = s + b;
+            for r0 in (0..rows).step_by(BLOCK_ROWS) {
+                tile_32x32(
+                    w.kq,
+                    xb.add(r0 * row_pairs),
+                    w.data.as_ptr().add(panel * panel_pairs),
+                    c.0.as_mut_ptr(),
+                    w.parts == 3,
+                );
+                for r in 0..BLOCK_ROWS.min(rows - r0) {
+                    let dst =
+                        std::slice::from_raw_parts_mut(y.add((i0 + r0 + r) * n + c0), cols);
+                    let src = &c.0[r * NR..][..cols];
+                    match bias {
+                        Some(b) => {
+                            for ((d, s), b) in dst.iter_mut().zip(src).zip(&b[c0..]) {
+                                *d = s + b;
+                            }
                         }
+                        None => dst.copy_from_slice(src),
                     }
-                    None => dst.copy_from_slice(src),
                 }
             }
         }
@@ -667,21 +739,6 @@ mod amx {
     }
 }
 
-/// The (x part, w part) products [`linear`] sums for weights of `parts`
-/// bf16 terms: the one product, or for the split every pair whose part
-/// indices add up to at most 2 (hi·hi, hi·mid, mid·hi, hi·lo, mid·mid,
-/// lo·hi), smallest first: the accumulator then holds only ~2⁻⁸ of the
-/// result while the 5k small terms go in, so their rounding is negligible
-/// and the error is that of the k hi·hi terms, a plain f32 dot product's
-/// (hi·hi first measured 2.9× the FMA gemm's error at k = 1536).
-fn parts_summed(parts: usize) -> &'static [(usize, usize)] {
-    if parts == 3 {
-        &[(0, 2), (1, 1), (2, 0), (0, 1), (1, 0), (0, 0)]
-    } else {
-        &[(0, 0)]
-    }
-}
-
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod amx {
     use super::*;
@@ -689,6 +746,9 @@ mod amx {
         false
     }
     pub const BLOCK_ROWS: usize = 32;
+    pub fn super_rows(_row_bytes: usize) -> usize {
+        BLOCK_ROWS
+    }
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn block(
         _xb: *const u32,
@@ -822,42 +882,54 @@ fn linear_amx(
     let xb = scratch.get_or_insert_with(AlignedU32::default);
     xb.reuse(blocks * bm * row_pairs);
     let split = w.is_split();
-    let convert = |(row, dst): (usize, &mut [u32])| {
-        if row < m {
+    // Each 32-row block is converted row by row into `line`, then its
+    // 16-pair pieces are scattered to the tile order ([`tile_offset`]).
+    // Rows past m are left as they are: their sums are never stored.
+    let convert = |line: &mut Vec<u32>, (blk, dst): (usize, &mut [u32])| {
+        line.resize(row_pairs, 0);
+        for r in 0..bm.min(m - blk * bm) {
+            let row = blk * bm + r;
             // The pairs past k (and the odd k's last high half) must be zero:
             // the packed weight's are, but 0 · garbage can be NaN.
-            for part in dst.chunks_exact_mut(kq) {
+            for part in line.chunks_exact_mut(kq) {
                 part[k / 2..].fill(0);
             }
             let src = &x[row * k..][..k];
             if split {
-                split_row(src, dst, kq);
+                split_row(src, line, kq);
             } else {
-                round_row(src, dst);
+                round_row(src, line);
+            }
+            for (p, piece) in line.chunks_exact(TILE_PAIRS).enumerate() {
+                let at = tile_offset(r, p * TILE_PAIRS);
+                dst[at..at + TILE_PAIRS].copy_from_slice(piece);
             }
         }
     };
     if parallel {
         xb.as_mut_slice()
-            .par_chunks_mut(row_pairs)
+            .par_chunks_mut(bm * row_pairs)
             .enumerate()
-            .for_each(convert);
+            .for_each_init(Vec::new, convert);
     } else {
+        let mut line = Vec::new();
         xb.as_mut_slice()
-            .chunks_mut(row_pairs)
+            .chunks_mut(bm * row_pairs)
             .enumerate()
-            .for_each(convert);
+            .for_each(|item| convert(&mut line, item));
     }
     let out = OutPtr(y.as_mut_ptr());
-    super::blocks::for_each_block(blocks, n.div_ceil(NR), parallel, |_: &mut (), blk, p0, p1| {
-        let i0 = blk * bm;
-        // SAFETY: rows i0..i0+32 of xb exist (padded); the task writes rows
-        // i0..min(i0+32, m), columns p0·NR..min(p1·NR, n) of y alone; AMX
-        // permission was granted (amx_available).
+    let sb = amx::super_rows(row_pairs * 4);
+    super::blocks::for_each_block(m.div_ceil(sb), n.div_ceil(NR), parallel, |_: &mut (), blk, p0, p1| {
+        let i0 = blk * sb;
+        // SAFETY: rows i0..i0+min(sb, m-i0) rounded up to 32 of xb exist
+        // (padded); the task writes rows i0..min(i0+sb, m), columns
+        // p0·NR..min(p1·NR, n) of y alone; AMX permission was granted
+        // (amx_available).
         unsafe {
             amx::block(
                 xb.as_ptr().add(i0 * row_pairs),
-                bm.min(m - i0),
+                sb.min(m - i0),
                 i0,
                 w,
                 bias,
@@ -870,6 +942,15 @@ fn linear_amx(
         };
     });
     XB.with(|cell| cell.set(scratch));
+}
+
+/// Where pair `p` of row `r` (< 32) of a 32-row block sits in
+/// [`linear_amx`]'s buffer: k-steps of 16 pairs one after another, each two
+/// 1 KiB A tiles (rows 0-15, then 16-31) of 16 rows × 16 pairs, so every
+/// tile load reads one contiguous KiB and a block's k-steps one stream.
+#[inline(always)]
+fn tile_offset(r: usize, p: usize) -> usize {
+    (p / TILE_PAIRS) * 2 * 16 * TILE_PAIRS + (r / 16) * 16 * TILE_PAIRS + (r % 16) * TILE_PAIRS + p % TILE_PAIRS
 }
 
 thread_local! {

@@ -45,9 +45,12 @@ pub struct CpuBackend {
     pool: Vec<Vec<f32>>,
     /// Arithmetic of the linear layers.
     precision: Precision,
-    /// f32 linear layers as exact bf16 splits on AMX instead of the FMA gemm
-    /// ([`CpuBackend::amx_split_f32`]).
-    amx_split: bool,
+    /// f32 linear layers as exact bf16 splits on AMX: `None` (the default)
+    /// where the CPU has AMX-BF16 and `COLWGPU_F32_GEMM` does not name an
+    /// FMA kernel, within the packing budget; `Some(true)` always on AMX
+    /// ([`CpuBackend::amx_split_f32`]); `Some(false)` never
+    /// ([`CpuBackend::fma_f32`]).
+    amx_split: Option<bool>,
     /// f32 linear layers on the packed kernel at every batch size
     /// ([`CpuBackend::batch_invariant_f32`]).
     batch_invariant: bool,
@@ -74,17 +77,23 @@ impl CpuBackend {
     }
 
     /// This backend with its f32 linear layers run as exact three-part bf16
-    /// splits on the AMX tiles ([`bf16::PackedWeight::pack_split`]: six bf16 products per
-    /// f32 one, error measured no larger than the FMA gemm's) where the CPU
-    /// has AMX-BF16; elsewhere unchanged. Not the default: on the Sapphire
-    /// Rapids VM it was measured on, AMX ran random data at ~5× the FMA
-    /// gemm's rate, short of the 6× the split needs (its linears took
-    /// 1.3–1.4× the gemm's time inside the encoder, 1.5–4× in the kernel
-    /// bench). For
-    /// CPUs where AMX runs at full rate; `COLWGPU_F32_GEMM=amx-split` turns
-    /// it on for a process.
+    /// splits on the AMX tiles ([`bf16::PackedWeight::pack_split`]: six bf16
+    /// products per f32 one, error measured below the FMA gemm's) wherever the
+    /// CPU has AMX-BF16, whatever `COLWGPU_F32_GEMM` says and past the packing
+    /// budget; elsewhere unchanged. The default already does this on AMX
+    /// CPUs, within [`sgemm::PACK_BUDGET_BYTES`].
     pub fn amx_split_f32(mut self) -> Self {
-        self.amx_split = true;
+        self.amx_split = Some(true);
+        self
+    }
+
+    /// This backend with its f32 linear layers on the FMA kernels (the packed
+    /// AVX-512 one and the `gemm` crate) even where the CPU has AMX-BF16, as
+    /// `COLWGPU_F32_GEMM=fma` (or `gemm`, `packed`) does for a process. On AMX
+    /// the default runs them as exact bf16 splits on the tiles, faster
+    /// (`bf16::PackedWeight::pack_split`); this is for comparing the two.
+    pub fn fma_f32(mut self) -> Self {
+        self.amx_split = Some(false);
         self
     }
 
@@ -123,8 +132,10 @@ impl CpuBackend {
         }
     }
 
+    /// True when f32 linears run as bf16 splits on AMX (for weights within
+    /// the packing budget, unless forced).
     fn uses_split(&self) -> bool {
-        (self.amx_split || bf16::split_requested()) && bf16::split_available()
+        self.amx_split.unwrap_or_else(bf16::split_by_default) && bf16::split_available()
     }
 
     /// A backend whose linear layers run at `precision`; bf16 needs a CPU
@@ -926,19 +937,26 @@ impl Backend for CpuBackend {
         // bf16 packings ([`PackCache::get`] for `--precision bf16`, the
         // exact split [`PackCache::get_split`] for f32 on AMX) and the f32
         // panels are made once, on first use, and kept with the weight.
-        let bf16_on = |packing: fn(&HostMatrix) -> &bf16::PackedWeight| {
-            move |x: &[f32], m, b: Option<&[f32]>, y: &mut [f32], gelu| {
-                bf16::linear(x, m, packing(w), b, y, gelu, true)
-            }
-        };
-        let out = match self.precision {
-            // F16 is refused by `with_precision`.
+        let f32_split = match self.precision {
             Precision::F32 | Precision::F16 if self.uses_split() => {
-                linear_with(x, w, bias, act, buffer, bf16_on(PackCache::get_split))
+                if self.amx_split == Some(true) {
+                    Some(PackCache::get_split(w))
+                } else {
+                    PackCache::get_split_within_budget(w)
+                }
+            }
+            _ => None,
+        };
+        let out = match (self.precision, f32_split) {
+            // F16 is refused by `with_precision`.
+            (Precision::F32 | Precision::F16, Some(packed)) => {
+                linear_with(x, w, bias, act, buffer, |x, m, b, y, gelu| {
+                    bf16::linear(x, m, packed, b, y, gelu, true)
+                })
             }
             // A few rows (one query) read the weight in place: no packing
             // for a one-off call, the same bits as the packed kernel.
-            Precision::F32 | Precision::F16
+            (Precision::F32 | Precision::F16, None)
                 if x.rows <= sgemm::IN_PLACE_ROWS && sgemm::available() =>
             {
                 linear_with(x, w, bias, act, buffer, |x, m, b, y, gelu| {
@@ -947,7 +965,7 @@ impl Backend for CpuBackend {
             }
             // Up to about a hundred rows the weight packed once wins; larger
             // batches run faster on the `gemm` crate (`PACKED_MAX_ROWS`).
-            Precision::F32 | Precision::F16 if self.packs_f32(x.rows) => {
+            (Precision::F32 | Precision::F16, None) if self.packs_f32(x.rows) => {
                 match PackCache::get_f32(w) {
                     Some(packed) => linear_with(x, w, bias, act, buffer, |x, m, b, y, gelu| {
                         sgemm::linear(x, m, packed, b, y, gelu, true)
@@ -955,8 +973,10 @@ impl Backend for CpuBackend {
                     None => linear_forward(x, w, bias, act, buffer),
                 }
             }
-            Precision::F32 | Precision::F16 => linear_forward(x, w, bias, act, buffer),
-            Precision::Bf16 => linear_with(x, w, bias, act, buffer, bf16_on(PackCache::get)),
+            (Precision::F32 | Precision::F16, None) => linear_forward(x, w, bias, act, buffer),
+            (Precision::Bf16, _) => linear_with(x, w, bias, act, buffer, |x, m, b, y, gelu| {
+                bf16::linear(x, m, PackCache::get(w), b, y, gelu, true)
+            }),
         };
         let op = match act {
             Activation::Identity => "linear",
@@ -1221,7 +1241,7 @@ mod tests {
         if !sgemm::available() {
             return;
         }
-        let mut backend = CpuBackend::new().batch_invariant_f32();
+        let mut backend = CpuBackend::new().fma_f32().batch_invariant_f32();
         assert_eq!(backend.f32_linear_kernel(), "avx512-packed");
         let (m, n, k) = (sgemm::PACKED_MAX_ROWS + 20, 70, 300);
         let x = matrix(m, k, 10);
@@ -1241,8 +1261,50 @@ mod tests {
         assert_eq!(y_last.data, y.data[(m - 5) * n..]);
     }
 
-    /// Where the CPU has AVX-512F, the default f32 linear runs the packed
-    /// kernel: past `IN_PLACE_ROWS` rows the weight is packed on first use and
+    /// Where AMX-BF16 is granted, the default f32 linear is the exact bf16
+    /// split (the weight packed once, within the budget): a batch's rows
+    /// equal the same rows computed alone, bit for bit, and stay within f32
+    /// rounding of the FMA kernels' (bias and GELU included).
+    #[test]
+    fn default_f32_on_amx_is_the_split_and_batch_invariant() {
+        if !(bf16::split_available() && bf16::split_by_default()) {
+            eprintln!("skipped: no AMX-BF16 here (or COLWGPU_F32_GEMM names an FMA kernel)");
+            return;
+        }
+        let mut backend = CpuBackend::new();
+        assert_eq!(backend.f32_linear_kernel(), "amx-bf16x3-split");
+        let (m, n, k) = (300, 70, 300);
+        let x = matrix(m, k, 13);
+        let w = matrix(n, k, 14);
+        let b = matrix(1, n, 15);
+        let y = backend
+            .linear(&x, &w, Some(&b), Activation::Gelu)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(format!("{:?}", w.packed), "split");
+        let last = HostMatrix::new(5, k, x.data[(m - 5) * k..].to_vec())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let alone = matrix(n, k, 14);
+        let y_last = backend
+            .linear(&last, &alone, Some(&b), Activation::Gelu)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(y_last.data, y.data[(m - 5) * n..]);
+        let fma = CpuBackend::new()
+            .fma_f32()
+            .linear(&x, &w, Some(&b), Activation::Gelu)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let worst = y
+            .data
+            .iter()
+            .zip(&fma.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // |y| reaches ~100 here (k = 300 terms of size ≤ 1): a few f32 ulps.
+        assert!(worst < 1e-4, "split vs fma: max |Δ| {worst}");
+        assert_ne!(y.data, fma.data, "the split did not run");
+    }
+
+    /// Where the CPU has AVX-512F, the FMA f32 linear (the default without
+    /// AMX) runs the packed kernel: past `IN_PLACE_ROWS` rows the weight is packed on first use and
     /// kept (the second call reuses it), and the result stays within f32
     /// rounding of the `gemm` crate's on the same inputs (bias and GELU
     /// included); a few rows on a fresh weight pack nothing and give the same
@@ -1250,7 +1312,7 @@ mod tests {
     /// Elsewhere nothing is packed.
     #[test]
     fn f32_linear_packs_weights_once_and_agrees_with_gemm() {
-        let mut backend = CpuBackend::new();
+        let mut backend = CpuBackend::new().fma_f32();
         // Between the rows that read the weight in place and the crate's.
         const { assert!(sgemm::IN_PLACE_ROWS + 8 < sgemm::PACKED_MAX_ROWS) };
         let (m, n, k) = ((sgemm::IN_PLACE_ROWS + sgemm::PACKED_MAX_ROWS) / 2 + 1, 70, 300);

@@ -45,6 +45,16 @@ pub(crate) struct PackCache {
     transposed: std::sync::OnceLock<Option<std::sync::Arc<sgemm::TransposedF32>>>,
     rounded: std::sync::OnceLock<std::sync::Arc<bf16::PackedWeight>>,
     split: std::sync::OnceLock<std::sync::Arc<bf16::PackedWeight>>,
+    /// The split made within the packing budget (the default f32 path on
+    /// AMX), with its reservation; `None` once the budget was spent.
+    split_budgeted: std::sync::OnceLock<Option<std::sync::Arc<BudgetedSplit>>>,
+}
+
+/// A split packing counted against [`sgemm::PACK_BUDGET_BYTES`] while alive.
+#[derive(Debug)]
+pub(crate) struct BudgetedSplit {
+    weight: bf16::PackedWeight,
+    _reserved: sgemm::Reservation,
 }
 
 impl PackCache {
@@ -83,6 +93,25 @@ impl PackCache {
             .get_or_init(|| std::sync::Arc::new(bf16::PackedWeight::pack(&m.data, m.rows, m.cols)))
     }
 
+    /// The split packing of `m` for the default f32 path on AMX, made on
+    /// first call when the packed weights alive stay within
+    /// [`sgemm::PACK_BUDGET_BYTES`]; `None` otherwise (then an FMA kernel runs).
+    pub(crate) fn get_split_within_budget(m: &HostMatrix) -> Option<&bf16::PackedWeight> {
+        m.packed
+            .split_budgeted
+            .get_or_init(|| {
+                let bytes = bf16::PackedWeight::split_bytes(m.rows, m.cols);
+                sgemm::Reservation::within_budget(bytes).map(|reserved| {
+                    std::sync::Arc::new(BudgetedSplit {
+                        weight: bf16::PackedWeight::pack_split(&m.data, m.rows, m.cols),
+                        _reserved: reserved,
+                    })
+                })
+            })
+            .as_ref()
+            .map(|s| &s.weight)
+    }
+
     /// The split packing of `m` (`hi + mid + lo`, exact), made on first call.
     pub(crate) fn get_split(m: &HostMatrix) -> &bf16::PackedWeight {
         m.packed.split.get_or_init(|| {
@@ -97,7 +126,11 @@ impl std::fmt::Debug for PackCache {
             (self.f32.get().is_some_and(|p| p.is_some()), "f32"),
             (self.transposed.get().is_some_and(|p| p.is_some()), "f32ᵀ"),
             (self.rounded.get().is_some(), "bf16"),
-            (self.split.get().is_some(), "split"),
+            (
+                self.split.get().is_some()
+                    || self.split_budgeted.get().is_some_and(|p| p.is_some()),
+                "split",
+            ),
         ]
         .iter()
         .filter_map(|&(made, name)| made.then_some(name))

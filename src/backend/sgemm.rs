@@ -92,6 +92,25 @@ pub const PACK_BUDGET_BYTES: usize = 2 << 30;
 /// Bytes of [`PackedF32`] and [`TransposedF32`] alive now.
 static PACKED_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// `bytes` of packed weights counted against [`PACK_BUDGET_BYTES`] while
+/// this lives ([`Reservation::within_budget`]).
+#[derive(Debug)]
+pub(crate) struct Reservation(usize);
+
+impl Reservation {
+    /// Counts `bytes` when that keeps the packed weights alive within
+    /// [`PACK_BUDGET_BYTES`]; `None` (nothing counted) otherwise.
+    pub(crate) fn within_budget(bytes: usize) -> Option<Self> {
+        reserve_within_budget(bytes).then_some(Self(bytes))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        PACKED_BYTES.fetch_sub(self.0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Counts `bytes` more of packed weights alive when that keeps them within
 /// [`PACK_BUDGET_BYTES`]; false (nothing counted) otherwise.
 fn reserve_within_budget(bytes: usize) -> bool {
