@@ -1,7 +1,8 @@
-//! The native CPU backend: linear layers on the AVX-512 kernel with weights
-//! packed once ([`sgemm`]) where the CPU has AVX-512F, otherwise (and for the
-//! attention products) through the `gemm` crate (AVX2/FMA when the CPU has
-//! them); everything else row-parallel with rayon. It is both the fast
+//! The native CPU backend: f32 linear layers as exact three-part bf16 splits
+//! on the AMX tiles where the CPU has AMX-BF16 ([`bf16`]), else on the AVX-512
+//! kernel with weights packed once ([`sgemm`]) where it has AVX-512F,
+//! otherwise (and for the attention products) through the `gemm` crate
+//! (AVX2/FMA when the CPU has them); everything else row-parallel with rayon. It is both the fast
 //! path on machines without a hardware GPU and the reference the WGSL kernels
 //! are tested against.
 
