@@ -883,26 +883,33 @@ fn linear_amx(
     let bm = amx::BLOCK_ROWS;
     let blocks = m.div_ceil(bm);
     let row_pairs = w.parts * kq;
+    let panels = n.div_ceil(NR);
+    let sb = amx::super_rows(row_pairs * 4);
+    // On one thread (a lane, or a one-thread pool) each superblock's rows are
+    // converted just before its products, into a buffer of one superblock
+    // that stays in L2; shared among threads, all rows are converted first.
+    let serial = !parallel || rayon::current_num_threads() == 1;
     // The rounded rows go to this thread's scratch buffer (no fresh zeroed
     // megabytes per call); a nested call on the same thread (a rayon worker
     // that steals another linear while waiting) gets its own.
     let mut scratch = XB.with(|cell| cell.take());
     let xb = scratch.get_or_insert_with(AlignedU32::default);
-    xb.reuse(blocks * bm * row_pairs);
+    let held_blocks = if serial { blocks.min(sb / bm) } else { blocks };
+    xb.reuse(held_blocks * bm * row_pairs);
     let split = w.is_split();
-    // Each 32-row block is converted row by row into `line`, then its
-    // 16-pair pieces are scattered to the tile order ([`tile_offset`]).
-    // Rows past m are left as they are: their sums are never stored.
-    let convert = |line: &mut Vec<u32>, (blk, dst): (usize, &mut [u32])| {
+    // The 32-row block from row `row0` is converted row by row into `line`,
+    // then its 16-pair pieces are scattered to the tile order
+    // ([`tile_offset`]). Rows past m are left as they are: their sums are
+    // never stored.
+    let convert = |line: &mut Vec<u32>, row0: usize, dst: &mut [u32]| {
         line.resize(row_pairs, 0);
-        for r in 0..bm.min(m - blk * bm) {
-            let row = blk * bm + r;
+        for r in 0..bm.min(m - row0) {
             // The pairs past k (and the odd k's last high half) must be zero:
             // the packed weight's are, but 0 · garbage can be NaN.
             for part in line.chunks_exact_mut(kq) {
                 part[k / 2..].fill(0);
             }
-            let src = &x[row * k..][..k];
+            let src = &x[(row0 + r) * k..][..k];
             if split {
                 split_row(src, line, kq);
             } else {
@@ -914,41 +921,51 @@ fn linear_amx(
             }
         }
     };
-    if parallel {
+    let out = OutPtr(y.as_mut_ptr());
+    if serial {
+        let mut line = Vec::new();
+        for i0 in (0..m).step_by(sb) {
+            let rows = sb.min(m - i0);
+            for (b, dst) in xb
+                .as_mut_slice()
+                .chunks_mut(bm * row_pairs)
+                .take(rows.div_ceil(bm))
+                .enumerate()
+            {
+                convert(&mut line, i0 + b * bm, dst);
+            }
+            // SAFETY: xb holds rows i0..i0+rows rounded up to 32 (just
+            // converted); this call alone writes y; AMX permission was
+            // granted (amx_available).
+            unsafe { amx::block(xb.as_ptr(), rows, i0, w, bias, out.ptr(), n, 0, panels, gelu) };
+        }
+    } else {
         xb.as_mut_slice()
             .par_chunks_mut(bm * row_pairs)
             .enumerate()
-            .for_each_init(Vec::new, convert);
-    } else {
-        let mut line = Vec::new();
-        xb.as_mut_slice()
-            .chunks_mut(bm * row_pairs)
-            .enumerate()
-            .for_each(|item| convert(&mut line, item));
+            .for_each_init(Vec::new, |line, (b, dst)| convert(line, b * bm, dst));
+        super::blocks::for_each_block(m.div_ceil(sb), panels, true, |_: &mut (), blk, p0, p1| {
+            let i0 = blk * sb;
+            // SAFETY: rows i0..i0+min(sb, m-i0) rounded up to 32 of xb exist
+            // (padded); the task writes rows i0..min(i0+sb, m), columns
+            // p0·NR..min(p1·NR, n) of y alone; AMX permission was granted
+            // (amx_available).
+            unsafe {
+                amx::block(
+                    xb.as_ptr().add(i0 * row_pairs),
+                    sb.min(m - i0),
+                    i0,
+                    w,
+                    bias,
+                    out.ptr(),
+                    n,
+                    p0,
+                    p1,
+                    gelu,
+                )
+            };
+        });
     }
-    let out = OutPtr(y.as_mut_ptr());
-    let sb = amx::super_rows(row_pairs * 4);
-    super::blocks::for_each_block(m.div_ceil(sb), n.div_ceil(NR), parallel, |_: &mut (), blk, p0, p1| {
-        let i0 = blk * sb;
-        // SAFETY: rows i0..i0+min(sb, m-i0) rounded up to 32 of xb exist
-        // (padded); the task writes rows i0..min(i0+sb, m), columns
-        // p0·NR..min(p1·NR, n) of y alone; AMX permission was granted
-        // (amx_available).
-        unsafe {
-            amx::block(
-                xb.as_ptr().add(i0 * row_pairs),
-                sb.min(m - i0),
-                i0,
-                w,
-                bias,
-                out.ptr(),
-                n,
-                p0,
-                p1,
-                gelu,
-            )
-        };
-    });
     XB.with(|cell| cell.set(scratch));
 }
 
@@ -1204,5 +1221,44 @@ mod tests {
         let mut fused = vec![0.0; m * n];
         linear(&x, m, &packed, Some(&b), &mut fused, true, true);
         assert_eq!(plain, fused);
+    }
+
+    /// The exact split over several superblocks (587 rows: three of 256
+    /// rows at k = 384, the last partial and not a multiple of 32), with a
+    /// bias: on one thread (each superblock converted just before its
+    /// products) and shared among threads (all rows converted first) the
+    /// results are the same bits, and within an f32 dot product's rounding
+    /// of the f64 sum.
+    #[test]
+    fn split_serial_and_parallel_agree_across_superblocks() {
+        if !split_available() {
+            eprintln!("skipped: no AMX-BF16 here");
+            return;
+        }
+        let (m, n, k) = (587, 70, 384);
+        assert!(m > 2 * amx::super_rows(3 * k / 2 * 4));
+        let x = values(m * k, 11);
+        let w = values(n * k, 12);
+        let b = values(n, 13);
+        let packed = PackedWeight::pack_split(&w, n, k);
+        let mut serial = vec![f32::NAN; m * n];
+        linear(&x, m, &packed, Some(&b), &mut serial, false, false);
+        let mut shared = vec![f32::NAN; m * n];
+        linear(&x, m, &packed, Some(&b), &mut shared, false, true);
+        assert_eq!(serial, shared);
+        for i in 0..m {
+            for j in 0..n {
+                let mut want = b[j] as f64;
+                let mut mag = want.abs();
+                for p in 0..k {
+                    let t = x[i * k + p] as f64 * w[j * k + p] as f64;
+                    want += t;
+                    mag += t.abs();
+                }
+                let tol = 2.0 * f32::EPSILON as f64 * mag * (k as f64).sqrt();
+                let got = serial[i * n + j] as f64;
+                assert!((got - want).abs() <= tol, "({i},{j}): {got} vs {want}");
+            }
+        }
     }
 }
