@@ -286,6 +286,17 @@ pub fn split_by_default() -> bool {
     })
 }
 
+/// True when the default f32 path should run an `n × k` weight as a split
+/// on AMX: its split packing is at most 32 MiB and k at most 4096. The
+/// kernel re-reads the whole weight for every superblock of rows, which
+/// pays while the weight stays in L3 (BERT shapes at 1,024 rows, one thread:
+/// 1.3–1.4× the `gemm` crate at k = 384 and 768, level at k = 1536 and 3072;
+/// 4096 × 1024, 25 MB: 1.1×) and not beyond (a page model's 8960 × 1536,
+/// 82 MB: 0.93×; 1536 × 8960: 0.48×), where the FMA kernels block for cache.
+pub fn split_pays(n: usize, k: usize) -> bool {
+    k <= 4096 && PackedWeight::split_bytes(n, k) <= 32 << 20
+}
+
 /// [`linear`] with `vdpbf16ps` (AVX512-BF16); inputs checked by the caller.
 fn linear_vdp(
     x: &[f32],

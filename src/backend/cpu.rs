@@ -48,7 +48,8 @@ pub struct CpuBackend {
     precision: Precision,
     /// f32 linear layers as exact bf16 splits on AMX: `None` (the default)
     /// where the CPU has AMX-BF16 and `COLWGPU_F32_GEMM` does not name an
-    /// FMA kernel, within the packing budget; `Some(true)` always on AMX
+    /// FMA kernel, for weights where it pays ([`bf16::split_pays`]) within
+    /// the packing budget; `Some(true)` always on AMX
     /// ([`CpuBackend::amx_split_f32`]); `Some(false)` never
     /// ([`CpuBackend::fma_f32`]).
     amx_split: Option<bool>,
@@ -133,8 +134,9 @@ impl CpuBackend {
         }
     }
 
-    /// True when f32 linears run as bf16 splits on AMX (for weights within
-    /// the packing budget, unless forced).
+    /// True when f32 linears run as bf16 splits on AMX (unless forced, for
+    /// the weights where it pays, [`bf16::split_pays`], within the packing
+    /// budget).
     fn uses_split(&self) -> bool {
         self.amx_split.unwrap_or_else(bf16::split_by_default) && bf16::split_available()
     }
@@ -942,8 +944,10 @@ impl Backend for CpuBackend {
             Precision::F32 | Precision::F16 if self.uses_split() => {
                 if self.amx_split == Some(true) {
                     Some(PackCache::get_split(w))
-                } else {
+                } else if bf16::split_pays(w.rows, w.cols) {
                     PackCache::get_split_within_budget(w)
+                } else {
+                    None
                 }
             }
             _ => None,
@@ -1302,6 +1306,14 @@ mod tests {
         // |y| reaches ~100 here (k = 300 terms of size ≤ 1): a few f32 ulps.
         assert!(worst < 1e-4, "split vs fma: max |Δ| {worst}");
         assert_ne!(y.data, fma.data, "the split did not run");
+        // A weight with more inputs than the split pays for stays on FMA.
+        let k = 4100;
+        assert!(!bf16::split_pays(16, k));
+        let wide = matrix(16, k, 16);
+        backend
+            .linear(&matrix(40, k, 17), &wide, None, Activation::Identity)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{:?}", wide.packed).contains("split"), "{:?}", wide.packed);
     }
 
     /// Where the CPU has AVX-512F, the FMA f32 linear (the default without
