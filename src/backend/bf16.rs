@@ -17,10 +17,12 @@
 //!
 //! On AMX (Sapphire Rapids and later) the same product runs on the tiles
 //! instead: the packed panels are already the tiles' B layout, `x` is
-//! rounded once per call into 64-byte-aligned rows, and a task computes 32
-//! rows × 32 columns at a time in four C tiles. The tiles also give an exact
-//! f32 product ([`PackedWeight::pack_split`], opt-in): `x` and `w` split into three bf16
-//! parts each ([`split3`]), six part products summed in f32.
+//! rounded into 64-byte-aligned buffers in tile order, and a task runs a
+//! superblock of rows (kept in L2) past every panel, 32 rows × 32 columns at
+//! a time in four C tiles. The tiles also give an exact f32 product
+//! ([`PackedWeight::pack_split`], the CPU backend's default f32 linear on AMX
+//! where [`split_pays`]): `x` and `w` split into three bf16 parts each
+//! ([`split3`]), six part products summed in f32.
 //!
 //! Only on x86-64 CPUs with AVX512-BF16 ([`available`]); elsewhere the
 //! backend refuses the mode with a clear error (see `CpuBackend::with_precision`).
@@ -879,8 +881,9 @@ unsafe fn split_row_avx512(src: *const f32, dst: *mut u16, stride: usize, blocks
     }
 }
 
-/// [`linear`] on AMX: `x` rounded to bf16 once (rows padded to 32, k to
-/// the packed depth), then tasks of 32 rows × a range of panels.
+/// [`linear`] on AMX: `x` rounded (or split) to bf16 in tile order (rows
+/// padded to 32, k to the packed depth), then superblocks of rows × runs of
+/// panels ([`amx::block`]).
 fn linear_amx(
     x: &[f32],
     m: usize,

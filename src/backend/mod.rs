@@ -36,9 +36,10 @@ pub struct HostMatrix {
 
 /// Lazily packed forms of a weight (see [`HostMatrix::packed`]): the f32
 /// panels of the AVX-512 kernel and the transpose the `gemm` crate reads in
-/// place (the default f32 paths, by batch size), the bf16 rounding
-/// (`--precision bf16`) and the exact three-term split (f32 on AMX, opt-in),
-/// each made on first use.
+/// place (the f32 paths without AMX, by batch size), the bf16 rounding
+/// (`--precision bf16`) and the exact three-term split (the default f32 path
+/// on AMX: budgeted, or forced by `CpuBackend::amx_split_f32`), each made on
+/// first use.
 #[derive(Default, Clone)]
 pub(crate) struct PackCache {
     f32: std::sync::OnceLock<Option<std::sync::Arc<sgemm::PackedF32>>>,
