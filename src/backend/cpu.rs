@@ -1248,22 +1248,40 @@ mod tests {
         }
         let mut backend = CpuBackend::new().fma_f32().batch_invariant_f32();
         assert_eq!(backend.f32_linear_kernel(), "avx512-packed");
-        let (m, n, k) = (sgemm::PACKED_MAX_ROWS + 20, 70, 300);
-        let x = matrix(m, k, 10);
-        let w = matrix(n, k, 11);
-        let b = matrix(1, n, 12);
+        let run = batch_and_last_rows(&mut backend, sgemm::PACKED_MAX_ROWS + 20, 10);
+        assert_eq!(format!("{:?}", run.w.packed), "f32");
+        assert_eq!(run.alone_packed, "-");
+        assert_eq!(run.y_last.data, run.y.data[(run.x.rows - 5) * run.w.rows..]);
+    }
+
+    /// A GELU linear (n = 70, k = 300) of an `m`-row batch (inputs seeded
+    /// from `seed`), and of its last five rows alone against a fresh copy of
+    /// the weight, with the copy's packing as left by that call.
+    struct BatchAndLastRows {
+        x: HostMatrix,
+        w: HostMatrix,
+        b: HostMatrix,
+        y: HostMatrix,
+        y_last: HostMatrix,
+        alone_packed: String,
+    }
+
+    fn batch_and_last_rows(backend: &mut CpuBackend, m: usize, seed: usize) -> BatchAndLastRows {
+        let (n, k) = (70, 300);
+        let x = matrix(m, k, seed);
+        let w = matrix(n, k, seed + 1);
+        let b = matrix(1, n, seed + 2);
         let y = backend
             .linear(&x, &w, Some(&b), Activation::Gelu)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(format!("{:?}", w.packed), "f32");
         let last = HostMatrix::new(5, k, x.data[(m - 5) * k..].to_vec())
             .unwrap_or_else(|e| panic!("{e}"));
-        let alone = matrix(n, k, 11);
+        let alone = matrix(n, k, seed + 1);
         let y_last = backend
             .linear(&last, &alone, Some(&b), Activation::Gelu)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(format!("{:?}", alone.packed), "-");
-        assert_eq!(y_last.data, y.data[(m - 5) * n..]);
+        let alone_packed = format!("{:?}", alone.packed);
+        BatchAndLastRows { x, w, b, y, y_last, alone_packed }
     }
 
     /// Where AMX-BF16 is granted, the default f32 linear is the exact bf16
@@ -1278,21 +1296,11 @@ mod tests {
         }
         let mut backend = CpuBackend::new();
         assert_eq!(backend.f32_linear_kernel(), "amx-bf16x3-split");
-        let (m, n, k) = (300, 70, 300);
-        let x = matrix(m, k, 13);
-        let w = matrix(n, k, 14);
-        let b = matrix(1, n, 15);
-        let y = backend
-            .linear(&x, &w, Some(&b), Activation::Gelu)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let BatchAndLastRows { x, w, b, y, y_last, alone_packed } =
+            batch_and_last_rows(&mut backend, 300, 13);
         assert_eq!(format!("{:?}", w.packed), "split");
-        let last = HostMatrix::new(5, k, x.data[(m - 5) * k..].to_vec())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let alone = matrix(n, k, 14);
-        let y_last = backend
-            .linear(&last, &alone, Some(&b), Activation::Gelu)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(y_last.data, y.data[(m - 5) * n..]);
+        assert_eq!(alone_packed, "split");
+        assert_eq!(y_last.data, y.data[(x.rows - 5) * w.rows..]);
         let fma = CpuBackend::new()
             .fma_f32()
             .linear(&x, &w, Some(&b), Activation::Gelu)
