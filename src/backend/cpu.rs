@@ -1194,6 +1194,11 @@ impl Backend for CpuBackend {
 mod tests {
     use super::*;
 
+    /// The largest |a[i] − b[i]|.
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
+    }
+
     fn matrix(rows: usize, cols: usize, seed: usize) -> HostMatrix {
         let data = (0..rows * cols)
             .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 * 2e-3 - 1.0)
@@ -1305,12 +1310,7 @@ mod tests {
             .fma_f32()
             .linear(&x, &w, Some(&b), Activation::Gelu)
             .unwrap_or_else(|e| panic!("{e}"));
-        let worst = y
-            .data
-            .iter()
-            .zip(&fma.data)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = max_abs_diff(&y.data, &fma.data);
         // |y| reaches ~100 here (k = 300 terms of size ≤ 1): a few f32 ulps.
         assert!(worst < 1e-4, "split vs fma: max |Δ| {worst}");
         assert_ne!(y.data, fma.data, "the split did not run");
@@ -1362,12 +1362,7 @@ mod tests {
         );
         let gemm = linear_forward(&x, &w, Some(&b), Activation::Gelu, Vec::new())
             .unwrap_or_else(|e| panic!("{e}"));
-        let worst = y
-            .data
-            .iter()
-            .zip(&gemm.data)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = max_abs_diff(&y.data, &gemm.data);
         // |y| reaches ~100 here (k = 300 terms of size ≤ 1): a few f32 ulps.
         assert!(worst < 1e-4, "packed kernel vs gemm crate: max |Δ| {worst}");
         // A few rows read a fresh weight in place: nothing is packed, and the
